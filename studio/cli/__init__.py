@@ -1,0 +1,95 @@
+"""`ssl-studio`: the studio without a screen (../shared/CLI.md is the contract).
+
+Each command group lives in its own module with a `register(subparsers)` function; this module
+only builds the parser, runs the command and turns errors into exit codes:
+0 done, 1 an error a person can act on (one line on stderr), 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any, Sequence
+
+from studio import __version__
+
+COMMAND_MODULES = (
+    "studio.cli.project",
+    "studio.cli.train",
+    "studio.cli.info",
+    "studio.cli.evaluate",
+    "studio.cli.export",
+)
+
+
+class UsageError(Exception):
+    """Wrong usage found after parsing (exit 2)."""
+
+
+def emit_json(obj: dict[str, Any]) -> None:
+    """The one JSON object a --json command prints on stdout."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def say(message: str) -> None:
+    """Progress and human output that must not pollute --json stdout."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _gui(args: argparse.Namespace) -> int:
+    from studio.gui.app import run_gui
+
+    return run_gui(project=args.project, screenshot=args.screenshot, sample=args.sample)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssl-studio", description="Train self-supervised image encoders on your own images.")
+    parser.add_argument("--version", action="version", version=f"ssl-studio {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gui = sub.add_parser("gui", help="open the GUI")
+    gui.add_argument("project", nargs="?", help="project folder to open")
+    gui.add_argument("--screenshot", metavar="PNG", help="render the main window to PNG once shown, then exit")
+    gui.add_argument("--sample", action="store_true", help="open (creating it if needed) the sample project")
+    gui.set_defaults(func=_gui)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that command group is not part of this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        if args.command is None:
+            args = parser.parse_args(["gui", *([] if argv is None else argv)])
+        else:
+            parser.print_help(sys.stderr)
+            return 2
+    from studio.engine.errors import StudioError
+    from studio.store import ProjectError, SchemaVersionError
+
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        parser.error(str(exc))  # exits 2
+        return 2
+    except (StudioError, ProjectError, SchemaVersionError, FileNotFoundError, PermissionError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,218 @@
+"""One registry of encoders: name -> builder, feature size and kind ("cnn" | "vit").
+
+Every backbone wraps an unmodified torchvision (or timm) model and keeps all its parameters, so
+that the exported weights load with `load_state_dict(strict=True)` into a fresh model of the same
+name. The small-image stem of the ResNets (inputs under 64 px) keeps conv1's 7x7 weights and only
+changes its stride to 1 and drops the max-pool: neither is a parameter, so keys and shapes stay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from studio.engine.errors import ConfigError
+
+SMALL_IMAGE_LIMIT = 64
+
+
+class Backbone(nn.Module):
+    """An encoder: images (B, 3, H, W) -> features (B, feature_dim)."""
+
+    def __init__(self, model: nn.Module, name: str, kind: str, feature_dim: int, image_size: int, arch: dict[str, Any]):
+        super().__init__()
+        self.model = model
+        self.name = name
+        self.kind = kind
+        self.feature_dim = feature_dim
+        self.image_size = image_size
+        # What it takes to rebuild `model` from its library (for exports and model cards).
+        self.arch = arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class ResNetBackbone(Backbone):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+        return torch.flatten(m.avgpool(x), 1)
+
+
+class ViTBackbone(Backbone):
+    """torchvision VisionTransformer; the feature is the class token after the encoder."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        x = m._process_input(x)
+        cls = m.class_token.expand(x.shape[0], -1, -1)
+        x = m.encoder(torch.cat([cls, x], dim=1))
+        return x[:, 0]
+
+
+class TorchvisionFeaturesBackbone(Backbone):
+    """CNNs shaped `features -> avgpool -> classifier` (MobileNet, EfficientNet, ConvNeXt)."""
+
+    def __init__(self, *args, pre_classifier: nn.Module | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pre_classifier = pre_classifier if pre_classifier is not None else nn.Flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        return self.pre_classifier(m.avgpool(m.features(x)))
+
+
+class TimmBackbone(Backbone):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    kind: str  # "cnn" | "vit"
+    feature_dim: int
+    description: str
+    build: Callable[..., Backbone]
+    options: dict[str, Any] = field(default_factory=dict)  # extra knobs and their defaults
+    pretrained_weights: str | None = None  # torchvision weights enum name, where one exists
+
+
+def _torchvision_weights(model_name: str, pretrained: bool):
+    if not pretrained:
+        return None
+    from torchvision.models import get_model_weights
+
+    return get_model_weights(model_name).DEFAULT
+
+
+def _load_torchvision(model_name: str, pretrained: bool, **kwargs) -> nn.Module:
+    import torchvision.models as tvm
+
+    weights = _torchvision_weights(model_name, pretrained)
+    try:
+        return tvm.get_model(model_name, weights=weights, **kwargs)
+    except Exception as exc:
+        if pretrained:
+            raise ConfigError(
+                f"could not load the ImageNet weights of {model_name} ({exc.__class__.__name__}: {exc}). "
+                "They are downloaded once from the internet; connect, or put the file in torch's hub "
+                "cache, or start from random weights instead."
+            ) from exc
+        raise
+
+
+def _resnet(model_name: str, dim: int):
+    def build(image_size: int, pretrained: bool = False, **_: Any) -> Backbone:
+        model = _load_torchvision(model_name, pretrained)
+        small = image_size < SMALL_IMAGE_LIMIT
+        if small:
+            model.conv1.stride = (1, 1)
+            model.maxpool = nn.Identity()
+        arch = {"library": "torchvision", "builder": model_name, "kwargs": {}, "small_image_stem": small}
+        return ResNetBackbone(model, model_name, "cnn", dim, image_size, arch)
+
+    return build
+
+
+VIT_SIZES = {
+    "vit_tiny": dict(num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768),
+    "vit_small": dict(num_layers=12, num_heads=6, hidden_dim=384, mlp_dim=1536),
+    "vit_base": dict(num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072),
+}
+
+
+def default_patch_size(image_size: int) -> int:
+    """The largest of 16/8/4/2 px that still leaves a grid of at least 8x8 patches.
+
+    224 px -> 16 (as in the ViT paper); 32 px -> 4 (64 tokens, enough for MAE's 75 % masking).
+    """
+    for p in (16, 8, 4, 2):
+        if image_size % p == 0 and image_size // p >= 8:
+            return p
+    return 1
+
+
+def _vit(size: str):
+    def build(image_size: int, pretrained: bool = False, patch_size: int | None = None, num_layers: int | None = None, **_: Any) -> Backbone:
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        patch = int(patch_size or default_patch_size(image_size))
+        if image_size % patch:
+            raise ConfigError(f"the image size {image_size} is not a multiple of the ViT patch size {patch}.")
+        kwargs = dict(VIT_SIZES[size])
+        if num_layers:
+            kwargs["num_layers"] = int(num_layers)
+        kwargs.update(image_size=image_size, patch_size=patch)
+        if pretrained:
+            if size != "vit_base" or image_size != 224 or patch != 16:
+                raise ConfigError("ImageNet weights exist only for vit_base at 224 px with 16 px patches.")
+            model = _load_torchvision("vit_b_16", True)
+            arch = {"library": "torchvision", "builder": "vit_b_16", "kwargs": {}}
+        else:
+            model = VisionTransformer(**kwargs)
+            arch = {"library": "torchvision", "builder": "VisionTransformer", "kwargs": kwargs}
+        return ViTBackbone(model, size, "vit", kwargs["hidden_dim"], image_size, arch)
+
+    return build
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec("resnet18", "cnn", 512, "ResNet-18 (11 M parameters); the everyday choice.", _resnet("resnet18", 512), pretrained_weights="IMAGENET1K_V1"),
+    "resnet34": BackboneSpec("resnet34", "cnn", 512, "ResNet-34 (21 M parameters).", _resnet("resnet34", 512), pretrained_weights="IMAGENET1K_V1"),
+    "resnet50": BackboneSpec("resnet50", "cnn", 2048, "ResNet-50 (25 M parameters); the papers' reference encoder.", _resnet("resnet50", 2048), pretrained_weights="IMAGENET1K_V2"),
+    "vit_tiny": BackboneSpec("vit_tiny", "vit", 192, "ViT-Tiny (5.5 M parameters), 3 heads of 64.", _vit("vit_tiny"), options={"patch_size": None, "num_layers": None}),
+    "vit_small": BackboneSpec("vit_small", "vit", 384, "ViT-Small (22 M parameters), 6 heads of 64.", _vit("vit_small"), options={"patch_size": None, "num_layers": None}),
+    "vit_base": BackboneSpec("vit_base", "vit", 768, "ViT-Base (86 M parameters), 12 heads of 64.", _vit("vit_base"), options={"patch_size": None, "num_layers": None}, pretrained_weights="IMAGENET1K_V1"),
+}
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    if name in BACKBONES:
+        return BACKBONES[name]
+    if name.startswith("timm:"):
+        return _timm_spec(name)
+    raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)} (or timm:NAME with timm installed).")
+
+
+def _timm_spec(name: str) -> BackboneSpec:
+    try:
+        import timm  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"{name} needs timm: pip install 'ssl-studio[timm]'.") from exc
+    import timm
+
+    model_name = name.split(":", 1)[1]
+    if not timm.is_model(model_name):
+        raise ConfigError(f"timm has no model named {model_name!r}.")
+
+    def build(image_size: int, pretrained: bool = False, **_: Any) -> Backbone:
+        kwargs: dict[str, Any] = {"num_classes": 0}
+        try:
+            model = timm.create_model(model_name, pretrained=pretrained, img_size=image_size, **kwargs)
+            kwargs["img_size"] = image_size
+        except TypeError:
+            model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
+        kind = "vit" if hasattr(model, "patch_embed") else "cnn"
+        arch = {"library": "timm", "builder": model_name, "kwargs": kwargs}
+        return TimmBackbone(model, name, kind, int(model.num_features), image_size, arch)
+
+    # The kind and feature size are only known once built: read them from a throw-away model.
+    probe = timm.create_model(model_name, pretrained=False, num_classes=0)
+    kind = "vit" if hasattr(probe, "patch_embed") else "cnn"
+    return BackboneSpec(name, kind, int(probe.num_features), f"timm model {model_name}", build)
+
+
+def build_backbone(name: str, image_size: int, pretrained: bool = False, **options: Any) -> Backbone:
+    spec = backbone_spec(name)
+    options = {k: v for k, v in options.items() if v is not None}
+    return spec.build(image_size=image_size, pretrained=pretrained, **options)
+
+
+def register_backbone(spec: BackboneSpec) -> None:
+    BACKBONES[spec.name] = spec

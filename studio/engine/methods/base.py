@@ -1,0 +1,204 @@
+"""What every pretext method shares: its config's fields, its backbone check, its momentum
+schedule, and the contract the Trainer drives (solo-learn's base-method idea, smaller)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from studio.engine.backbones import Backbone
+from studio.engine.data.views import ViewSpec
+from studio.engine.errors import ConfigError
+
+
+def option(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None, max: float | None = None):
+    """A config field with its default (from the paper), a one-line help text and its bounds.
+
+    The GUI form and the CLI's --set are generated from these.
+    """
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if isinstance(default, (list, dict, tuple)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    name: str
+    type: str  # "int" | "float" | "bool" | "str"
+    default: Any
+    help: str
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["choices"] = list(self.choices) if self.choices else None
+        return d
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, str):
+        tp = tp.replace(" ", "")
+        for name in ("bool", "int", "float", "str"):
+            if tp == name or tp.startswith(name + "|") or tp.endswith("|" + name):
+                return name
+        return "str"
+    for name, py in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+        if tp is py:
+            return name
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return _type_name(args[0]) if args else "str"
+
+
+def config_fields(config_class: type) -> list[FieldInfo]:
+    hints = typing.get_type_hints(config_class)
+    out = []
+    for f in dataclasses.fields(config_class):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        meta = f.metadata or {}
+        out.append(FieldInfo(f.name, _type_name(hints.get(f.name, f.type)), default, meta.get("help", ""),
+                             meta.get("choices"), meta.get("min"), meta.get("max")))
+    return out
+
+
+def parse_value(info: FieldInfo, value: Any) -> Any:
+    """A value from the CLI (text) or the GUI (typed) as the field's type, within its bounds."""
+    try:
+        if info.type == "bool":
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                value = low in ("1", "true", "yes", "on")
+            else:
+                value = bool(value)
+        elif info.type == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            value = int(value)
+        elif info.type == "float":
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(value)
+        else:
+            value = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{info.name} must be {'an' if info.type == 'int' else 'a'} {info.type}, not {value!r}.") from None
+    if info.choices and value not in info.choices:
+        raise ConfigError(f"{info.name} must be one of {', '.join(map(str, info.choices))}, not {value!r}.")
+    if info.min is not None and value < info.min:
+        raise ConfigError(f"{info.name} must be at least {info.min}, not {value}.")
+    if info.max is not None and value > info.max:
+        raise ConfigError(f"{info.name} must be at most {info.max}, not {value}.")
+    return value
+
+
+def build_config(config_class: type, values: dict[str, Any] | None = None):
+    """The config with `values` (text or typed) over the paper's defaults; unknown names refused."""
+    infos = {i.name: i for i in config_fields(config_class)}
+    kwargs = {}
+    for name, value in (values or {}).items():
+        if name not in infos:
+            known = ", ".join(infos) or "none"
+            raise ConfigError(f"{config_class.__name__} has no field {name!r} (fields: {known}).")
+        kwargs[name] = parse_value(infos[name], value)
+    return config_class(**kwargs)
+
+
+@dataclass
+class StepState:
+    """Where training is, for schedules that depend on it (momentum, temperatures)."""
+
+    step: int
+    total_steps: int
+    epoch: int = 0
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / max(1, self.total_steps - 1))
+
+
+def cosine_schedule(progress: float, start: float, end: float) -> float:
+    """start -> end along half a cosine (BYOL's momentum schedule, eq. in section 3.2)."""
+    return end - (end - start) * (math.cos(math.pi * min(max(progress, 0.0), 1.0)) + 1) / 2
+
+
+class Method(nn.Module):
+    """A pretext method: heads + loss over views of the backbone's features.
+
+    Subclasses set the class attributes and implement `view_specs` and `training_step`.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    family: ClassVar[str]  # contrastive | self-distillation | redundancy-reduction | masked-image-modelling
+    summary: ClassVar[str]  # one or two sentences: what it is, what it suits
+    paper: ClassVar[str]
+    config_class: ClassVar[type]
+    backbone_kinds: ClassVar[tuple[str, ...]] = ("cnn", "vit")
+    # Optimiser defaults; lr is for a batch of 256 and scales linearly with the batch.
+    default_optimizer: ClassVar[str] = "sgd"
+    default_lr: ClassVar[float] = 0.06
+    default_weight_decay: ClassVar[float] = 5e-4
+
+    def __init__(self, backbone: Backbone, config: Any, world_size: int = 1):
+        super().__init__()
+        self.check_backbone(backbone.kind, backbone.name)
+        self.backbone = backbone
+        self.config = config
+        self.world_size = world_size
+
+    @classmethod
+    def check_backbone(cls, kind: str, name: str = "") -> None:
+        if kind not in cls.backbone_kinds:
+            wanted = " or ".join("a ViT" if k == "vit" else "a CNN" for k in cls.backbone_kinds)
+            raise ConfigError(f"{cls.title} needs {wanted} backbone; {name or kind} is a {kind.upper()}.")
+
+    @classmethod
+    def fields(cls) -> list[FieldInfo]:
+        return config_fields(cls.config_class)
+
+    def view_specs(self, image_size: int) -> list[ViewSpec]:
+        raise NotImplementedError
+
+    def training_step(self, views: list[torch.Tensor], state: StepState) -> dict[str, torch.Tensor]:
+        """Return {'loss': scalar tensor, ...}; other entries are logged as metrics."""
+        raise NotImplementedError
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, target) modules whose target is an EMA of the online one; the Trainer updates."""
+        return []
+
+    def momentum(self, state: StepState) -> float:
+        base = float(getattr(self.config, "momentum", 0.99))
+        end = float(getattr(self.config, "momentum_end", 1.0))
+        return cosine_schedule(state.progress, base, end)
+
+    def on_after_step(self, state: StepState) -> None:
+        """Hook for per-step bookkeeping outside autograd (e.g. DINO's last-layer freeze)."""
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "name": cls.name,
+            "title": cls.title,
+            "family": cls.family,
+            "summary": cls.summary,
+            "paper": cls.paper,
+            "backbones": list(cls.backbone_kinds),
+            "optimizer": cls.default_optimizer,
+            "lr": cls.default_lr,
+            "weight_decay": cls.default_weight_decay,
+            "fields": [f.to_json() for f in cls.fields()],
+        }

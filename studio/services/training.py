@@ -1,0 +1,88 @@
+"""Starting, running and resuming training runs, recorded in the project database."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from studio.engine.errors import CheckpointError, ConfigError
+from studio.engine.train import TrainConfig, Trainer, TrainingCallbacks, TrainingControl, TrainResult, build_method
+from studio.services.datasets import load_images
+from studio.store import Project, RunRecord, RunRecorder
+
+Progress = Callable[[int, int], None]
+
+
+def validate_config(config: TrainConfig) -> TrainConfig:
+    """Everything that can be checked before Start: fields, method x backbone, image size."""
+    from studio.engine.backbones import backbone_spec
+    from studio.engine.methods import build_config, method_class
+
+    config.validate()
+    cls = method_class(config.method)
+    build_config(cls.config_class, config.method_config)
+    spec = backbone_spec(config.backbone)
+    cls.check_backbone(spec.kind, config.backbone)
+    return config
+
+
+def create_run(project: Project, dataset: str | int, config: TrainConfig, parent_run_id: int | None = None) -> RunRecord:
+    validate_config(config)
+    ds = project.dataset(dataset)
+    return project.create_run(ds.id, config.method, config.backbone, config.to_dict(), parent_run_id=parent_run_id)
+
+
+def run_monitors(project: Project, run: RunRecord, config: TrainConfig, images) -> list:
+    """The kNN / health monitors for a run, when the engine has them and the data has labels."""
+    try:
+        from studio.engine.train.monitor import build_monitors
+    except ImportError:
+        return []
+    return build_monitors(config, images)
+
+
+def execute_run(
+    project: Project,
+    run_id: int,
+    control: TrainingControl | None = None,
+    callbacks: Sequence[TrainingCallbacks] = (),
+    resume: bool = False,
+    progress: Progress | None = None,
+    trainer_factory: Callable[..., Trainer] = Trainer,
+    trainer_kwargs: dict[str, Any] | None = None,
+    record: bool = True,
+) -> TrainResult:
+    """Run (or resume) a stored run to its end on this thread, writing everything to the store."""
+    run = project.run(run_id)
+    config = TrainConfig.from_dict(run.config)
+    resume_from = None
+    if resume:
+        ck = project.latest_checkpoint(run_id)
+        if ck is None:
+            raise CheckpointError(f"run {run_id} has no checkpoint to resume from; start a new run instead.")
+        resume_from = project.abs(ck.path)
+        if ck.step >= (run.total_steps or 0) > 0 and run.status == "finished":
+            raise ConfigError(f"run {run_id} is finished; there is nothing to resume.")
+    recorder = RunRecorder(project, run_id) if record else None
+    try:
+        images = load_images(project, project.dataset(run.dataset_id), config.image_size, progress)
+    except Exception as exc:
+        if record:
+            project.set_run_status(run_id, "failed", str(exc))
+        raise
+    trainer = trainer_factory(
+        config, images, project.run_dir(run_id),
+        callbacks=[c for c in (recorder, *callbacks) if c is not None],
+        control=control, resume_from=resume_from,
+        monitors=run_monitors(project, run, config, images),
+        **(trainer_kwargs or {}),
+    )
+    result = trainer.run()
+    if recorder is not None and recorder.error is not None and result.status == "finished":
+        project.set_run_status(run_id, "failed", f"could not write metrics: {recorder.error}")
+    return result
+
+
+def preflight(config: TrainConfig) -> None:
+    """Build the model once on the CPU to surface errors before a run is queued."""
+    validate_config(config)
+    build_method(config)

@@ -1,0 +1,590 @@
+"""A project: one folder, one SQLite database (`project.db`) and the big files beside it.
+
+Every read returns plain dataclasses, never ORM objects, so that callers on any thread (GUI
+timers, workers, the CLI) hold no session and no lazy attribute.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from studio.store import models as m
+
+DB_NAME = "project.db"
+SCHEMA_VERSION = 1
+RUN_STATUSES = ("queued", "running", "paused", "finished", "stopped", "interrupted", "diverged", "failed")
+ACTIVE_STATUSES = ("queued", "running", "paused")
+
+
+class ProjectError(Exception):
+    """A project folder cannot be created, opened or upgraded; the message says why."""
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    id: int
+    name: str
+    kind: str
+    source: str
+    images: int
+    skipped: int
+    classes: int
+    class_names: list[str]
+    skipped_files: list[Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    dataset_id: int
+    dataset: str
+    method: str
+    backbone: str
+    config: dict[str, Any]
+    status: str
+    reason: str | None
+    device: str | None
+    steps: int
+    total_steps: int
+    epochs: int
+    final_loss: float | None
+    images_per_s: float | None
+    pid: int | None
+    host: str | None
+    parent_run_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or self.heartbeat_at or self.started_at
+        return max(0.0, (end - self.started_at).total_seconds())
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    id: int
+    run_id: int
+    step: int
+    epoch: float
+    path: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    run_id: int
+    time: datetime
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    id: int
+    run_id: int
+    checkpoint_step: int | None
+    dataset_id: int | None
+    kind: str
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EmbeddingRecord:
+    id: int
+    run_id: int | None
+    checkpoint_step: int | None
+    dataset_id: int
+    path: str
+    count: int
+    dim: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EmbeddingMapRecord:
+    id: int
+    embedding_id: int
+    algorithm: str
+    params: dict[str, Any]
+    path: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    id: int
+    run_id: int
+    checkpoint_step: int | None
+    format: str
+    path: str
+    card: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass
+class MetricSeries:
+    """Points of one run, by metric name: steps and values as parallel lists."""
+
+    steps: dict[str, list[int]] = field(default_factory=dict)
+    values: dict[str, list[float]] = field(default_factory=dict)
+    last_id: int = 0
+
+    def names(self) -> list[str]:
+        return sorted(self.steps)
+
+
+def _record(cls, row, **extra):
+    names = cls.__dataclass_fields__.keys()
+    data = {k: getattr(row, k) for k in names if k not in extra}
+    data.update(extra)
+    return cls(**data)
+
+
+def _configure_sqlite(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (the GUI) read while a writer (a training run) commits; busy_timeout makes a
+    # second writer wait instead of failing with "database is locked".
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(db_path: Path) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{db_path}",
+        connect_args={"timeout": 60, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _configure_sqlite)
+    return engine
+
+
+class Project:
+    """Open with `Project.open(path)` or `Project.create(path)`; close with `close()`."""
+
+    def __init__(self, root: Path, engine: Engine):
+        self.root = Path(root).resolve()
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    # -- life cycle -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike, exist_ok: bool = False) -> "Project":
+        root = Path(path).expanduser()
+        db = root / DB_NAME
+        if db.exists():
+            if exist_ok:
+                return cls.open(root)
+            raise ProjectError(f"{root} already holds a project.")
+        if root.exists() and not root.is_dir():
+            raise ProjectError(f"{root} exists and is not a folder.")
+        root.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(db)
+        from studio.store.migrations import create_schema
+
+        create_schema(engine)
+        return cls(root, engine)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Project":
+        root = Path(path).expanduser()
+        db = root / DB_NAME
+        if not db.is_file():
+            raise ProjectError(f"{root} is not a project folder (no {DB_NAME}); create one with 'ssl-studio init'.")
+        engine = make_engine(db)
+        from studio.store.migrations import upgrade_if_needed
+
+        upgrade_if_needed(engine, db)
+        project = cls(root, engine)
+        project.mark_interrupted_runs()
+        return project
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Project":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s:
+            with s.begin():
+                yield s
+
+    # -- paths ------------------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    def rel(self, path: str | os.PathLike) -> str:
+        """A path as stored: relative to the project folder when inside it, with '/' separators."""
+        p = Path(path)
+        if not p.is_absolute():
+            return p.as_posix()
+        try:
+            return p.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return str(p.resolve())
+
+    def abs(self, stored: str) -> Path:
+        p = Path(stored)
+        return p if p.is_absolute() else self.root / p
+
+    def run_dir(self, run_id: int) -> Path:
+        d = self.root / "runs" / str(run_id)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @property
+    def cache_dir(self) -> Path:
+        d = self.root / "cache"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # -- meta -------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        with self.session() as s:
+            row = s.get(m.Meta, key)
+            return row.value if row else None
+
+    # -- datasets ---------------------------------------------------------------------------
+    def add_dataset(
+        self,
+        name: str,
+        kind: str,
+        source: str,
+        images: int,
+        skipped: int = 0,
+        classes: int = 0,
+        class_names: Sequence[str] = (),
+        skipped_files: Sequence[Any] = (),
+    ) -> DatasetRecord:
+        with self.session() as s:
+            if s.scalar(select(m.Dataset).where(m.Dataset.name == name)) is not None:
+                raise ProjectError(f"a dataset named {name!r} exists already; choose another --name.")
+            row = m.Dataset(
+                name=name,
+                kind=kind,
+                source=source,
+                images=images,
+                skipped=skipped,
+                classes=classes,
+                class_names=list(class_names),
+                skipped_files=[list(x) for x in skipped_files],
+            )
+            s.add(row)
+            s.flush()
+            return _record(DatasetRecord, row)
+
+    def datasets(self) -> list[DatasetRecord]:
+        with self.session() as s:
+            return [_record(DatasetRecord, r) for r in s.scalars(select(m.Dataset).order_by(m.Dataset.id))]
+
+    def dataset(self, key: int | str) -> DatasetRecord:
+        with self.session() as s:
+            if isinstance(key, int) or (isinstance(key, str) and key.isdigit() and not self._has_dataset_name(s, key)):
+                row = s.get(m.Dataset, int(key))
+            else:
+                row = s.scalar(select(m.Dataset).where(m.Dataset.name == key))
+            if row is None:
+                names = ", ".join(d.name for d in s.scalars(select(m.Dataset))) or "none yet"
+                raise ProjectError(f"no dataset {key!r} in this project (datasets: {names}).")
+            return _record(DatasetRecord, row)
+
+    @staticmethod
+    def _has_dataset_name(s: Session, name: str) -> bool:
+        return s.scalar(select(m.Dataset.id).where(m.Dataset.name == name)) is not None
+
+    def delete_dataset(self, dataset_id: int) -> None:
+        with self.session() as s:
+            if s.scalar(select(func.count()).select_from(m.Run).where(m.Run.dataset_id == dataset_id)):
+                raise ProjectError("this dataset has runs; delete them first.")
+            s.execute(delete(m.Dataset).where(m.Dataset.id == dataset_id))
+
+    # -- runs -------------------------------------------------------------------------------
+    def _run_record(self, s: Session, row: m.Run) -> RunRecord:
+        ds = s.get(m.Dataset, row.dataset_id)
+        return _record(RunRecord, row, dataset=ds.name if ds else "?", config=dict(row.config or {}))
+
+    def create_run(
+        self,
+        dataset_id: int,
+        method: str,
+        backbone: str,
+        config: dict[str, Any],
+        total_steps: int = 0,
+        parent_run_id: int | None = None,
+    ) -> RunRecord:
+        with self.session() as s:
+            row = m.Run(
+                dataset_id=dataset_id,
+                method=method,
+                backbone=backbone,
+                config=config,
+                status="queued",
+                total_steps=total_steps,
+                parent_run_id=parent_run_id,
+            )
+            s.add(row)
+            s.flush()
+            s.add(m.RunEvent(run_id=row.id, message=f"created: {method} on {backbone}"))
+            return self._run_record(s, row)
+
+    def runs(self) -> list[RunRecord]:
+        with self.session() as s:
+            return [self._run_record(s, r) for r in s.scalars(select(m.Run).order_by(m.Run.id))]
+
+    def run(self, run_id: int) -> RunRecord:
+        with self.session() as s:
+            row = s.get(m.Run, int(run_id))
+            if row is None:
+                raise ProjectError(f"no run {run_id} in this project.")
+            return self._run_record(s, row)
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        with self.session() as s:
+            s.execute(update(m.Run).where(m.Run.id == run_id).values(**fields))
+
+    def set_run_status(self, run_id: int, status: str, reason: str | None = None, **fields: Any) -> None:
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        now = m.utcnow()
+        values: dict[str, Any] = {"status": status, "reason": reason, "heartbeat_at": now, **fields}
+        if status == "running":
+            values.setdefault("pid", os.getpid())
+            values.setdefault("host", socket.gethostname())
+            values["finished_at"] = None
+        elif status not in ACTIVE_STATUSES:
+            values["finished_at"] = now
+        with self.session() as s:
+            row = s.get(m.Run, run_id)
+            if row is None:
+                raise ProjectError(f"no run {run_id} in this project.")
+            if status == "running" and row.started_at is None:
+                values["started_at"] = now
+            s.execute(update(m.Run).where(m.Run.id == run_id).values(**values))
+            msg = f"status: {status}" + (f" ({reason})" if reason else "")
+            level = "error" if status in ("failed", "diverged") else "info"
+            s.add(m.RunEvent(run_id=run_id, level=level, message=msg))
+
+    def delete_run(self, run_id: int) -> None:
+        import shutil
+
+        with self.session() as s:
+            for model in (m.MetricPoint, m.Checkpoint, m.RunEvent, m.Evaluation, m.Export):
+                s.execute(delete(model).where(model.run_id == run_id))
+            emb_ids = list(s.scalars(select(m.Embedding.id).where(m.Embedding.run_id == run_id)))
+            if emb_ids:
+                s.execute(delete(m.EmbeddingMap).where(m.EmbeddingMap.embedding_id.in_(emb_ids)))
+                s.execute(delete(m.Embedding).where(m.Embedding.id.in_(emb_ids)))
+            s.execute(delete(m.Run).where(m.Run.id == run_id))
+        shutil.rmtree(self.root / "runs" / str(run_id), ignore_errors=True)
+
+    def mark_interrupted_runs(self, stale_after_s: float = 120.0) -> list[int]:
+        """Runs left 'running' by a process that is gone become 'interrupted'.
+
+        A run is alive when its process exists on this host, or, from another host, when its
+        heartbeat is recent.
+        """
+        host = socket.gethostname()
+        found = []
+        with self.session() as s:
+            rows = s.scalars(select(m.Run).where(m.Run.status.in_(("running", "paused")))).all()
+            for row in rows:
+                alive = False
+                fresh = row.heartbeat_at is not None and (m.utcnow() - row.heartbeat_at).total_seconds() < stale_after_s
+                if row.host == host and row.pid:
+                    # A live pid with a stale heartbeat is a reused pid, not our run.
+                    alive = _pid_alive(row.pid) and fresh
+                elif row.heartbeat_at is not None:
+                    alive = (m.utcnow() - row.heartbeat_at).total_seconds() < stale_after_s
+                if not alive:
+                    found.append(row.id)
+        for run_id in found:
+            self.set_run_status(run_id, "interrupted", "the process running it stopped unexpectedly")
+        return found
+
+    # -- log --------------------------------------------------------------------------------
+    def log(self, run_id: int, message: str, level: str = "info") -> None:
+        with self.session() as s:
+            s.add(m.RunEvent(run_id=run_id, level=level, message=message))
+
+    def events(self, run_id: int, after_id: int = 0) -> list[EventRecord]:
+        with self.session() as s:
+            q = select(m.RunEvent).where(m.RunEvent.run_id == run_id, m.RunEvent.id > after_id).order_by(m.RunEvent.id)
+            return [_record(EventRecord, r) for r in s.scalars(q)]
+
+    # -- metrics ----------------------------------------------------------------------------
+    def add_metrics(self, rows: Iterable[tuple[int, int, float, str, float, float]]) -> int:
+        """Insert (run_id, step, epoch, name, value, time) rows in one transaction."""
+        payload = [
+            {"run_id": r, "step": st, "epoch": ep, "name": n, "value": float(v), "time": t}
+            for (r, st, ep, n, v, t) in rows
+        ]
+        if not payload:
+            return 0
+        with self.session() as s:
+            s.execute(m.MetricPoint.__table__.insert(), payload)
+        return len(payload)
+
+    def truncate_metrics(self, run_id: int, after_step: int) -> None:
+        """Drop points after a step: a resumed run redoes those steps and must not draw them twice."""
+        with self.session() as s:
+            s.execute(delete(m.MetricPoint).where(m.MetricPoint.run_id == run_id, m.MetricPoint.step > after_step))
+
+    def metric_series(self, run_id: int, names: Sequence[str] | None = None, after_id: int = 0) -> MetricSeries:
+        """Points added after `after_id` (0: all); pass the returned `last_id` next time to poll."""
+        t = m.MetricPoint.__table__
+        q = select(t.c.id, t.c.name, t.c.step, t.c.value).where(t.c.run_id == run_id, t.c.id > after_id)
+        if names:
+            q = q.where(t.c.name.in_(list(names)))
+        out = MetricSeries(last_id=after_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.order_by(t.c.id)).all()
+        for pid, name, step, value in rows:
+            out.steps.setdefault(name, []).append(step)
+            out.values.setdefault(name, []).append(value)
+            out.last_id = pid
+        return out
+
+    def metric_names(self, run_id: int) -> list[str]:
+        t = m.MetricPoint.__table__
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(select(t.c.name).where(t.c.run_id == run_id).distinct()).scalars())
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def add_checkpoint(self, run_id: int, step: int, epoch: float, path: str | os.PathLike) -> CheckpointRecord:
+        rel = self.rel(path)
+        with self.session() as s:
+            old = s.scalar(select(m.Checkpoint).where(m.Checkpoint.run_id == run_id, m.Checkpoint.path == rel))
+            if old is not None:  # last.ckpt is rewritten in place: one row, newest step
+                old.step, old.epoch, old.created_at = step, epoch, m.utcnow()
+                row = old
+            else:
+                row = m.Checkpoint(run_id=run_id, step=step, epoch=epoch, path=rel)
+                s.add(row)
+            s.flush()
+            return _record(CheckpointRecord, row)
+
+    def checkpoints(self, run_id: int) -> list[CheckpointRecord]:
+        with self.session() as s:
+            q = select(m.Checkpoint).where(m.Checkpoint.run_id == run_id).order_by(m.Checkpoint.step, m.Checkpoint.id)
+            return [_record(CheckpointRecord, r) for r in s.scalars(q)]
+
+    def latest_checkpoint(self, run_id: int) -> CheckpointRecord | None:
+        """The newest checkpoint whose file is on disk."""
+        for ck in sorted(self.checkpoints(run_id), key=lambda c: (c.step, c.id), reverse=True):
+            if self.abs(ck.path).is_file():
+                return ck
+        return None
+
+    # -- evaluations, embeddings, maps, exports ---------------------------------------------
+    def add_evaluation(
+        self, run_id: int, kind: str, metrics: dict[str, Any], checkpoint_step: int | None = None, dataset_id: int | None = None
+    ) -> EvaluationRecord:
+        with self.session() as s:
+            row = m.Evaluation(run_id=run_id, kind=kind, metrics=metrics, checkpoint_step=checkpoint_step, dataset_id=dataset_id)
+            s.add(row)
+            s.flush()
+            return _record(EvaluationRecord, row)
+
+    def evaluations(self, run_id: int | None = None) -> list[EvaluationRecord]:
+        with self.session() as s:
+            q = select(m.Evaluation).order_by(m.Evaluation.id)
+            if run_id is not None:
+                q = q.where(m.Evaluation.run_id == run_id)
+            return [_record(EvaluationRecord, r) for r in s.scalars(q)]
+
+    def add_embedding(
+        self, dataset_id: int, path: str | os.PathLike, count: int, dim: int, run_id: int | None = None, checkpoint_step: int | None = None
+    ) -> EmbeddingRecord:
+        with self.session() as s:
+            row = m.Embedding(run_id=run_id, checkpoint_step=checkpoint_step, dataset_id=dataset_id, path=self.rel(path), count=count, dim=dim)
+            s.add(row)
+            s.flush()
+            return _record(EmbeddingRecord, row)
+
+    def embeddings(self, run_id: int | None = None) -> list[EmbeddingRecord]:
+        with self.session() as s:
+            q = select(m.Embedding).order_by(m.Embedding.id)
+            if run_id is not None:
+                q = q.where(m.Embedding.run_id == run_id)
+            return [_record(EmbeddingRecord, r) for r in s.scalars(q)]
+
+    def find_embedding(self, run_id: int | None, checkpoint_step: int | None, dataset_id: int) -> EmbeddingRecord | None:
+        for e in reversed(self.embeddings(run_id)):
+            if e.checkpoint_step == checkpoint_step and e.dataset_id == dataset_id and self.abs(e.path).is_file():
+                return e
+        return None
+
+    def add_embedding_map(self, embedding_id: int, algorithm: str, params: dict[str, Any], path: str | os.PathLike) -> EmbeddingMapRecord:
+        with self.session() as s:
+            row = m.EmbeddingMap(embedding_id=embedding_id, algorithm=algorithm, params=params, path=self.rel(path))
+            s.add(row)
+            s.flush()
+            return _record(EmbeddingMapRecord, row)
+
+    def embedding_maps(self, embedding_id: int) -> list[EmbeddingMapRecord]:
+        with self.session() as s:
+            q = select(m.EmbeddingMap).where(m.EmbeddingMap.embedding_id == embedding_id).order_by(m.EmbeddingMap.id)
+            return [_record(EmbeddingMapRecord, r) for r in s.scalars(q)]
+
+    def add_export(
+        self, run_id: int, format: str, path: str | os.PathLike, card: dict[str, Any], checkpoint_step: int | None = None
+    ) -> ExportRecord:
+        with self.session() as s:
+            row = m.Export(run_id=run_id, format=format, path=self.rel(path), card=card, checkpoint_step=checkpoint_step)
+            s.add(row)
+            s.flush()
+            return _record(ExportRecord, row)
+
+    def exports(self, run_id: int | None = None) -> list[ExportRecord]:
+        with self.session() as s:
+            q = select(m.Export).order_by(m.Export.id)
+            if run_id is not None:
+                q = q.where(m.Export.run_id == run_id)
+            return [_record(ExportRecord, r) for r in s.scalars(q)]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    # A zombie (killed, not yet reaped) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b")")[-1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
+def now_s() -> float:
+    return time.time()
