@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy import create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -469,6 +469,33 @@ class Project:
             out.values.setdefault(name, []).append(value)
             out.last_id = pid
         return out
+
+    def metric_curve(self, run_id: int, name: str, max_points: int = 4000) -> tuple[list[int], list[float]]:
+        """One metric's (steps, values) for drawing: all of it when short, else `max_points` points
+        spread evenly over its steps, found by index seeks (a million-point curve reads in
+        milliseconds instead of the second a full scan takes)."""
+        t = m.MetricPoint.__table__
+        where = (t.c.run_id == run_id, t.c.name == name)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c.step, t.c.value).where(*where).order_by(t.c.step).limit(max_points + 1)).all()
+            if len(rows) <= max_points:
+                return [r[0] for r in rows], [r[1] for r in rows]
+            # min() and max() together defeat SQLite's index shortcut; two ordered seeks do not.
+            lo = rows[0][0]
+            last = conn.execute(select(t.c.step, t.c.value).where(*where).order_by(t.c.step.desc()).limit(1)).one()
+            hi = last[0]
+            sql = text(
+                "WITH RECURSIVE b(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM b WHERE i + 1 < :n), "
+                "s(pid) AS (SELECT (SELECT id FROM metric_points WHERE run_id = :run AND name = :name "
+                "  AND step >= :lo + (b.i * (:hi - :lo)) / :n ORDER BY step LIMIT 1) FROM b) "
+                "SELECT DISTINCT p.step, p.value FROM s CROSS JOIN metric_points p ON p.id = s.pid ORDER BY p.step"
+            )
+            rows = conn.execute(sql, {"n": max_points, "run": run_id, "name": name, "lo": lo, "hi": hi}).all()
+        steps, values = [r[0] for r in rows], [r[1] for r in rows]
+        if not steps or steps[-1] != last[0]:
+            steps.append(last[0])
+            values.append(last[1])
+        return steps, values
 
     def metric_names(self, run_id: int) -> list[str]:
         t = m.MetricPoint.__table__

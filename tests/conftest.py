@@ -1,0 +1,61 @@
+"""Shared fixtures: offscreen Qt, CPU only, small data made here.
+
+Each area keeps its own fixtures in its own test files; only what several areas use lives here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A fresh project folder with the built-in sample as dataset 'sample'."""
+    from studio.services.datasets import add_dataset
+    from studio.store import Project
+
+    p = Project.create(tmp_path / "proj")
+    add_dataset(p, "sample", name="sample")
+    yield p
+    p.close()
+
+
+def write_image_folder(root: Path, classes=("cats", "dogs"), per_class: int = 6, size: int = 12, seed: int = 0) -> Path:
+    """A folder of small coloured PNGs in class sub-folders (labels)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for ci, name in enumerate(classes):
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+            arr[..., ci % 3] = 255 - 20 * ci
+            Image.fromarray(arr).save(d / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return write_image_folder(tmp_path / "images")
+
+
+def tiny_train_config(**overrides):
+    """A TrainConfig small enough for a 2-core CI: few steps, small images, small batch."""
+    from studio.engine.train import TrainConfig
+
+    base = dict(method="simclr", backbone="resnet18", steps=6, batch_size=32, image_size=16, device="cpu",
+                warmup_epochs=0.0, log_every=1, seed=0)
+    base.update(overrides)
+    return TrainConfig(**base)
