@@ -65,7 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    _add_debug_everywhere(sub)
     return parser
+
+
+def _add_debug_everywhere(sub: argparse._SubParsersAction) -> None:
+    """`--debug` is accepted after the command too (`ssl-studio train ... --debug`)."""
+    for command in sub.choices.values():
+        if "--debug" not in command._option_string_actions:
+            command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_debug_everywhere(action)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,11 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         parser.error(str(exc))  # exits 2
         return 2
-    except (StudioError, ProjectError, SchemaVersionError, FileNotFoundError, PermissionError) as exc:
+    except (StudioError, ProjectError, SchemaVersionError, OSError) as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug still ends in one line; --debug shows where
+        if args.debug:
+            raise
+        print(f"error: {exc.__class__.__name__}: {_one_line(exc)} (run again with --debug to see the traceback)", file=sys.stderr)
+        return 1

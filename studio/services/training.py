@@ -31,6 +31,20 @@ def create_run(project: Project, dataset: str | int, config: TrainConfig, parent
     return project.create_run(ds.id, config.method, config.backbone, config.to_dict(), parent_run_id=parent_run_id)
 
 
+def check_resumable(project: Project, run_id: int) -> RunRecord:
+    """The run, if it can be continued here: not finished, not running in another process, and
+    with a checkpoint on disk."""
+    run = project.run(run_id)
+    if run.status in ("running", "paused"):
+        where = f" (process {run.pid} on {run.host})" if run.pid else ""
+        raise ConfigError(f"run {run_id} is still {run.status}{where}; stop it before resuming.")
+    if run.status == "finished":
+        raise ConfigError(f"run {run_id} is finished; there is nothing to resume. Start a new run instead.")
+    if project.latest_checkpoint(run_id) is None:
+        raise CheckpointError(f"run {run_id} has no checkpoint to resume from; start a new run instead.")
+    return run
+
+
 def run_monitors(project: Project, run: RunRecord, config: TrainConfig, images) -> list:
     """The kNN / health monitors for a run, when the engine has them and the data has labels."""
     try:

@@ -45,14 +45,35 @@ class ResNetBackbone(Backbone):
 
 
 class ViTBackbone(Backbone):
-    """torchvision VisionTransformer; the feature is the class token after the encoder."""
+    """torchvision VisionTransformer; the feature is the class token after the encoder.
+
+    Images of another size than the model's (DINO's local crops) go through the same layers with
+    the position embedding resampled to their patch grid, as DINO's `interpolate_pos_encoding`.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
-        x = m._process_input(x)
-        cls = m.class_token.expand(x.shape[0], -1, -1)
-        x = m.encoder(torch.cat([cls, x], dim=1))
-        return x[:, 0]
+        if x.shape[-2] == m.image_size and x.shape[-1] == m.image_size:
+            x = m._process_input(x)
+            cls = m.class_token.expand(x.shape[0], -1, -1)
+            x = m.encoder(torch.cat([cls, x], dim=1))
+            return x[:, 0]
+        tokens = m.conv_proj(x)
+        grid = tokens.shape[-2:]
+        tokens = tokens.flatten(2).transpose(1, 2)
+        cls = m.class_token.expand(tokens.shape[0], -1, -1)
+        tokens = torch.cat([cls, tokens], dim=1) + self.position_embedding(grid)
+        enc = m.encoder
+        return enc.ln(enc.layers(enc.dropout(tokens)))[:, 0]
+
+    def position_embedding(self, grid) -> torch.Tensor:
+        pos = self.model.encoder.pos_embedding
+        side = self.model.image_size // self.model.patch_size
+        if tuple(grid) == (side, side):
+            return pos
+        patches = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        patches = torch.nn.functional.interpolate(patches, size=tuple(grid), mode="bicubic", align_corners=False)
+        return torch.cat([pos[:, :1], patches.flatten(2).transpose(1, 2)], dim=1)
 
 
 class TorchvisionFeaturesBackbone(Backbone):
@@ -112,10 +133,43 @@ def _resnet(model_name: str, dim: int):
         model = _load_torchvision(model_name, pretrained)
         small = image_size < SMALL_IMAGE_LIMIT
         if small:
-            model.conv1.stride = (1, 1)
-            model.maxpool = nn.Identity()
+            small_image_stem(model_name, model)
         arch = {"library": "torchvision", "builder": model_name, "kwargs": {}, "small_image_stem": small}
         return ResNetBackbone(model, model_name, "cnn", dim, image_size, arch)
+
+    return build
+
+
+def small_image_stem(model_name: str, model: nn.Module) -> nn.Module:
+    """Make a torchvision CNN keep detail in images under 64 px by lowering the stride of its
+    first layers (as the CIFAR variants of the papers do). Strides and pooling are not parameters,
+    so the state_dict keeps its keys and shapes; exports call this again to rebuild the model."""
+    if model_name.startswith("resnet"):
+        model.conv1.stride = (1, 1)
+        model.maxpool = nn.Identity()
+    elif model_name.startswith(("mobilenet", "efficientnet")):
+        model.features[0][0].stride = (1, 1)  # the 3x3 stem conv: overall stride 32 -> 16
+    elif model_name.startswith("convnext"):
+        # The 4x4 patchify stem with stride 2 and padding 1 (overlapping) instead of stride 4:
+        # overall 32 -> 16, so a 32 px image still reaches the last stage with a 2x2 map.
+        model.features[0][0].stride = (2, 2)
+        model.features[0][0].padding = (1, 1)
+    return model
+
+
+def _features_cnn(model_name: str, dim: int):
+    def build(image_size: int, pretrained: bool = False, **_: Any) -> Backbone:
+        if model_name.startswith("convnext") and image_size < 16:
+            raise ConfigError(f"{model_name} needs images of at least 16 px (its four stages halve the image); "
+                              f"{image_size} px is too small. Pick a larger image size or a ResNet.")
+        model = _load_torchvision(model_name, pretrained)
+        small = image_size < SMALL_IMAGE_LIMIT
+        if small:
+            small_image_stem(model_name, model)
+        # ConvNeXt normalises the pooled features before its classifier: keep that LayerNorm.
+        pre = nn.Sequential(model.classifier[0], nn.Flatten(1)) if model_name.startswith("convnext") else None
+        arch = {"library": "torchvision", "builder": model_name, "kwargs": {}, "small_image_stem": small}
+        return TorchvisionFeaturesBackbone(model, model_name, "cnn", dim, image_size, arch, pre_classifier=pre)
 
     return build
 
@@ -166,6 +220,10 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec("resnet18", "cnn", 512, "ResNet-18 (11 M parameters); the everyday choice.", _resnet("resnet18", 512), pretrained_weights="IMAGENET1K_V1"),
     "resnet34": BackboneSpec("resnet34", "cnn", 512, "ResNet-34 (21 M parameters).", _resnet("resnet34", 512), pretrained_weights="IMAGENET1K_V1"),
     "resnet50": BackboneSpec("resnet50", "cnn", 2048, "ResNet-50 (25 M parameters); the papers' reference encoder.", _resnet("resnet50", 2048), pretrained_weights="IMAGENET1K_V2"),
+    "convnext_tiny": BackboneSpec("convnext_tiny", "cnn", 768, "ConvNeXt-Tiny (28 M parameters); a modern CNN, strong with AdamW.", _features_cnn("convnext_tiny", 768), pretrained_weights="IMAGENET1K_V1"),
+    "mobilenet_v3_small": BackboneSpec("mobilenet_v3_small", "cnn", 576, "MobileNetV3-Small (1.5 M parameters); for phones and quick tries.", _features_cnn("mobilenet_v3_small", 576), pretrained_weights="IMAGENET1K_V1"),
+    "mobilenet_v3_large": BackboneSpec("mobilenet_v3_large", "cnn", 960, "MobileNetV3-Large (3 M parameters); fast on small devices.", _features_cnn("mobilenet_v3_large", 960), pretrained_weights="IMAGENET1K_V1"),
+    "efficientnet_b0": BackboneSpec("efficientnet_b0", "cnn", 1280, "EfficientNet-B0 (4 M parameters); accurate for its size.", _features_cnn("efficientnet_b0", 1280), pretrained_weights="IMAGENET1K_V1"),
     "vit_tiny": BackboneSpec("vit_tiny", "vit", 192, "ViT-Tiny (5.5 M parameters), 3 heads of 64.", _vit("vit_tiny"), options={"patch_size": None, "num_layers": None}),
     "vit_small": BackboneSpec("vit_small", "vit", 384, "ViT-Small (22 M parameters), 6 heads of 64.", _vit("vit_small"), options={"patch_size": None, "num_layers": None}),
     "vit_base": BackboneSpec("vit_base", "vit", 768, "ViT-Base (86 M parameters), 12 heads of 64.", _vit("vit_base"), options={"patch_size": None, "num_layers": None}, pretrained_weights="IMAGENET1K_V1"),

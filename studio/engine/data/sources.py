@@ -122,6 +122,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def open_image_file(path: str | os.PathLike) -> Image.Image:
+    if os.path.getsize(path) == 0:
+        raise OSError("empty file")  # Pillow would call it "cannot identify", which hides the cause
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         old = Image.MAX_IMAGE_PIXELS

@@ -253,12 +253,27 @@ def byol_views(size: int) -> tuple[ViewSpec, ViewSpec]:
     )
 
 
+def moco_v2_view(size: int) -> ViewSpec:
+    """MoCo v2 (Chen, Fan, Girshick, He 2020, "Improved Baselines..."; also SimSiam's): crop
+    0.2-1, flip, jitter (0.4, 0.4, 0.4, 0.1) p .8, gray p .2, blur p .5 with sigma 0.1-2."""
+    return ViewSpec(size=size, scale=(0.2, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+                    blur_p=0.5 if size >= SMALL_IMAGE else 0.0)
+
+
+def local_crop_size(size: int, multiple_of: int = 4) -> int:
+    """DINO's local crop side, 96/224 of the global one, rounded to a multiple of `multiple_of`
+    (a ViT's patch size, so the crop tiles into whole patches)."""
+    m = max(1, multiple_of)
+    smallest = m * -(-8 // m)  # the least multiple of m that is at least 8 px
+    return max(smallest, int(round(size * 96 / 224 / m)) * m)
+
+
 def dino_views(size: int, local_crops: int = 6, local_size: int | None = None,
                global_scale=(0.4, 1.0), local_scale=(0.05, 0.4)) -> list[ViewSpec]:
-    """DINO (Caron et al. 2021): two global crops (BYOL's asymmetric blur/solarise) and
-    `local_crops` small crops at about 96/224 of the global size."""
+    """DINO (Caron et al. 2021, appendix): two global crops with BYOL's asymmetric blur (1.0/0.1)
+    and solarisation (0/0.2), and `local_crops` small crops (96/224 of the global size, blur p .5)."""
     g1, g2 = byol_views(size)
-    local_size = local_size or max(8, int(round(size * 96 / 224 / 4)) * 4)
+    local_size = local_size or local_crop_size(size)
     big = size >= SMALL_IMAGE
     local = ViewSpec(size=local_size, scale=local_scale, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
                      blur_p=0.5 if big else 0.0)

@@ -5,6 +5,8 @@ no Qt, SQLAlchemy or store imports (DESIGN.md rule 1). scikit-learn and umap-lea
 """
 
 from studio.engine.eval._arrays import EvaluationError
+from studio.engine.eval.embed import EmbeddingCancelled, embed_images
+from studio.engine.eval.finetune import finetune
 from studio.engine.eval.health import (
     COLLAPSE_THRESHOLD,
     EFFECTIVE_RANK_COLLAPSE_THRESHOLD,
@@ -30,10 +32,13 @@ __all__ = [
     "EFFECTIVE_RANK_COLLAPSE_THRESHOLD",
     "PROJECTION_ALGORITHMS",
     "STD_RATIO_COLLAPSE_THRESHOLD",
+    "EmbeddingCancelled",
     "EvaluationError",
     "alignment",
     "effective_rank",
+    "embed_images",
     "embedding_std",
+    "finetune",
     "health_report",
     "kmeans_labels",
     "knn_predict",

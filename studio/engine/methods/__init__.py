@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from studio.engine.errors import ConfigError
 from studio.engine.methods.base import FieldInfo, Method, StepState, build_config, config_fields
+from studio.engine.methods.barlowtwins import BarlowTwins
+from studio.engine.methods.byol import BYOL
+from studio.engine.methods.dino import DINO
+from studio.engine.methods.mae import MAE
+from studio.engine.methods.moco import MoCo
 from studio.engine.methods.simclr import SimCLR
+from studio.engine.methods.simsiam import SimSiam
+from studio.engine.methods.vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
+    "moco": MoCo,
+    "byol": BYOL,
+    "simsiam": SimSiam,
+    "dino": DINO,
+    "barlowtwins": BarlowTwins,
+    "vicreg": VICReg,
+    "mae": MAE,
 }
 
 FAMILIES = ("contrastive", "self-distillation", "redundancy-reduction", "masked-image-modelling")

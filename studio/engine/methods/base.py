@@ -3,6 +3,7 @@ schedule, and the contract the Trainer drives (solo-learn's base-method idea, sm
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import typing
@@ -120,10 +121,34 @@ class StepState:
     step: int
     total_steps: int
     epoch: int = 0
+    steps_per_epoch: int = 0  # 0: unknown (then schedules in epochs treat the run as one epoch)
 
     @property
     def progress(self) -> float:
+        """0 at the first step, 1 at the last."""
         return min(1.0, self.step / max(1, self.total_steps - 1))
+
+    def steps_in_epochs(self, epochs: float, max_fraction: float = 1.0) -> int:
+        """`epochs` as a number of steps, at most `max_fraction` of the run (so a schedule stated in
+        epochs still completes in a run shorter than it)."""
+        per_epoch = self.steps_per_epoch or self.total_steps
+        return int(min(epochs * per_epoch, max_fraction * self.total_steps))
+
+
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A frozen copy of `module` for a momentum (EMA) target: same weights, no gradients."""
+    from lightly.models.utils import deactivate_requires_grad
+
+    target = copy.deepcopy(module)
+    deactivate_requires_grad(target)
+    return target
+
+
+def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> float:
+    """start at step 0, end from step `warmup_steps - 1` on, linear between (DINO's teacher temperature)."""
+    if step >= warmup_steps - 1:
+        return end
+    return start + (end - start) * step / (warmup_steps - 1)
 
 
 def cosine_schedule(progress: float, start: float, end: float) -> float:
@@ -181,6 +206,9 @@ class Method(nn.Module):
         base = float(getattr(self.config, "momentum", 0.99))
         end = float(getattr(self.config, "momentum_end", 1.0))
         return cosine_schedule(state.progress, base, end)
+
+    def on_before_optimizer_step(self, state: StepState) -> None:
+        """Hook between backward and the optimiser step, to edit gradients (DINO's last-layer freeze)."""
 
     def on_after_step(self, state: StepState) -> None:
         """Hook for per-step bookkeeping outside autograd (e.g. DINO's last-layer freeze)."""

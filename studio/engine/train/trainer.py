@@ -10,6 +10,7 @@ import errno
 import math
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -121,7 +122,10 @@ class Trainer:
         return batch, steps_per_epoch, total
 
     def _images_on(self, device: torch.device) -> torch.Tensor:
-        images = torch.from_numpy(np.ascontiguousarray(self.data.images))
+        with warnings.catch_warnings():
+            # The cache is a read-only memory map; the tensor over it is only ever read.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            images = torch.from_numpy(np.ascontiguousarray(self.data.images))
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             if images.numel() < 0.25 * free:
@@ -170,6 +174,7 @@ class Trainer:
                     scaler.load_state_dict(state["scaler"])
                 step = int(state["step"])
                 torch.set_rng_state(state["rng"]["torch"])
+                _set_host_rng_state(state["rng"])
                 if device.type == "cuda" and state["rng"].get("cuda") is not None:
                     torch.cuda.set_rng_state(state["rng"]["cuda"], device)
                 self.last_checkpoint = str(self.resume_from)
@@ -220,7 +225,7 @@ class Trainer:
                 x = images[idx.to(images.device)]
                 if x.device != device:
                     x = x.to(device, non_blocking=True)
-                state = StepState(step=step, total_steps=total, epoch=epoch)
+                state = StepState(step=step, total_steps=total, epoch=epoch, steps_per_epoch=steps_per_epoch)
                 views = [make_view(x, spec) for spec in specs]
                 if channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
@@ -233,6 +238,7 @@ class Trainer:
                 if cfg.max_grad_norm:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.max_grad_norm)
+                method.on_before_optimizer_step(state)
                 lr_now = optimizer.param_groups[0]["lr"]
                 scaler.step(optimizer)
                 scaler.update()
@@ -326,7 +332,7 @@ class Trainer:
     def _save(self, method, optimizer, scheduler, scaler, step, steps_per_epoch, filename) -> None:
         if self.rank != 0:
             return
-        rng = {"torch": torch.get_rng_state(), "cuda": None}
+        rng = {"torch": torch.get_rng_state(), "cuda": None, **_host_rng_state()}
         if self.device_info and self.device_info.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device_info.device)
         state = {
@@ -380,6 +386,25 @@ class Trainer:
         finally:
             self.callbacks.on_end(result)
         return result
+
+
+def _host_rng_state() -> dict[str, Any]:
+    """Python's and NumPy's generators, as plain data a weights-only checkpoint can hold."""
+    version, mt, gauss = random.getstate()
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, torch.tensor(mt, dtype=torch.int64), gauss],
+        "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(cached)},
+    }
+
+
+def _set_host_rng_state(rng: dict[str, Any]) -> None:
+    if rng.get("python") is not None:
+        version, mt, gauss = rng["python"]
+        random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss))
+    if rng.get("numpy") is not None:
+        n = rng["numpy"]
+        np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 
 
 class _StepModule(torch.nn.Module):

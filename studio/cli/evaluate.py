@@ -1,0 +1,107 @@
+"""eval, embed."""
+
+from __future__ import annotations
+
+import argparse
+
+from studio.cli import UsageError, emit_json, say
+from studio.store import Project
+
+
+def _reporter():
+    last: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        # One line per stage and per tenth of the way, so a long job shows life without flooding.
+        tenth = (10 * done) // max(1, total)
+        if last.get(stage) != tenth:
+            last[stage] = tenth
+            say(f"{stage} {done}/{total}")
+
+    return report
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from studio.services.evaluation import evaluate_run
+
+    knn, linear, finetune = args.knn, args.linear, args.finetune
+    if not (knn or linear or finetune):
+        knn = linear = True  # the two cheap ones, as the CLI contract's example
+    with Project.open(args.project) as project:
+        result = evaluate_run(
+            project, args.run_id, dataset=args.dataset, checkpoint_step=args.step, knn=knn, linear=linear,
+            finetune=finetune, baseline=args.baseline, finetune_epochs=args.epochs, device=args.device,
+            report=_reporter(),
+        )
+    if args.json:
+        emit_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from studio.services.evaluation import compute_embeddings, embedding_map
+
+    with Project.open(args.project) as project:
+        report = _reporter()
+        emb = compute_embeddings(project, args.run_id, dataset=args.dataset, checkpoint_step=args.step,
+                                 device=args.device, report=report)
+        result = {"run_id": args.run_id, "checkpoint_step": emb.record.checkpoint_step, "dataset": emb.dataset.name if emb.dataset else None,
+                  "points": len(emb), "dim": int(emb.vectors.shape[1]), "map": args.map,
+                  "path": emb.record.path}
+        if args.map:
+            embedding_map(project, emb, args.map, report=report)
+    if args.json:
+        emit_json(result)
+    else:
+        say(f"{result['points']} embeddings of {result['dim']} dims in {result['path']}"
+            + (f", {args.map} map stored" if args.map else ""))
+    return 0
+
+
+def _step(value: str) -> int:
+    try:
+        step = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--step must be a whole number; got {value!r}") from exc
+    if step < 0:
+        raise argparse.ArgumentTypeError("--step must be 0 (initial weights) or a checkpoint's step")
+    return step
+
+
+def _epochs(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("--epochs must be at least 1")
+    return n
+
+
+def register(sub) -> None:
+    e = sub.add_parser("eval", help="evaluate a run's encoder: kNN, linear probe, fine-tuning")
+    e.add_argument("project")
+    e.add_argument("run_id", type=int)
+    e.add_argument("--dataset", help="a labelled dataset of the project (default: the run's)")
+    e.add_argument("--step", type=_step, help="checkpoint step (default: the newest; 0: initial weights)")
+    e.add_argument("--knn", action="store_true", help="weighted kNN top-1 (k and temperature of the run)")
+    e.add_argument("--linear", action="store_true", help="linear probe (logistic regression on frozen features)")
+    e.add_argument("--finetune", action="store_true", help="fine-tune the encoder and the same from random init")
+    e.add_argument("--baseline", action="store_true", help="also kNN / linear probe of the encoder at random init")
+    e.add_argument("--epochs", type=_epochs, default=3, help="fine-tuning epochs (default 3)")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_eval)
+
+    m = sub.add_parser("embed", help="compute and store a run's embeddings of a dataset (and a 2-D map)")
+    m.add_argument("project")
+    m.add_argument("run_id", type=int)
+    m.add_argument("--dataset", help="dataset to embed (default: the run's)")
+    m.add_argument("--step", type=_step, help="checkpoint step (default: the newest; 0: initial weights)")
+    m.add_argument("--map", choices=("pca", "tsne", "umap"), help="also compute and store this 2-D map")
+    m.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_embed)
+
+
+__all__ = ["register", "UsageError"]

@@ -1,0 +1,56 @@
+"""Barlow Twins: Zbontar, Jing, Misra, LeCun, Deny. "Barlow Twins: Self-Supervised Learning via
+Redundancy Reduction", ICML 2021."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from lightly.loss import BarlowTwinsLoss
+from lightly.models.modules import BarlowTwinsProjectionHead
+
+from studio.engine.data.views import ViewSpec, byol_views
+from studio.engine.methods.base import Method, StepState, option
+
+
+@dataclass
+class BarlowTwinsConfig:
+    lambda_param: float = option(5e-3, "weight lambda of the redundancy-reduction (off-diagonal) term (paper: 5e-3)", min=0.0)
+    hidden_dim: int = option(2048, "hidden width of the 3-layer projector (paper: 8192 on ImageNet; 2048 for small images)", min=1)
+    output_dim: int = option(2048, "projection size, where the cross-correlation is computed (paper: 8192)", min=1)
+
+
+def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_param: float) -> torch.Tensor:
+    """Barlow Twins eq. 1-2: with each dimension standardised over the batch,
+    C_ij = sum_b z1_bi z2_bj / N,  L = sum_i (1 - C_ii)^2 + lambda sum_i sum_{j != i} C_ij^2.
+
+    Computed by lightly's BarlowTwinsLoss; this function names it for readers and tests.
+    """
+    return BarlowTwinsLoss(lambda_param=lambda_param)(z1, z2)
+
+
+class BarlowTwins(Method):
+    name = "barlowtwins"
+    title = "Barlow Twins"
+    family = "redundancy-reduction"
+    summary = ("Makes the cross-correlation of two views' embeddings the identity: views agree, "
+               "dimensions decorrelate. No negatives or momentum; works with small batches.")
+    paper = "Zbontar et al., Barlow Twins: Self-Supervised Learning via Redundancy Reduction, ICML 2021"
+    config_class = BarlowTwinsConfig
+    # Paper: LARS, base lr 0.2 x batch/256 for weights, weight decay 1.5e-6.
+    default_optimizer = "lars"
+    default_lr = 0.2
+    default_weight_decay = 1.5e-6
+
+    def __init__(self, backbone, config: BarlowTwinsConfig, world_size: int = 1):
+        super().__init__(backbone, config, world_size)
+        self.projection_head = BarlowTwinsProjectionHead(backbone.feature_dim, config.hidden_dim, config.output_dim)
+        # gather_distributed sums the cross-correlation over GPUs, as the paper's all_reduce.
+        self.criterion = BarlowTwinsLoss(lambda_param=config.lambda_param, gather_distributed=world_size > 1)
+
+    def view_specs(self, image_size: int) -> list[ViewSpec]:
+        return list(byol_views(image_size))  # the paper uses BYOL's asymmetric augmentations
+
+    def training_step(self, views, state: StepState):
+        z1, z2 = self.projection_head(self.backbone(torch.cat(views[:2]))).chunk(2)
+        return {"loss": self.criterion(z1.float(), z2.float())}

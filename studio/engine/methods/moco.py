@@ -1,0 +1,83 @@
+"""MoCo v2: Chen, Fan, Girshick, He. "Improved Baselines with Momentum Contrastive Learning",
+arXiv 2003.04297, 2020, on He et al. "Momentum Contrast for Unsupervised Visual Representation
+Learning", CVPR 2020."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules import MoCoProjectionHead
+
+from studio.engine.data.views import ViewSpec, moco_v2_view
+from studio.engine.methods.base import Method, StepState, momentum_copy, option
+
+
+@dataclass
+class MoCoConfig:
+    temperature: float = option(0.2, "InfoNCE temperature tau (MoCo v2: 0.2)", min=1e-3, max=10.0)
+    queue_size: int = option(4096, "negative keys kept in the queue (paper: 65536 on ImageNet; 4096 suits CIFAR-sized sets)", min=0)
+    momentum: float = option(0.99, "key-encoder EMA momentum at the start (paper: 0.999 on ImageNet, 0.99 for small sets)", min=0.0, max=1.0)
+    momentum_end: float = option(1.0, "momentum at the last step, reached along a cosine", min=0.0, max=1.0)
+    hidden_dim: int = option(2048, "hidden width of the MLP head (MoCo v2: 2048)", min=1)
+    output_dim: int = option(128, "key/query size, where the loss is computed (MoCo: 128)", min=1)
+    symmetric: bool = option(False, "also contrast view 2's query against view 1's key (MoCo v3 style); paper: off")
+
+
+def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE with a queue (MoCo eq. 1): for query q, its positive key k+ and the queued keys k_i,
+    L_q = -log exp(q.k+/tau) / (exp(q.k+/tau) + sum_i exp(q.k_i/tau)), q and k L2-normalised.
+
+    Computed by lightly's NTXentLoss with a memory bank; this function names it for readers and
+    tests (`queue` is (K, D); the bank is not updated here).
+    """
+    loss = NTXentLoss(temperature=temperature, memory_bank_size=(queue.shape[0], queue.shape[1]))
+    loss.memory_bank.bank.copy_(queue)
+    return loss(q, k.detach())
+
+
+class MoCo(Method):
+    name = "moco"
+    title = "MoCo v2"
+    family = "contrastive"
+    summary = ("Contrasts each image against a long queue of earlier keys from a slowly moving "
+               "encoder, so it needs no large batch. Good for retrieval on one modest GPU.")
+    paper = "Chen et al., Improved Baselines with Momentum Contrastive Learning, 2020 (MoCo v2); He et al., CVPR 2020"
+    config_class = MoCoConfig
+    default_optimizer = "sgd"
+    default_lr = 0.06  # paper 0.03 for batch 256 on ImageNet; 0.06 is the CIFAR recipe
+    default_weight_decay = 5e-4
+
+    def __init__(self, backbone, config: MoCoConfig, world_size: int = 1):
+        super().__init__(backbone, config, world_size)
+        dim = backbone.feature_dim
+        self.projection_head = MoCoProjectionHead(dim, config.hidden_dim, config.output_dim)
+        self.backbone_momentum = momentum_copy(backbone)
+        self.projection_head_momentum = momentum_copy(self.projection_head)
+        bank = (config.queue_size, config.output_dim) if config.queue_size > 0 else 0
+        # With gather_distributed the queue takes every GPU's keys, as the paper's code does.
+        self.criterion = NTXentLoss(temperature=config.temperature, memory_bank_size=bank,
+                                    gather_distributed=world_size > 1)
+
+    def view_specs(self, image_size: int) -> list[ViewSpec]:
+        view = moco_v2_view(image_size)
+        return [view, view]
+
+    def momentum_pairs(self):
+        return [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
+
+    @torch.no_grad()
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection_head_momentum(self.backbone_momentum(x))
+
+    def training_step(self, views, state: StepState):
+        x1, x2 = views[0], views[1]
+        if self.config.symmetric:
+            q1, q2 = self.projection_head(self.backbone(torch.cat([x1, x2]))).chunk(2)
+            k1, k2 = self.keys(torch.cat([x1, x2])).chunk(2)
+            loss = 0.5 * (self.criterion(q1, k2) + self.criterion(q2, k1))
+        else:
+            q = self.projection_head(self.backbone(x1))
+            loss = self.criterion(q, self.keys(x2))
+        return {"loss": loss}

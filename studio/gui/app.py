@@ -1,0 +1,82 @@
+"""Starting the studio: `ssl-studio gui [PROJECT] [--screenshot PNG] [--sample]`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+SCREENSHOT_DELAY_MS = 400
+WINDOW_SIZE = (1280, 800)
+
+
+def run_gui(project: str | os.PathLike | None = None, screenshot: str | os.PathLike | None = None,
+            sample: bool = False) -> int:
+    """Open the main window on `project`, the sample project, the last project, or the welcome page.
+
+    With `screenshot`, the window is shown, laid out and drawn from the store, saved as a PNG, and
+    the function returns 0 (1 when the file could not be written)."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from studio.gui.main_window import MainWindow, settings
+    from studio.gui.style import apply_style
+    from studio.gui.workers import wait_for_tasks
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("SSL Studio")
+    app.setOrganizationName("ssl-studio")
+    app.setApplicationDisplayName("SSL Studio")
+    apply_style(app)
+
+    window = MainWindow()
+    if sample:
+        window.open_sample_project()
+    elif project is not None:
+        window.open_project(project)  # a ProjectError reaches the CLI, which prints it (exit 1)
+    elif screenshot is None:
+        last = settings().value("last_project", None, type=str)
+        if last and (Path(last) / "project.db").is_file():
+            try:
+                window.open_project(last)
+            except Exception:  # noqa: BLE001 - a damaged last project leaves the welcome page
+                pass
+    window.resize(*WINDOW_SIZE)
+    window.show()
+
+    outcome = {"rc": 0}
+    if screenshot is not None:
+        target = Path(screenshot)
+
+        def shoot() -> None:
+            # Read the store once more, synchronously, so what is saved does not depend on when
+            # the timers happened to fire.
+            window.refresh_now()
+            wait_for_tasks(10_000)  # thumbnails and the like, delivered by the processEvents below
+            app.processEvents()
+            app.processEvents()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            ok = window.grab().save(str(target), "PNG")
+            outcome["rc"] = 0 if ok else 1
+            if not ok:
+                print(f"error: could not write {target}", file=sys.stderr)
+            window.close()
+            app.exit(outcome["rc"])
+
+        QTimer.singleShot(SCREENSHOT_DELAY_MS, shoot)
+    rc = app.exec()
+    if window.isVisible():
+        window.close()
+    window.deleteLater()
+    return outcome["rc"] if screenshot is not None else int(rc)
+
+
+def main() -> int:
+    """The `ssl-studio-gui` launcher: the same arguments as `ssl-studio gui`."""
+    from studio.cli import main as cli_main
+
+    return cli_main(["gui", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""The export dialog: format, checkpoint, destination; the export runs on its own QThread and the
+dialog then shows the model card written beside the files."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+    QPushButton, QTextBrowser, QVBoxLayout, QWidget,
+)
+
+from studio.engine.export.card import EMBEDDING_FORMATS, FORMAT_TITLES, FORMATS, MODEL_FORMATS
+from studio.engine.export.embeddings import parquet_available
+from studio.store import Project
+
+FORMAT_HINTS = {
+    "torchscript": "runs with torch.jit.load alone",
+    "onnx": "for onnxruntime, TensorRT, OpenVINO... (opset 17, any batch size)",
+    "torchvision": "state dict for the torchvision/timm model of the same name",
+    "safetensors": "the same weights, as safetensors",
+    "embeddings-csv": "one row per image: path, label, features",
+    "embeddings-npy": "an (N, D) array and an index of paths and labels",
+    "embeddings-parquet": "path, label and an embedding column",
+}
+
+
+class ExportWorker(QObject):
+    """Runs one export with a Project of its own; move it to a QThread and connect `started` to `run`."""
+
+    progress = Signal(str, int, int)  # message, done, total (0: busy)
+    finished = Signal(dict)  # ExportResult.to_json(), plus "readme_text"
+    failed = Signal(str)
+
+    def __init__(self, project_root: str | Path, run_id: int, options: dict[str, Any], min_interval: float = 0.1):
+        super().__init__()
+        self.project_root = Path(project_root)
+        self.run_id = int(run_id)
+        self.options = dict(options)
+        self.min_interval = min_interval
+        self._stop = False
+        self._last = (None, 0.0)
+
+    def cancel(self) -> None:
+        """Checked between batches of the export: the thread is asked, never killed."""
+        self._stop = True
+
+    def _progress(self, message: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        last_message, last_time = self._last
+        if message != last_message or done >= total or now - last_time >= self.min_interval:
+            self._last = (message, now)
+            self.progress.emit(message, int(done), int(total))
+
+    @Slot()
+    def run(self) -> None:
+        from studio.services.export import export_run
+
+        project = None
+        try:
+            project = Project.open(self.project_root)
+            result = export_run(project, self.run_id, progress=self._progress, should_stop=lambda: self._stop, **self.options)
+            payload = result.to_json(project)
+            payload["readme_text"] = result.readme_path.read_text(encoding="utf-8")
+            payload["abs_path"] = str(result.path)
+        except Exception as exc:  # noqa: BLE001 - shown in the dialog
+            message = str(exc) or exc.__class__.__name__
+            if not getattr(exc, "__module__", "").startswith("studio"):
+                message += "\n\n" + traceback.format_exc(limit=3)
+            self.failed.emit(message)
+        else:
+            self.finished.emit(payload)
+        finally:
+            if project is not None:
+                project.close()
+
+
+class ExportDialog(QDialog):
+    """Export one run. `exported(dict)` is emitted with the export's JSON once it is written."""
+
+    exported = Signal(dict)
+    export_failed = Signal(str)
+
+    def __init__(self, project: Project | str | Path, run_id: int, parent: QWidget | None = None):
+        super().__init__(parent)
+        if isinstance(project, Project):
+            self.project, self._owns_project = project, False
+        else:
+            self.project, self._owns_project = Project.open(project), True
+        self.run_id = int(run_id)
+        self.run = self.project.run(self.run_id)
+        self._thread: QThread | None = None
+        self._worker: ExportWorker | None = None
+        self._destination_edited = False
+        self.result: dict[str, Any] | None = None
+        self.setWindowTitle(f"Export run {self.run_id}")
+        self.setMinimumWidth(620)
+        self._build()
+        self._fill()
+
+    # -- building ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        head = QLabel(f"<b>Run {self.run.id}</b>: {self.run.method} on {self.run.backbone}, "
+                      f"dataset {self.run.dataset}, {self.run.steps} steps ({self.run.status})")
+        head.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(head)
+
+        form = QFormLayout()
+        self.format_combo = QComboBox()
+        for fmt in FORMATS:
+            self.format_combo.addItem(f"{FORMAT_TITLES[fmt]} — {FORMAT_HINTS[fmt]}", fmt)
+        if not parquet_available():
+            i = self.format_combo.findData("embeddings-parquet")
+            item = self.format_combo.model().item(i)
+            item.setEnabled(False)
+            item.setToolTip("needs pyarrow: pip install 'ssl-studio[parquet]'")
+        form.addRow("Format", self.format_combo)
+
+        self.checkpoint_combo = QComboBox()
+        form.addRow("Checkpoint", self.checkpoint_combo)
+
+        self.dataset_combo = QComboBox()
+        self.dataset_label = QLabel("Dataset")
+        form.addRow(self.dataset_label, self.dataset_combo)
+
+        self.heads_check = QCheckBox("Include the method's heads (projection etc.)")
+        form.addRow("", self.heads_check)
+
+        dest = QHBoxLayout()
+        self.destination_edit = QLineEdit()
+        self.destination_edit.setPlaceholderText("a folder, or a file name")
+        self.browse_button = QPushButton("Browse…")
+        dest.addWidget(self.destination_edit, 1)
+        dest.addWidget(self.browse_button)
+        form.addRow("Destination", dest)
+        layout.addLayout(form)
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+
+        self.card_view = QTextBrowser()
+        self.card_view.setOpenExternalLinks(False)
+        self.card_view.setPlaceholderText("The model card appears here once the export is written.")
+        self.card_view.setMinimumHeight(260)
+        layout.addWidget(self.card_view, 1)
+
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        self.export_button = QPushButton("Export")
+        self.export_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.close_button = QPushButton("Close")
+        for b in (self.export_button, self.cancel_button, self.close_button):
+            buttons.addWidget(b)
+        layout.addLayout(buttons)
+
+        self.format_combo.currentIndexChanged.connect(self._on_options_changed)
+        self.checkpoint_combo.currentIndexChanged.connect(self._on_options_changed)
+        self.destination_edit.textEdited.connect(self._on_destination_edited)
+        self.browse_button.clicked.connect(self._browse)
+        self.export_button.clicked.connect(self.start_export)
+        self.cancel_button.clicked.connect(self.cancel_export)
+        self.close_button.clicked.connect(self.reject)
+
+    def _fill(self) -> None:
+        # Newest first; one entry per step (last.ckpt and step-N.ckpt of the same step are one).
+        seen: set[int] = set()
+        for ck in sorted(self.project.checkpoints(self.run_id), key=lambda c: c.step, reverse=True):
+            if ck.step in seen or not self.project.abs(ck.path).is_file():
+                continue
+            seen.add(ck.step)
+            label = f"step {ck.step}" + (" (newest)" if not self.checkpoint_combo.count() else "")
+            self.checkpoint_combo.addItem(f"{label} — {ck.path}", ck.step)
+        if not seen:
+            self.checkpoint_combo.addItem("no checkpoint on disk", None)
+            self.export_button.setEnabled(False)
+            self.status_label.setText("This run has no checkpoint to export yet; train it first.")
+        for d in self.project.datasets():
+            self.dataset_combo.addItem(f"{d.name} ({d.images} images)", d.name)
+        i = self.dataset_combo.findData(self.run.dataset)
+        self.dataset_combo.setCurrentIndex(max(0, i))
+        self._on_options_changed()
+
+    # -- options -------------------------------------------------------------------------------
+    def selected_format(self) -> str:
+        return str(self.format_combo.currentData())
+
+    def set_format(self, fmt: str) -> None:
+        self.format_combo.setCurrentIndex(self.format_combo.findData(fmt))
+
+    def selected_step(self) -> int | None:
+        return self.checkpoint_combo.currentData()
+
+    def set_destination(self, path: str | Path) -> None:
+        self.destination_edit.setText(str(path))
+        self._destination_edited = True
+
+    def _default_destination(self) -> Path:
+        from studio.services.export import default_output
+
+        return default_output(self.project, self.run_id, self.selected_step(), self.selected_format())
+
+    @Slot()
+    def _on_options_changed(self) -> None:
+        fmt = self.selected_format()
+        embeddings = fmt in EMBEDDING_FORMATS
+        self.dataset_combo.setVisible(embeddings)
+        self.dataset_label.setVisible(embeddings)
+        self.heads_check.setEnabled(fmt in MODEL_FORMATS)
+        if not self._destination_edited:
+            self.destination_edit.setText(str(self._default_destination()))
+
+    @Slot(str)
+    def _on_destination_edited(self, _text: str) -> None:
+        self._destination_edited = True
+
+    @Slot()
+    def _browse(self) -> None:
+        start = self.destination_edit.text() or str(self.project.root)
+        path = QFileDialog.getExistingDirectory(self, "Export to folder", start)
+        if path:
+            self.set_destination(path)
+
+    # -- running -------------------------------------------------------------------------------
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.isRunning()
+
+    @Slot()
+    def start_export(self) -> None:
+        if self.is_running():
+            return
+        fmt = self.selected_format()
+        options = {
+            "format": fmt,
+            "out": self.destination_edit.text().strip() or None,
+            "checkpoint_step": self.selected_step(),
+            "with_heads": self.heads_check.isChecked() and fmt in MODEL_FORMATS,
+        }
+        if fmt in EMBEDDING_FORMATS:
+            options["dataset"] = self.dataset_combo.currentData()
+        self.result = None
+        self.card_view.clear()
+        self.status_label.setText("starting…")
+        self.progress_bar.setRange(0, 0)
+        self._set_running(True)
+
+        self._thread = QThread(self)
+        self._thread.setObjectName(f"export-run-{self.run_id}")
+        self._worker = ExportWorker(self.project.root, self.run_id, options)
+        self._worker.moveToThread(self._thread)
+        self._thread.started.connect(self._worker.run)
+        # Direct: the thread must be able to end while the GUI thread waits on it (closing).
+        self._worker.finished.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
+        self._worker.failed.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
+        self._worker.progress.connect(self._on_progress)
+        self._worker.finished.connect(self._on_finished)
+        self._worker.failed.connect(self._on_failed)
+        self._thread.start()
+
+    @Slot()
+    def cancel_export(self) -> None:
+        if self._worker is not None and self.is_running():
+            self._worker.cancel()
+            self.status_label.setText("cancelling…")
+
+    def _set_running(self, running: bool) -> None:
+        for w in (self.format_combo, self.checkpoint_combo, self.dataset_combo, self.heads_check,
+                  self.destination_edit, self.browse_button, self.export_button):
+            w.setEnabled(not running)
+        if not running:
+            self.heads_check.setEnabled(self.selected_format() in MODEL_FORMATS)
+        self.cancel_button.setEnabled(running)
+
+    @Slot(str, int, int)
+    def _on_progress(self, message: str, done: int, total: int) -> None:
+        if total > 0:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(done)
+            self.status_label.setText(f"{message} ({done}/{total})")
+        else:
+            self.progress_bar.setRange(0, 0)
+            self.status_label.setText(f"{message}…")
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.wait()
+            self._thread.deleteLater()
+        self._thread, self._worker = None, None
+
+    @Slot(dict)
+    def _on_finished(self, payload: dict) -> None:
+        self._join()
+        self._set_running(False)
+        self.result = payload
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        self.status_label.setText(f"Exported to {payload['abs_path']} (card: {payload['card']}).")
+        self.card_view.setMarkdown(payload.get("readme_text", ""))
+        self.exported.emit(payload)
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self._join()
+        self._set_running(False)
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status_label.setText(f"Export failed: {message}")
+        self.export_failed.emit(message)
+
+    # -- closing -------------------------------------------------------------------------------
+    def done(self, code: int) -> None:  # noqa: D401 - Qt override: every way of closing comes here
+        if self.is_running() and self._worker is not None:
+            self._worker.cancel()
+            self._thread.wait()
+        if self._owns_project:
+            self.project.close()
+            self._owns_project = False
+        super().done(code)

@@ -1,0 +1,192 @@
+"""The side panel: the project's datasets and runs, re-read from the database by a timer so runs
+started by the CLI in another process appear and update here."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView, QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QWidget,
+)
+
+from studio.gui.style import status_icon
+from studio.gui.widgets import section_title
+
+RUN_ID_ROLE = Qt.ItemDataRole.UserRole
+DATASET_ROLE = Qt.ItemDataRole.UserRole
+
+
+class ProjectPanel(QWidget):
+    dataset_selected = Signal(object)  # DatasetRecord
+    run_selected = Signal(int)
+    runs_changed = Signal()  # a run appeared or changed status
+
+    def __init__(self, parent: QWidget | None = None, interval_ms: int = 1000):
+        super().__init__(parent)
+        self.setObjectName("SidePanel")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.setMinimumWidth(250)
+        self.setMaximumWidth(420)
+        self.project = None
+        self._dataset_sig: tuple = ()
+        self._run_sig: dict[int, tuple] = {}
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(10, 12, 10, 10)
+        lay.setSpacing(4)
+        self.project_title = QLabel()
+        self.project_title.setObjectName("ProjectTitle")
+        self.project_path = QLabel()
+        self.project_path.setObjectName("ProjectPath")
+        self.project_path.setWordWrap(True)
+        lay.addWidget(self.project_title)
+        lay.addWidget(self.project_path)
+
+        lay.addWidget(section_title("Datasets"))
+        self.datasets_list = QListWidget()
+        self.datasets_list.setObjectName("DatasetsList")
+        self.datasets_list.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.datasets_list.setFixedHeight(34)
+        lay.addWidget(self.datasets_list)
+
+        lay.addWidget(section_title("Runs"))
+        self.runs_list = QListWidget()
+        self.runs_list.setObjectName("RunsList")
+        self.runs_list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.runs_list.setIconSize(QSize(14, 14))
+        self.runs_list.setWordWrap(False)
+        self.runs_list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        lay.addWidget(self.runs_list, 1)
+        self.no_runs_label = QLabel("No runs yet: pick a dataset and start one on the New run page.")
+        self.no_runs_label.setObjectName("Hint")
+        self.no_runs_label.setWordWrap(True)
+        lay.insertWidget(lay.indexOf(self.runs_list), self.no_runs_label)
+
+        self.datasets_list.itemSelectionChanged.connect(self._on_dataset_selection)
+        self.runs_list.itemSelectionChanged.connect(self._on_run_selection)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+
+    def set_project(self, project) -> None:
+        self.project = project
+        self._dataset_sig, self._run_sig = (), {}
+        self.datasets_list.clear()
+        self.runs_list.clear()
+        if project is not None:
+            self.project_title.setText(project.root.name)
+            self.project_path.setText(str(project.root))
+            self.project_path.setToolTip(str(project.root))
+        self.refresh()
+
+    # -- reading the store -----------------------------------------------------------------------
+    def refresh(self) -> None:
+        if self.project is None:
+            return
+        datasets = self.project.datasets()
+        sig = tuple((d.id, d.name, d.images) for d in datasets)
+        if sig != self._dataset_sig:
+            self._dataset_sig = sig
+            selected = self.selected_dataset_name()
+            self.datasets_list.blockSignals(True)
+            self.datasets_list.clear()
+            for d in datasets:
+                item = QListWidgetItem(f"{d.name}   ·   {d.images:,} images")
+                item.setToolTip(f"{d.images:,} images · {d.classes} classes · {d.kind}: {d.source}")
+                item.setData(DATASET_ROLE, d)
+                self.datasets_list.addItem(item)
+                if d.name == selected:
+                    item.setSelected(True)
+            self.datasets_list.blockSignals(False)
+            # As tall as its rows (up to six): no gap under a short list.
+            rows = max(1, min(6, len(datasets)))
+            self.datasets_list.setFixedHeight(rows * max(26, self.datasets_list.sizeHintForRow(0)) + 6)
+
+        runs = self.project.runs()
+        changed = False
+        present = {r.id for r in runs}
+        for run_id in list(self._run_sig):
+            if run_id not in present:
+                self._take_run_item(run_id)
+                del self._run_sig[run_id]
+                changed = True
+        for r in runs:
+            sig = (r.status, r.steps, r.total_steps, r.reason)
+            if self._run_sig.get(r.id) == sig:
+                continue
+            changed = changed or self._run_sig.get(r.id, (None,))[0] != r.status
+            self._run_sig[r.id] = sig
+            item = self._run_item(r.id)
+            if item is None:
+                item = QListWidgetItem()
+                item.setData(RUN_ID_ROLE, r.id)
+                self.runs_list.insertItem(0, item)  # newest first
+            steps = f"{r.steps:,}/{r.total_steps:,} steps" if r.total_steps else "not started"
+            item.setText(f"#{r.id}  {r.method} · {r.backbone}\n{r.status}  ·  {steps}  ·  {r.dataset}")
+            item.setIcon(status_icon(r.status))
+            tip = f"Run {r.id} on {r.dataset}: {r.status}" + (f" ({r.reason})" if r.reason else "")
+            item.setToolTip(tip)
+        self.no_runs_label.setVisible(not runs)
+        if changed:
+            self.runs_changed.emit()
+
+    def _run_item(self, run_id: int) -> QListWidgetItem | None:
+        for i in range(self.runs_list.count()):
+            item = self.runs_list.item(i)
+            if item.data(RUN_ID_ROLE) == run_id:
+                return item
+        return None
+
+    def _take_run_item(self, run_id: int) -> None:
+        item = self._run_item(run_id)
+        if item is not None:
+            self.runs_list.takeItem(self.runs_list.row(item))
+
+    # -- selection ----------------------------------------------------------------------------
+    def run_text(self, run_id: int) -> str:
+        """The row shown for a run, as text (e.g. '#3  simclr · resnet18  stopped  40/40')."""
+        item = self._run_item(run_id)
+        return item.text() if item is not None else ""
+
+    def run_ids(self) -> list[int]:
+        return [self.runs_list.item(i).data(RUN_ID_ROLE) for i in range(self.runs_list.count())]
+
+    def dataset_names(self) -> list[str]:
+        return [self.datasets_list.item(i).data(DATASET_ROLE).name for i in range(self.datasets_list.count())]
+
+    def selected_dataset_name(self) -> str | None:
+        items = self.datasets_list.selectedItems()
+        return items[0].data(DATASET_ROLE).name if items else None
+
+    def select_run(self, run_id: int) -> None:
+        self.refresh()
+        item = self._run_item(run_id)
+        if item is not None:
+            self.runs_list.setCurrentItem(item)
+            self._on_run_selection()
+
+    def select_dataset(self, name: str) -> None:
+        self.refresh()
+        for i in range(self.datasets_list.count()):
+            item = self.datasets_list.item(i)
+            if item.data(DATASET_ROLE).name == name:
+                self.datasets_list.setCurrentItem(item)
+                self._on_dataset_selection()
+                return
+
+    def _on_dataset_selection(self) -> None:
+        items = self.datasets_list.selectedItems()
+        if items:
+            self.runs_list.blockSignals(True)
+            self.runs_list.clearSelection()
+            self.runs_list.blockSignals(False)
+            self.dataset_selected.emit(items[0].data(DATASET_ROLE))
+
+    def _on_run_selection(self) -> None:
+        items = self.runs_list.selectedItems()
+        if items:
+            self.datasets_list.blockSignals(True)
+            self.datasets_list.clearSelection()
+            self.datasets_list.blockSignals(False)
+            self.run_selected.emit(int(items[0].data(RUN_ID_ROLE)))

@@ -1,0 +1,379 @@
+"""The Run page: one run's live curves, progress and controls, redrawn from the store.
+
+A timer reads only the points added since the last read (`metric_series(after_id=...)`), so the
+same code draws a run trained by this window, one trained by the CLI in another process, and a
+finished run of a reopened project (DESIGN.md rule 5: the store is the truth).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QStackedLayout, QVBoxLayout, QWidget,
+)
+
+from studio.gui.style import CURVE_COLOURS
+from studio.gui.widgets import StatusPill, format_duration
+
+# Where each stored metric is drawn; every other name goes to the "other metrics" plot.
+MAIN_PLOTS = {"loss": "loss", "lr": "lr", "images_per_s": "throughput"}
+PREFERRED_MONITOR = "knn_top1"
+
+
+class MetricPlot(pg.PlotWidget):
+    """A plot of one or more step-indexed series, readable on a white page."""
+
+    resized = None  # a callback after each resize (to place overlay widgets)
+
+    def __init__(self, title: str, y_label: str, y_units: str | None = None, legend: bool = False):
+        super().__init__()
+        self.setMinimumHeight(150)
+        item = self.getPlotItem()
+        item.setTitle(f"<span style='color:#1d2530;font-size:10pt;font-weight:600'>{title}</span>")
+        item.setLabel("bottom", "step")
+        item.setLabel("left", y_label, units=y_units)
+        item.getAxis("left").enableAutoSIPrefix(False)
+        item.getAxis("bottom").enableAutoSIPrefix(False)
+        item.showGrid(x=True, y=True, alpha=0.15)
+        item.setMenuEnabled(False)
+        for side in ("left", "bottom"):
+            item.getAxis(side).setPen(pg.mkPen("#9aa3ae"))
+            item.getAxis(side).setTextPen(pg.mkPen("#3a4350"))
+        self.legend = item.addLegend(offset=(-10, 10), labelTextColor="#3a4350") if legend else None
+        self.curves: dict[str, pg.PlotDataItem] = {}
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        if self.resized is not None:
+            self.resized()
+
+    def curve(self, name: str) -> pg.PlotDataItem:
+        if name not in self.curves:
+            colour = CURVE_COLOURS[len(self.curves) % len(CURVE_COLOURS)]
+            c = self.plot(pen=pg.mkPen(colour, width=2), name=name)
+            c.setDownsampling(auto=True, method="peak")
+            c.setClipToView(True)
+            self.curves[name] = c
+        return self.curves[name]
+
+    def clear_curves(self) -> None:
+        for c in self.curves.values():
+            self.getPlotItem().removeItem(c)
+            if self.legend is not None:
+                self.legend.removeItem(c)
+        self.curves = {}
+
+
+class RunPage(QWidget):
+    pause_requested = Signal(int)
+    resume_requested = Signal(int)
+    stop_requested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None, interval_ms: int = 400):
+        super().__init__(parent)
+        self.project = None
+        self.run_id: int | None = None
+        self.run = None
+        self.live = False  # this window's worker trains the shown run (so it can pause/stop it)
+        self.series_steps: dict[str, list[int]] = {}
+        self.series_values: dict[str, list[float]] = {}
+        self._last_id = 0
+        self._last_event_id = 0
+        self._live_progress: tuple[int, int, float] | None = None
+
+        self._stack = QStackedLayout(self)
+        empty = QLabel("Select a run in the side panel, or start one on the New run page.")
+        empty.setObjectName("Muted")
+        empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._stack.addWidget(empty)
+        body = QWidget()
+        self._stack.addWidget(body)
+        lay = QVBoxLayout(body)
+        lay.setContentsMargins(24, 18, 24, 14)
+        lay.setSpacing(10)
+
+        head = QHBoxLayout()
+        self.title_label = QLabel()
+        self.title_label.setObjectName("PageTitle")
+        self.status_pill = StatusPill()
+        head.addWidget(self.title_label)
+        head.addSpacing(8)
+        head.addWidget(self.status_pill, 0, Qt.AlignmentFlag.AlignVCenter)
+        head.addStretch(1)
+        self.pause_button = QPushButton("Pause")
+        self.resume_button = QPushButton("Resume")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("Danger")
+        for b in (self.pause_button, self.resume_button, self.stop_button):
+            b.setMinimumWidth(84)
+            head.addWidget(b)
+        lay.addLayout(head)
+        self.subtitle_label = QLabel()
+        self.subtitle_label.setObjectName("PageSubtitle")
+        lay.addWidget(self.subtitle_label)
+        self.reason_label = QLabel()
+        self.reason_label.setObjectName("ErrorText")
+        self.reason_label.setWordWrap(True)
+        self.reason_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.reason_label)
+
+        prog = QHBoxLayout()
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(True)
+        self.progress_label = QLabel()
+        self.progress_label.setObjectName("Muted")
+        self.progress_label.setMinimumWidth(300)
+        self.progress_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        prog.addWidget(self.progress_bar, 1)
+        prog.addSpacing(12)
+        prog.addWidget(self.progress_label)
+        lay.addLayout(prog)
+
+        plots = QGridLayout()
+        plots.setSpacing(10)
+        self.loss_plot = MetricPlot("Training loss", "loss")
+        self.lr_plot = MetricPlot("Learning rate", "learning rate")
+        self.speed_plot = MetricPlot("Throughput", "images/s")
+        # Monitors (kNN accuracy, embedding health, momentum, ...) differ in scale: one at a time.
+        self.other_plot = MetricPlot("Monitors", "value")
+        self.other_combo = QComboBox()
+        self.other_combo.setObjectName("MonitorChoice")
+        self.other_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.other_combo.currentIndexChanged.connect(self._on_other_choice)
+        # The choice sits where the plot's title would be, so the three plots line up.
+        self.other_combo.setParent(self.other_plot)
+        self.other_plot.getPlotItem().setTitle(" ")
+        self.other_plot.resized = self._place_other_combo
+        other = self.other_plot
+        plots.addWidget(self.loss_plot, 0, 0, 1, 3)
+        plots.addWidget(self.lr_plot, 1, 0)
+        plots.addWidget(self.speed_plot, 1, 1)
+        plots.addWidget(other, 1, 2)
+        plots.setRowStretch(0, 3)
+        plots.setRowStretch(1, 2)
+        lay.addLayout(plots, 1)
+        self.plots = {"loss": self.loss_plot, "lr": self.lr_plot, "throughput": self.speed_plot}
+
+        self.latest_label = QLabel()
+        self.latest_label.setObjectName("Muted")
+        self.latest_label.setWordWrap(True)
+        lay.addWidget(self.latest_label)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setObjectName("Log")
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        self.log_view.setFixedHeight(92)
+        lay.addWidget(self.log_view)
+
+        self.pause_button.clicked.connect(lambda: self.run_id and self.pause_requested.emit(self.run_id))
+        self.resume_button.clicked.connect(lambda: self.run_id and self.resume_requested.emit(self.run_id))
+        self.stop_button.clicked.connect(lambda: self.run_id and self.stop_requested.emit(self.run_id))
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+
+    # -- what is shown -------------------------------------------------------------------------
+    def set_project(self, project) -> None:
+        self.project = project
+        self.show_run(None)
+
+    def show_run(self, run_id: int | None, live: bool = False) -> None:
+        if run_id == self.run_id and run_id is not None:
+            self.set_live(live)
+            return
+        self.run_id = run_id
+        self.run = None
+        self.live = live
+        self.series_steps, self.series_values = {}, {}
+        self._last_id = self._last_event_id = 0
+        self._live_progress = None
+        for p in (*self.plots.values(), self.other_plot):
+            p.clear_curves()
+            p.enableAutoRange()
+        self.other_combo.blockSignals(True)
+        self.other_combo.clear()
+        self.other_combo.blockSignals(False)
+        self.other_combo.hide()
+        self.other_plot.getPlotItem().setTitle(self._plot_title("Monitors: none yet"))
+        self.other_plot.getPlotItem().setLabel("left", "value")
+        self.log_view.clear()
+        self.latest_label.clear()
+        self._stack.setCurrentIndex(0 if run_id is None else 1)
+        self.refresh()
+
+    def set_live(self, live: bool) -> None:
+        self.live = live
+        self._update_controls()
+
+    def on_progress(self, run_id: int, step: int, total: int, images_per_s: float) -> None:
+        """Progress from this window's worker: fresher than the store, shown at once."""
+        if run_id == self.run_id:
+            self._live_progress = (step, total, images_per_s)
+            self._update_progress()
+
+    # -- reading the store -----------------------------------------------------------------------
+    def refresh(self) -> None:
+        if self.project is None or self.run_id is None:
+            return
+        try:
+            self.run = self.project.run(self.run_id)
+        except Exception:  # noqa: BLE001 - deleted meanwhile
+            self.show_run(None)
+            return
+        new = self.project.metric_series(self.run_id, after_id=self._last_id)
+        if new.last_id != self._last_id:
+            self._last_id = new.last_id
+            for name in new.steps:
+                self._append(name, new.steps[name], new.values[name])
+            self._redraw(new.names())
+        events = self.project.events(self.run_id, after_id=self._last_event_id)
+        for e in events:
+            self.log_view.appendPlainText(f"{e.time:%H:%M:%S}  {e.level:<7} {e.message}")
+            self._last_event_id = e.id
+        self._update_header()
+        self._update_progress()
+        self._update_controls()
+
+    def _append(self, name: str, steps: list[int], values: list[float]) -> None:
+        old_s = self.series_steps.setdefault(name, [])
+        old_v = self.series_values.setdefault(name, [])
+        if old_s and steps and steps[0] <= old_s[-1]:
+            # A resumed run redoes steps after its checkpoint; the store dropped the old ones.
+            cut = bisect.bisect_left(old_s, steps[0])
+            del old_s[cut:], old_v[cut:]
+        old_s.extend(steps)
+        old_v.extend(values)
+
+    def _redraw(self, names: list[str]) -> None:
+        for name in names:
+            x = np.asarray(self.series_steps[name], dtype=float)
+            y = np.asarray(self.series_values[name], dtype=float)
+            target = MAIN_PLOTS.get(name)
+            if target is not None:
+                self.plots[target].curve(name).setData(x, y)
+            elif self.other_combo.findData(name) < 0:
+                self.other_combo.addItem(name.replace("_", " "), name)
+                if name == PREFERRED_MONITOR:
+                    self.other_combo.setCurrentIndex(self.other_combo.count() - 1)
+        self._draw_other()
+        latest = [f"{n} {self._fmt(self.series_values[n][-1])}" for n in sorted(self.series_values) if self.series_values[n]]
+        self.latest_label.setText("Latest:  " + "   ·   ".join(latest) if latest else "")
+
+    def _on_other_choice(self) -> None:
+        self.other_plot.clear_curves()
+        self.other_plot.enableAutoRange()
+        self._draw_other()
+
+    def _draw_other(self) -> None:
+        name = self.other_combo.currentData()
+        if not name or name not in self.series_steps:
+            return
+        self.other_plot.getPlotItem().setTitle(" ")
+        self.other_combo.show()
+        self._place_other_combo()
+        self.other_plot.getPlotItem().setLabel("left", name.replace("_", " "))
+        for old in [n for n in self.other_plot.curves if n != name]:
+            self.other_plot.getPlotItem().removeItem(self.other_plot.curves.pop(old))
+        x = np.asarray(self.series_steps[name], dtype=float)
+        y = np.asarray(self.series_values[name], dtype=float)
+        c = self.other_plot.curve(name)
+        c.setData(x, y, symbol="o" if len(x) < 50 else None, symbolSize=5,
+                  symbolBrush=CURVE_COLOURS[0], symbolPen=None)
+
+    def _place_other_combo(self) -> None:
+        combo = self.other_combo
+        combo.adjustSize()
+        combo.move(max(0, (self.other_plot.width() - combo.width()) // 2), 2)
+
+    @staticmethod
+    def _plot_title(text: str) -> str:
+        return f"<span style='color:#1d2530;font-size:10pt;font-weight:600'>{text}</span>"
+
+    @staticmethod
+    def _fmt(v: float) -> str:
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+
+    def curve_data(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (steps, values) drawn for a metric (empty when not drawn)."""
+        target = MAIN_PLOTS.get(name)
+        plot = self.plots[target] if target else self.other_plot
+        c = plot.curves.get(name)
+        if c is None or c.xData is None:
+            return np.zeros(0), np.zeros(0)
+        return np.asarray(c.xData), np.asarray(c.yData)
+
+    # -- header, progress, buttons -----------------------------------------------------------
+    def _update_header(self) -> None:
+        r = self.run
+        if r is None:
+            return
+        from studio.engine.methods import METHODS
+
+        cls = METHODS.get(r.method)
+        method = cls.title if cls else r.method
+        self.title_label.setText(f"Run {r.id}: {method} on {r.backbone}")
+        self.status_pill.set_status(r.status)
+        bits = [f"dataset {r.dataset}", f"batch {r.config.get('batch_size', '?')}",
+                f"{r.config.get('image_size', '?')} px"]
+        if r.device:
+            bits.append(r.device)
+        if r.duration_s is not None:
+            bits.append(f"ran {format_duration(r.duration_s)}")
+        if r.status in ("running", "paused") and not self.live and r.pid:
+            bits.append(f"trained by process {r.pid}" + (f" on {r.host}" if r.host else ""))
+        self.subtitle_label.setText("   ·   ".join(bits))
+        reason = r.reason if r.status in ("failed", "diverged", "interrupted", "stopped") else None
+        self.reason_label.setText(reason or "")
+        self.reason_label.setVisible(bool(reason))
+        self.reason_label.setObjectName("ErrorText" if r.status in ("failed", "diverged", "interrupted") else "Muted")
+        self.reason_label.style().unpolish(self.reason_label)
+        self.reason_label.style().polish(self.reason_label)
+
+    def _update_progress(self) -> None:
+        r = self.run
+        if r is None:
+            return
+        step, total = r.steps or 0, r.total_steps or 0
+        ips_values = self.series_values.get("images_per_s")
+        ips = ips_values[-1] if ips_values else (r.images_per_s or 0.0)
+        if self._live_progress is not None and r.status in ("queued", "running", "paused"):
+            lstep, ltotal, lips = self._live_progress
+            if lstep >= step:
+                step, total = lstep, ltotal or total
+                ips = lips or ips
+        if self.series_steps.get("loss"):
+            step = max(step, self.series_steps["loss"][-1])
+        total = max(total, step)
+        self.progress_bar.setRange(0, max(1, total))
+        self.progress_bar.setValue(min(step, max(1, total)))
+        self.progress_bar.setFormat(f"step {step:,} / {total:,}" if total else "waiting to start")
+        parts = []
+        if ips:
+            parts.append(f"{ips:,.0f} images/s")
+        if r.status == "running" and ips and total > step:
+            batch = int(r.config.get("batch_size") or 1)
+            parts.append(f"ETA {format_duration((total - step) * batch / ips)}")
+        elif r.status == "queued":
+            parts.append("loading images…")
+        if r.final_loss is not None and r.status not in ("running", "paused", "queued"):
+            parts.append(f"final loss {r.final_loss:.4g}")
+        self.progress_label.setText("   ·   ".join(parts))
+
+    def _update_controls(self) -> None:
+        r = self.run
+        status = r.status if r is not None else ""
+        active = status in ("queued", "running", "paused")
+        self.pause_button.setEnabled(self.live and status == "running")
+        resumable_here = (not self.live and status in ("stopped", "interrupted")
+                          and (r.steps or 0) < (r.total_steps or 0))
+        self.resume_button.setEnabled((self.live and status == "paused") or resumable_here)
+        self.stop_button.setEnabled(self.live and active)
+        tip = "" if self.live or not active else "This run is trained by another process; stop it there."
+        for b in (self.pause_button, self.stop_button):
+            b.setToolTip(tip)

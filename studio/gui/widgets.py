@@ -1,0 +1,166 @@
+"""Small widgets shared by the pages: editors generated from a config field, stat cards, pills."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QLabel, QLineEdit, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from studio.gui.style import status_colour
+
+INT_LIMIT = 2**31 - 1
+
+
+class CompactDoubleSpinBox(QDoubleSpinBox):
+    """A float spin box that shows 0.5, not 0.500000, yet keeps six decimals of precision."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setDecimals(6)
+        self.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt override
+        return f"{value:.6g}"
+
+
+class ConfigFieldEditor:
+    """The editor of one FieldInfo: a spin box with its bounds, a combo for choices, a check box
+    for bools, a line edit for text; its tooltip is the field's help."""
+
+    def __init__(self, info: Any):
+        self.info = info
+        t = info.type
+        if info.choices:
+            w = QComboBox()
+            for c in info.choices:
+                w.addItem(str(c), c)
+            idx = w.findData(info.default)
+            w.setCurrentIndex(max(0, idx))
+            self.changed = w.currentIndexChanged
+        elif t == "bool":
+            w = QCheckBox()
+            w.setChecked(bool(info.default))
+            self.changed = w.toggled
+        elif t == "int":
+            w = QSpinBox()
+            w.setRange(int(info.min) if info.min is not None else -INT_LIMIT,
+                       int(info.max) if info.max is not None else INT_LIMIT)
+            w.setValue(int(info.default))
+            w.setGroupSeparatorShown(False)
+            self.changed = w.valueChanged
+        elif t == "float":
+            w = CompactDoubleSpinBox()
+            w.setRange(float(info.min) if info.min is not None else -1e12,
+                       float(info.max) if info.max is not None else 1e12)
+            w.setValue(float(info.default))
+            self.changed = w.valueChanged
+        else:
+            w = QLineEdit(str(info.default) if info.default is not None else "")
+            self.changed = w.textChanged
+        w.setObjectName(f"field_{info.name}")
+        w.setToolTip(self.tooltip())
+        self.widget = w
+
+    def tooltip(self) -> str:
+        info = self.info
+        tip = info.help or info.name
+        bounds = []
+        if info.min is not None:
+            bounds.append(f"min {info.min:g}")
+        if info.max is not None:
+            bounds.append(f"max {info.max:g}")
+        extra = f" ({', '.join(bounds)})" if bounds else ""
+        return f"{tip}{extra}. Default: {info.default}."
+
+    def value(self) -> Any:
+        w = self.widget
+        if isinstance(w, QComboBox):
+            return w.currentData()
+        if isinstance(w, QCheckBox):
+            return w.isChecked()
+        if isinstance(w, QSpinBox):
+            return int(w.value())
+        if isinstance(w, QDoubleSpinBox):
+            v = float(w.value())
+            return v if math.isfinite(v) else self.info.default
+        return w.text()
+
+    def set_value(self, value: Any) -> None:
+        w = self.widget
+        if isinstance(w, QComboBox):
+            w.setCurrentIndex(max(0, w.findData(value)))
+        elif isinstance(w, QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, QSpinBox):
+            w.setValue(int(value))
+        elif isinstance(w, QDoubleSpinBox):
+            w.setValue(float(value))
+        else:
+            w.setText(str(value))
+
+
+class StatCard(QFrame):
+    """A number with a caption, e.g. '1,797' over 'images'."""
+
+    def __init__(self, caption: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("Card")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(16, 10, 16, 10)
+        lay.setSpacing(2)
+        self.value_label = QLabel("–")
+        self.value_label.setObjectName("StatValue")
+        self.caption_label = QLabel(caption)
+        self.caption_label.setObjectName("StatLabel")
+        lay.addWidget(self.value_label)
+        lay.addWidget(self.caption_label)
+
+    def set_value(self, text: str) -> None:
+        self.value_label.setText(text)
+
+
+class StatusPill(QLabel):
+    """A run status as a coloured rounded label."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("StatusPill")
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.set_status("")
+
+    def set_status(self, status: str) -> None:
+        self.setText(status or "–")
+        self.setVisible(bool(status))
+        # The per-status colour goes on top of the stylesheet's shape.
+        self.setStyleSheet(f"#StatusPill {{ background: {status_colour(status)}; }}")
+
+
+class ClickableLabel(QLabel):
+    clicked = Signal()
+
+    def mouseReleaseEvent(self, event):  # noqa: N802 - Qt override
+        self.clicked.emit()
+        super().mouseReleaseEvent(event)
+
+
+def section_title(text: str) -> QLabel:
+    label = QLabel(text.upper())
+    label.setObjectName("SectionTitle")
+    return label
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "–"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"

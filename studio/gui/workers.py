@@ -1,0 +1,197 @@
+"""Workers that drive the engine off the GUI thread (DESIGN.md rule 4).
+
+`TrainingWorker` lives on its own QThread and calls `execute_run`; the engine's reports become Qt
+signals at a bounded rate. Cancelling is the TrainingControl's flags, never a killed thread. The
+curves themselves are not sent through signals: the RunRecorder writes them to the store and the
+run page reads them back, so a run from the CLI draws the same way.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, Qt, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
+
+from studio.engine.train import TrainingCallbacks, TrainingControl
+
+
+class _SignalCallbacks(TrainingCallbacks):
+    """Engine callbacks -> worker signals; progress at most every `min_interval` seconds."""
+
+    def __init__(self, worker: "TrainingWorker", min_interval: float):
+        self.worker = worker
+        self.min_interval = min_interval
+        self.total = 0
+        self.images_per_s = 0.0
+        self._last_emit = 0.0
+        self._last_step = -1
+
+    def on_start(self, info) -> None:
+        self.total = int(info.total_steps)
+        self.worker.progress.emit(int(info.start_step), self.total, 0.0)
+
+    def on_metrics(self, step, epoch, metrics) -> None:
+        if "images_per_s" in metrics:
+            self.images_per_s = float(metrics["images_per_s"])
+        now = time.monotonic()
+        if step != self._last_step and (now - self._last_emit >= self.min_interval or step >= self.total):
+            self._last_emit, self._last_step = now, step
+            self.worker.progress.emit(int(step), self.total, self.images_per_s)
+
+    def on_status(self, status, reason=None) -> None:
+        self.worker.status.emit(status, reason or "")
+
+
+class TrainingWorker(QObject):
+    """Runs one stored run to its end; move it to a QThread and connect `thread.started` to `run`."""
+
+    progress = Signal(int, int, float)  # step, total steps, images/s
+    status = Signal(str, str)  # status, reason
+    finished = Signal(dict)  # {"run_id", "status", "reason", "steps", "final_loss", "images_per_s", "checkpoint"}
+
+    def __init__(self, project_root: str | Path, run_id: int, resume: bool = False, min_interval: float = 0.2):
+        super().__init__()
+        self.project_root = Path(project_root)
+        self.run_id = int(run_id)
+        self.resume = resume
+        self.min_interval = min_interval
+        self.control = TrainingControl()
+
+    @Slot()
+    def run(self) -> None:
+        from studio.services.training import execute_run
+        from studio.store import Project
+
+        out: dict[str, Any] = {"run_id": self.run_id}
+        project = None
+        try:
+            # A Project of its own: the GUI thread's timers never share a session with training.
+            project = Project.open(self.project_root)
+            result = execute_run(project, self.run_id, control=self.control,
+                                 callbacks=[_SignalCallbacks(self, self.min_interval)], resume=self.resume)
+            out.update(status=result.status, reason=result.reason, steps=result.steps, final_loss=result.final_loss,
+                       images_per_s=result.images_per_s, checkpoint=result.checkpoint)
+        except Exception as exc:  # noqa: BLE001 - the GUI shows it; execute_run already stored it
+            out.update(status="failed", reason=str(exc) or exc.__class__.__name__, traceback=traceback.format_exc())
+            if project is not None:
+                try:
+                    if project.run(self.run_id).status in ("queued", "running", "paused"):
+                        project.set_run_status(self.run_id, "failed", out["reason"])
+                except Exception:  # noqa: BLE001
+                    pass
+        finally:
+            if project is not None:
+                project.close()
+        self.finished.emit(out)
+
+
+class TrainingJob(QObject):
+    """A worker and its thread, owned by the main window until the thread ends.
+
+    The job lives on the GUI thread: it relays the worker's signals with the run id added, so
+    whatever listens to it runs on the GUI thread too.
+    """
+
+    progress = Signal(int, int, int, float)  # run_id, step, total, images/s
+    status = Signal(int, str, str)  # run_id, status, reason
+    finished = Signal(int, dict)  # run_id, result
+
+    def __init__(self, project_root: str | Path, run_id: int, resume: bool = False, parent: QObject | None = None):
+        super().__init__(parent)
+        self.thread = QThread()
+        self.thread.setObjectName(f"training-run-{run_id}")
+        self.worker = TrainingWorker(project_root, run_id, resume=resume)
+        self.worker.moveToThread(self.thread)
+        self.thread.started.connect(self.worker.run)
+        # Direct: the thread must end even while the GUI thread blocks in wait() (closing).
+        self.worker.finished.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
+        self.worker.progress.connect(self._on_progress)
+        self.worker.status.connect(self._on_status)
+        self.worker.finished.connect(self._on_finished)
+        self.last_progress: tuple[int, int, float] | None = None
+        self.result: dict | None = None
+
+    @Slot(int, int, float)
+    def _on_progress(self, step: int, total: int, ips: float) -> None:
+        self.last_progress = (step, total, ips)
+        self.progress.emit(self.run_id, step, total, ips)
+
+    @Slot(str, str)
+    def _on_status(self, status: str, reason: str) -> None:
+        self.status.emit(self.run_id, status, reason)
+
+    @Slot(dict)
+    def _on_finished(self, result: dict) -> None:
+        self.result = result
+        self.thread.wait()
+        self.finished.emit(self.run_id, result)
+
+    @property
+    def run_id(self) -> int:
+        return self.worker.run_id
+
+    @property
+    def control(self) -> TrainingControl:
+        return self.worker.control
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def is_running(self) -> bool:
+        return self.thread.isRunning()
+
+    def stop_and_wait(self, timeout_ms: int = 120_000) -> bool:
+        """Ask the trainer to stop (it saves a checkpoint) and join the thread."""
+        self.control.stop()
+        return self.thread.wait(timeout_ms)
+
+
+class _TaskSignals(QObject):
+    done = Signal(object)
+    failed = Signal(str)
+
+
+class BackgroundTask(QRunnable):
+    """A short job (add a dataset, load thumbnails) on Qt's thread pool; results come back as signals."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        super().__init__()
+        self.fn = fn
+        self.signals = _TaskSignals()
+        # Python keeps the runnable (and so its signals object) alive until the result has been
+        # delivered on the GUI thread: a queued signal from a deleted sender would be dropped.
+        self.setAutoDelete(False)
+
+    def run(self) -> None:
+        try:
+            result = self.fn()
+        except Exception as exc:  # noqa: BLE001 - shown to the user by whoever listens
+            self.signals.failed.emit(str(exc) or exc.__class__.__name__)
+        else:
+            self.signals.done.emit(result)
+
+
+_live_tasks: set[BackgroundTask] = set()
+
+
+def start_task(fn: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
+               on_failed: Callable[[str], None] | None = None) -> BackgroundTask:
+    task = BackgroundTask(fn)
+    _live_tasks.add(task)
+    # Dropped after the delivery has returned, never from inside it.
+    task.signals.done.connect(lambda _r: QTimer.singleShot(0, lambda: _live_tasks.discard(task)))
+    task.signals.failed.connect(lambda _e: QTimer.singleShot(0, lambda: _live_tasks.discard(task)))
+    if on_done is not None:
+        task.signals.done.connect(on_done)
+    if on_failed is not None:
+        task.signals.failed.connect(on_failed)
+    QThreadPool.globalInstance().start(task)
+    return task
+
+
+def wait_for_tasks(timeout_ms: int = 30_000) -> bool:
+    """Join the pool's threads (at exit, so no task outlives the objects it reports to)."""
+    return QThreadPool.globalInstance().waitForDone(timeout_ms)

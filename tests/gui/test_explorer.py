@@ -1,0 +1,167 @@
+"""The embedding explorer: points drawn, hover thumbnail, neighbour grid, selection export, drop."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from conftest import tiny_train_config, write_image_folder
+
+
+@pytest.fixture
+def explore_project(tmp_path):
+    """A labelled folder dataset and one run (never trained: step 0 is its initial encoder)."""
+    from studio.services.datasets import add_dataset
+    from studio.services.training import create_run
+    from studio.store import Project
+
+    folder = write_image_folder(tmp_path / "imgs", classes=("a", "b", "c"), per_class=10, size=12)
+    p = Project.create(tmp_path / "proj")
+    add_dataset(p, str(folder), name="shapes")
+    run = create_run(p, "shapes", tiny_train_config(image_size=16))
+    yield p, run.id, folder
+    p.close()
+
+
+def _page(qtbot, project):
+    from studio.gui.explorer import ExplorerPage
+
+    page = ExplorerPage(project)
+    qtbot.addWidget(page)
+    page.resize(1100, 700)
+    return page
+
+
+def _computed(qtbot, page, run_id):
+    with qtbot.waitSignal(page.dataLoaded, timeout=120_000) as blocker:
+        page.compute(run_id=run_id, checkpoint_step=0, dataset=None, algorithm="pca")
+    return blocker.args[0]
+
+
+def test_explorer_computes_in_a_worker_and_shows_every_point(qtbot, explore_project):
+    from studio.services.evaluation import compute_embeddings
+
+    project, run_id, _ = explore_project
+    page = _page(qtbot, project)
+    assert page.run_box.count() == 1 and page.step_box.findData(0) >= 0
+    n = _computed(qtbot, page, run_id)
+    emb = compute_embeddings(project, run_id, checkpoint_step=0, device="cpu")  # read back, not recomputed
+    assert n == len(emb) == 30
+    view = page.map_view
+    assert view.point_count() == len(emb.vectors)
+    assert len(view.scatter_items) == 3  # coloured by label: one item (one brush) per class
+    drawn = np.concatenate([np.column_stack(item.getData()) for item in view.scatter_items])
+    assert sorted(map(tuple, np.round(drawn, 4))) == sorted(map(tuple, np.round(page.coords.astype(float), 4)))
+    np.testing.assert_array_equal(page.vectors, emb.vectors)
+    assert not page.busy and "30 images" in page.status.text()
+
+
+def test_hover_shows_the_points_thumbnail(qtbot, explore_project):
+    project, run_id, folder = explore_project
+    page = _page(qtbot, project)
+    _computed(qtbot, page, run_id)
+    page.map_view.pointHovered.emit(7)  # what a mouse move over point 7 emits
+    assert page.hovered_index == 7
+    pix = page.thumb_label.pixmap()
+    assert pix is not None and not pix.isNull() and max(pix.width(), pix.height()) > 12
+    assert page.names[7] in page.thumb_caption.text()
+    assert "class: " in page.thumb_caption.text()
+    # The thumbnail is the image file itself (the folder source), scaled: check a pixel colour.
+    from PIL import Image
+
+    img = np.asarray(Image.open(page.names[7]).convert("RGB"))
+    shown = pix.toImage()
+    c = shown.pixelColor(shown.width() // 2, shown.height() // 2)
+    assert abs(c.red() - int(img[6, 6, 0])) < 60 or abs(c.red() - int(img[5, 5, 0])) < 60
+
+
+def test_click_fills_the_neighbour_grid_with_the_nearest_images(qtbot):
+    from studio.engine.eval import nearest_neighbors
+    from studio.gui.explorer import ExplorerPage
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(200, 24)).astype(np.float32)
+    images = rng.integers(0, 255, size=(200, 3, 8, 8), dtype=np.uint8)
+    names = [f"img/{i:03d}.png" for i in range(200)]
+    page = ExplorerPage(None)  # no project needed to show data
+    qtbot.addWidget(page)
+    page.set_data(vectors, vectors[:, :2], np.arange(200) % 4, names, images, ["a", "b", "c", "d"])
+    with qtbot.waitSignal(page.neighboursShown, timeout=5000):
+        page.map_view.pointClicked.emit(42)  # what a click on point 42 emits
+    expected, _ = nearest_neighbors(vectors, 42, 16)
+    np.testing.assert_array_equal(page.neighbor_indices, expected)
+    for lab, j in zip(page.neighbour_labels, expected):
+        assert not lab.pixmap().isNull()
+        assert lab.toolTip().startswith(names[j])
+
+
+def test_the_map_view_maps_mouse_positions_to_points(qtbot):
+    from PySide6.QtCore import QPointF, QRectF
+
+    from studio.gui.explorer import EmbeddingMapView
+
+    view = EmbeddingMapView()
+    qtbot.addWidget(view)
+    view.resize(400, 400)
+    view.show()
+    coords = np.array([[0.0, 0.0], [10.0, 10.0], [10.0, 0.0]])
+    view.set_points(coords, np.array([0, 1, 1]))
+    qtbot.waitExposed(view)
+    assert view.index_at(QPointF(9.95, 0.05)) == 2
+    assert view.index_at(QPointF(5.0, 5.0)) == -1
+    with qtbot.waitSignal(view.boxSelected) as blocker:
+        view._on_box(QRectF(5, -1, 6, 12))
+    assert sorted(blocker.args[0].tolist()) == [1, 2]
+
+
+def test_box_selection_lists_and_exports_the_right_paths(qtbot, tmp_path):
+    from studio.gui.explorer import ExplorerPage
+
+    rng = np.random.default_rng(1)
+    coords = rng.uniform(-1, 1, size=(500, 2)).astype(np.float32)
+    names = [f"/data/photos/{i:04d}.jpg" for i in range(500)]
+    page = ExplorerPage(None)
+    qtbot.addWidget(page)
+    page.set_data(rng.normal(size=(500, 8)), coords, np.zeros(500, int), names, None, ["x", "y"])
+    idx = page.select_rect(0.0, 0.0, 0.5, 0.5)
+    inside = np.flatnonzero((coords[:, 0] >= 0) & (coords[:, 0] <= 0.5) & (coords[:, 1] >= 0) & (coords[:, 1] <= 0.5))
+    np.testing.assert_array_equal(idx, inside)
+    assert page.selection_list.count() == len(inside) > 0
+    assert page.selection_list.item(0).text() == names[inside[0]]
+    assert page.export_button.isEnabled()
+
+    txt = page.export_selection(tmp_path / "sel.txt")
+    assert txt.read_text().splitlines() == [names[i] for i in inside]
+    with open(page.export_selection(tmp_path / "sel.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["file"] for r in rows] == [names[i] for i in inside]
+    assert [int(r["index"]) for r in rows] == inside.tolist()
+    assert float(rows[0]["x"]) == pytest.approx(float(coords[inside[0], 0]))
+
+
+def test_dropping_an_image_file_finds_its_neighbours(qtbot, explore_project):
+    project, run_id, folder = explore_project
+    page = _page(qtbot, project)
+    _computed(qtbot, page, run_id)
+    target = page.names[4]
+    with qtbot.waitSignal(page.neighboursShown, timeout=120_000) as blocker:
+        page.find_neighbors_of_file(target)
+    found = blocker.args[0]
+    assert len(found) == 16
+    assert found[0] == 4  # the image itself is in the set: it is its own nearest neighbour
+
+
+def test_colour_by_kmeans_cluster(qtbot):
+    from studio.gui.explorer import ExplorerPage
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(3, 16)) * 10
+    vectors = np.repeat(centres, 50, axis=0) + rng.normal(size=(150, 16))
+    page = ExplorerPage(None)
+    qtbot.addWidget(page)
+    page.k_spin.setValue(3)
+    page.set_data(vectors, vectors[:, :2], None, None, None, None)  # no labels: clusters colour it
+    assert page.clusters is not None and len(page.map_view.scatter_items) == 3
+    assert page.map_view.point_count() == 150

@@ -1,0 +1,202 @@
+"""The main window end to end: add the sample, train from the form, watch the curves come from the
+store, stop, reopen; runs written by another process; the screenshot mode."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtGui import QImage  # noqa: E402
+
+WAIT_MS = 60_000
+
+
+@pytest.fixture(autouse=True)
+def private_settings(tmp_path, monkeypatch):
+    """Keep 'last project' out of the user's real settings."""
+    import studio.gui.main_window as mw
+
+    path = str(tmp_path / "settings.ini")
+    monkeypatch.setattr(mw, "settings", lambda: QSettings(path, QSettings.Format.IniFormat))
+
+
+@pytest.fixture
+def make_window(qtbot):
+    from studio.gui.main_window import MainWindow
+
+    windows = []
+
+    def make(path=None):
+        w = MainWindow(poll_ms=150, curve_ms=150)
+        qtbot.addWidget(w)
+        windows.append(w)
+        if path is not None:
+            w.open_project(path)
+        w.resize(1200, 760)
+        w.show()
+        return w
+
+    yield make
+    for w in windows:
+        w.stop_all_jobs()  # no QThread outlives its test
+        assert not w.jobs
+
+
+def fill_tiny_form(page, steps=500, batch=16):
+    """A config that trains in seconds on a CPU; many steps so that Stop comes first."""
+    page.method_combo.setCurrentIndex(page.method_combo.findData("simclr"))
+    page.backbone_combo.setCurrentIndex(page.backbone_combo.findData("resnet18"))
+    page.length_unit.setCurrentIndex(page.length_unit.findData("steps"))
+    page.length_spin.setValue(steps)
+    page.batch_spin.setValue(batch)
+    page.image_size_spin.setValue(16)
+    page.device_combo.setCurrentIndex(page.device_combo.findData("cpu"))
+    page.warmup_spin.setValue(0.0)
+    page.log_every_spin.setValue(1)
+
+
+def test_train_from_the_form_stop_and_reopen(make_window, qtbot, tmp_path):
+    from studio.store import Project
+
+    root = tmp_path / "proj"
+    Project.create(root).close()
+    w = make_window(root)
+    assert w.panel.dataset_names() == []
+    assert not w.new_run_page.start_button.isEnabled()  # no dataset yet, and it says so
+    assert "dataset" in w.new_run_page.error_label.text().lower()
+
+    w.add_sample()  # the File ▸ Add sample action's method, on a worker
+    qtbot.waitUntil(lambda: w.panel.dataset_names() == ["sample"], timeout=WAIT_MS)
+    assert w.dataset_page.images_card.value_label.text() == "1,797"
+    qtbot.waitUntil(lambda: w.dataset_page.thumbnail_count() == 16, timeout=WAIT_MS)
+
+    w.show_new_run("sample")
+    page = w.new_run_page
+    fill_tiny_form(page)
+    assert page.start_button.isEnabled(), page.error_label.text()
+    qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    assert len(w.jobs) == 1
+    run_id = next(iter(w.jobs))
+    assert w.current_page_title() == "Run" and w.run_page.run_id == run_id
+
+    qtbot.waitUntil(lambda: len(w.run_page.curve_data("loss")[0]) > 0, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: w.run_page.stop_button.isEnabled(), timeout=WAIT_MS)
+    steps, values = w.run_page.curve_data("loss")
+    with Project.open(root) as other:
+        stored = other.metric_series(run_id, ["loss"])
+    n = len(steps)
+    assert list(steps) == stored.steps["loss"][:n]
+    assert list(values) == pytest.approx(stored.values["loss"][:n])
+    assert all(math.isfinite(v) for v in values)
+
+    qtbot.mouseClick(w.run_page.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: run_id not in w.jobs, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "stopped" in w.panel.run_text(run_id), timeout=WAIT_MS)
+    with Project.open(root) as other:
+        run = other.run(run_id)
+        assert run.status == "stopped"
+        assert run.steps < 500
+        assert other.latest_checkpoint(run_id) is not None
+        stored = other.metric_series(run_id, ["loss"])
+    qtbot.waitUntil(lambda: len(w.run_page.curve_data("loss")[0]) == len(stored.steps["loss"]), timeout=WAIT_MS)
+    assert w.run_page.resume_button.isEnabled()  # a stopped run with a checkpoint can go on
+    assert not w.run_page.stop_button.isEnabled()
+
+    # A new window on the same project redraws the stored curve, point for point.
+    w2 = make_window(root)
+    assert w2.run_page.run_id == run_id  # the most recent run is shown
+    qtbot.waitUntil(lambda: len(w2.run_page.curve_data("loss")[0]) == len(stored.steps["loss"]), timeout=WAIT_MS)
+    assert list(w2.run_page.curve_data("loss")[1]) == pytest.approx(stored.values["loss"])
+    assert w2.run_page.status_pill.text() == "stopped"
+
+
+def test_closing_the_window_stops_a_training_run_cleanly(make_window, qtbot, project):
+    from studio.store import Project
+
+    w = make_window(project.root)
+    w.show_new_run("sample")
+    fill_tiny_form(w.new_run_page, steps=100_000)
+    qtbot.mouseClick(w.new_run_page.start_button, Qt.MouseButton.LeftButton)
+    run_id = next(iter(w.jobs))
+    job = w.jobs[run_id]
+    qtbot.waitUntil(lambda: project.run(run_id).status == "running", timeout=WAIT_MS)
+    w.close()
+    assert not w.jobs and job.thread.isFinished()
+    with Project.open(project.root) as p:
+        assert p.run(run_id).status == "stopped"
+        assert p.latest_checkpoint(run_id) is not None
+
+
+def test_a_run_written_by_another_process_appears_and_draws(make_window, qtbot, project):
+    import time
+
+    from conftest import tiny_train_config
+
+    from studio.services.training import create_run
+    from studio.store import Project
+
+    w = make_window(project.root)
+    assert w.panel.run_ids() == []
+    # Another Project instance plays the CLI: it creates the run and records points as RunRecorder does.
+    cli = Project.open(project.root)
+    try:
+        run = create_run(cli, "sample", tiny_train_config(steps=20))
+        cli.update_run(run.id, total_steps=20)
+        cli.set_run_status(run.id, "running")
+        t = time.time()
+        cli.add_metrics([(run.id, s, s / 10, name, v, t) for s in range(1, 11)
+                         for name, v in (("loss", 5.0 - 0.1 * s), ("lr", 0.01), ("images_per_s", 100.0 + s))])
+        cli.update_run(run.id, steps=10)
+
+        qtbot.waitUntil(lambda: run.id in w.panel.run_ids(), timeout=10_000)
+        assert "running" in w.panel.run_text(run.id)
+        w.panel.select_run(run.id)
+        assert w.current_page_title() == "Run"
+        qtbot.waitUntil(lambda: len(w.run_page.curve_data("loss")[0]) == 10, timeout=10_000)
+        assert list(w.run_page.curve_data("loss")[1]) == pytest.approx([5.0 - 0.1 * s for s in range(1, 11)])
+        assert len(w.run_page.curve_data("lr")[0]) == 10
+        assert w.run_page.progress_bar.value() == 10 and w.run_page.progress_bar.maximum() == 20
+        # Not ours: the window must not pretend it can stop it.
+        assert not w.run_page.stop_button.isEnabled() and not w.run_page.pause_button.isEnabled()
+
+        # New points are read incrementally and appended.
+        cli.add_metrics([(run.id, s, s / 10, "loss", 4.0, t) for s in range(11, 16)])
+        qtbot.waitUntil(lambda: len(w.run_page.curve_data("loss")[0]) == 15, timeout=10_000)
+        assert list(w.run_page.curve_data("loss")[0][-5:]) == [11, 12, 13, 14, 15]
+
+        cli.set_run_status(run.id, "diverged", "the loss became nan at step 16")
+        qtbot.waitUntil(lambda: "diverged" in w.panel.run_text(run.id), timeout=10_000)
+        qtbot.waitUntil(lambda: "nan at step 16" in w.run_page.reason_label.text(), timeout=10_000)
+    finally:
+        cli.close()
+
+
+def test_screenshot_writes_the_window_as_a_png(project, tmp_path):
+    import time
+
+    from conftest import tiny_train_config
+
+    from studio.gui.app import WINDOW_SIZE, run_gui
+    from studio.services.training import create_run
+
+    run = create_run(project, "sample", tiny_train_config(steps=30))
+    project.set_run_status(run.id, "running")
+    project.add_metrics([(run.id, s, s / 10, "loss", 6.0 / s, time.time()) for s in range(1, 31)])
+    project.set_run_status(run.id, "finished")
+    png = tmp_path / "shot.png"
+    assert run_gui(project=project.root, screenshot=png) == 0
+    assert png.stat().st_size > 10_000
+    img = QImage(str(png))
+    assert (img.width(), img.height()) == WINDOW_SIZE
+    # The curve is drawn: the loss plot holds pixels of the curve's colour.
+    from PySide6.QtGui import QColor
+
+    from studio.gui.style import CURVE_COLOURS
+
+    blue = QColor(CURVE_COLOURS[0]).rgb()
+    hits = sum(1 for x in range(300, img.width(), 3) for y in range(150, 450, 3) if img.pixel(x, y) == blue)
+    assert hits > 20
