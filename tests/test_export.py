@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
     add_dataset(project, str(write_image_folder(root / "shapes", per_class=5, size=20)), name="shapes")
     runs = {}
     for name, options in BACKBONES.items():
-        config = tiny_train_config(backbone=name, backbone_options=options, steps=3, batch_size=16,
+        config = tiny_train_config(backbone=name, backbone_options=options, steps=3, batch_size=8,
                                    monitor_every=-1, checkpoint_every=2 if name == "vit_tiny" else 0)
         run = create_run(project, "sample", config)
         result = execute_run(project, run.id)

@@ -314,6 +314,7 @@ class ExplorerPage(QWidget):
         self._worker: FunctionWorker | None = None
         self._source: dict[str, Any] = {}
         self._encoder = None
+        self._on_done = None
         self._build()
         self.setAcceptDrops(True)
         self.refresh()
@@ -494,7 +495,9 @@ class ExplorerPage(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
         self.busyChanged.emit(True)
-        self._thread, self._worker = start_worker(self, job, lambda r: self._finish(on_done, r), self._fail, self._on_progress)
+        self._on_done = on_done
+        # Bound slots of this widget (not lambdas) so Qt queues them onto the GUI thread.
+        self._thread, self._worker = start_worker(self, job, self._finish, self._fail, self._on_progress)
 
     def cancel(self) -> None:
         if self._worker is not None:
@@ -519,10 +522,14 @@ class ExplorerPage(QWidget):
         self.progress.setValue(1)
         self.busyChanged.emit(False)
 
-    def _finish(self, on_done, result) -> None:
+    @Slot(object)
+    def _finish(self, result) -> None:
+        on_done, self._on_done = self._on_done, None
         self._end_job()
-        on_done(result)
+        if on_done is not None:
+            on_done(result)
 
+    @Slot(str)
     def _fail(self, message: str) -> None:
         self._end_job()
         self.status.setText(f"Error: {message}")

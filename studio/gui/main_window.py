@@ -42,6 +42,7 @@ class MainWindow(QMainWindow):
         self.project = None
         self.jobs: dict[int, TrainingJob] = {}
         self._pages: dict[str, QWidget] = {}
+        self._factories: dict[str, object] = {}
 
         self.welcome = WelcomePage()
         self.panel = ProjectPanel(interval_ms=poll_ms)
@@ -94,15 +95,34 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     # -- pages ------------------------------------------------------------------------------
-    def add_page(self, title: str, widget: QWidget) -> int:
+    def add_page(self, title: str, widget: QWidget | None = None, factory=None) -> int:
         """Add a page as a tab (the explorer and compare views plug in here); returns its index.
 
-        A page with `set_project(project)` is told whenever a project is opened."""
-        self._pages[title] = widget
-        index = self.tabs.addTab(widget, title)
-        if self.project is not None and hasattr(widget, "set_project"):
+        Give a `widget` with an optional `set_project(project)` method, called whenever a project
+        is opened; or a `factory(project) -> QWidget`, called to rebuild the page for each project
+        (for pages that take their project in the constructor)."""
+        if widget is None and factory is None:
+            raise ValueError("add_page needs a widget or a factory")
+        if factory is not None:
+            self._factories[title] = factory
+            widget = factory(self.project) if self.project is not None else _placeholder(title)
+        elif self.project is not None and hasattr(widget, "set_project"):
             widget.set_project(self.project)
-        return index
+        self._pages[title] = widget
+        return self.tabs.addTab(widget, title)
+
+    def _rebuild_factory_pages(self) -> None:
+        for title, factory in self._factories.items():
+            old = self._pages[title]
+            index = self.tabs.indexOf(old)
+            current = self.tabs.currentIndex() == index
+            new = factory(self.project)
+            self._pages[title] = new
+            self.tabs.removeTab(index)
+            self.tabs.insertTab(index, new, title)
+            if current:
+                self.tabs.setCurrentIndex(index)
+            old.deleteLater()
 
     def page(self, title: str) -> QWidget:
         return self._pages[title]
@@ -178,9 +198,10 @@ class MainWindow(QMainWindow):
         self.project = project
         settings().setValue("last_project", str(project.root))
         self.setWindowTitle(f"{project.root.name} — SSL Studio")
-        for widget in self._pages.values():
-            if hasattr(widget, "set_project"):
+        for title, widget in self._pages.items():
+            if title not in self._factories and hasattr(widget, "set_project"):
                 widget.set_project(project)
+        self._rebuild_factory_pages()
         self.panel.set_project(project)
         self.new_run_page.set_datasets(self.panel.dataset_names())
         self.stack.setCurrentWidget(self.splitter)
@@ -323,8 +344,12 @@ class MainWindow(QMainWindow):
             self.jobs[run_id].control.resume()
             return
         run = self.project.run(run_id)
-        if run.status in ("stopped", "interrupted") and self.project.latest_checkpoint(run_id) is not None:
-            self._start_job(run_id, resume=True)
+        if run.status not in ("stopped", "interrupted"):
+            return
+        if self.project.latest_checkpoint(run_id) is None:
+            self.statusBar().showMessage(f"Run {run_id} has no checkpoint on disk to resume from; start a new run.", 10000)
+            return
+        self._start_job(run_id, resume=True)
 
     def stop_run(self, run_id: int | None) -> None:
         if run_id in self.jobs:
@@ -384,3 +409,10 @@ class MainWindow(QMainWindow):
         wait_for_tasks()
         self._close_project()
         super().closeEvent(event)
+
+
+def _placeholder(title: str) -> QWidget:
+    label = QLabel(f"Open a project to use {title}.")
+    label.setObjectName("Muted")
+    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    return label

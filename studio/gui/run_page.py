@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QStackedLayout, QVBoxLayout, QWidget,
 )
 
-from studio.gui.style import CURVE_COLOURS
+from studio.gui.style import CURVE_COLOURS, status_colour
 from studio.gui.widgets import StatusPill, format_duration
 
 # Where each stored metric is drawn; every other name goes to the "other metrics" plot.
@@ -30,7 +30,7 @@ class MetricPlot(pg.PlotWidget):
     resized = None  # a callback after each resize (to place overlay widgets)
 
     def __init__(self, title: str, y_label: str, y_units: str | None = None, legend: bool = False):
-        super().__init__()
+        super().__init__(background="w")
         self.setMinimumHeight(150)
         item = self.getPlotItem()
         item.setTitle(f"<span style='color:#1d2530;font-size:10pt;font-weight:600'>{title}</span>")
@@ -262,7 +262,9 @@ class RunPage(QWidget):
                 if name == PREFERRED_MONITOR:
                     self.other_combo.setCurrentIndex(self.other_combo.count() - 1)
         self._draw_other()
-        latest = [f"{n} {self._fmt(self.series_values[n][-1])}" for n in sorted(self.series_values) if self.series_values[n]]
+        # Non-breaking spaces inside an entry: the line wraps only between entries.
+        latest = [f"{n.replace('_', ' ')} {self._fmt(self.series_values[n][-1])}".replace(" ", "\u00a0")
+                  for n in sorted(self.series_values) if self.series_values[n]]
         self.latest_label.setText("Latest:  " + "   ·   ".join(latest) if latest else "")
 
     def _on_other_choice(self) -> None:
@@ -353,6 +355,10 @@ class RunPage(QWidget):
         self.progress_bar.setRange(0, max(1, total))
         self.progress_bar.setValue(min(step, max(1, total)))
         self.progress_bar.setFormat(f"step {step:,} / {total:,}" if total else "waiting to start")
+        colour = status_colour(r.status)
+        if self.progress_bar.property("colour") != colour:
+            self.progress_bar.setProperty("colour", colour)
+            self.progress_bar.setStyleSheet(f"QProgressBar::chunk {{ background: {colour}; }}")
         parts = []
         if ips:
             parts.append(f"{ips:,.0f} images/s")
@@ -361,6 +367,8 @@ class RunPage(QWidget):
             parts.append(f"ETA {format_duration((total - step) * batch / ips)}")
         elif r.status == "queued":
             parts.append("loading images…")
+        elif r.status == "paused":
+            parts.append("paused")
         if r.final_loss is not None and r.status not in ("running", "paused", "queued"):
             parts.append(f"final loss {r.final_loss:.4g}")
         self.progress_label.setText("   ·   ".join(parts))

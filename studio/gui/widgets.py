@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QLabel, QLineEdit, QSpinBox, QVBoxLayout, QWidget,
 )
@@ -137,14 +137,6 @@ class StatusPill(QLabel):
         self.setVisible(bool(status))
         # The per-status colour goes on top of the stylesheet's shape.
         self.setStyleSheet(f"#StatusPill {{ background: {status_colour(status)}; }}")
-
-
-class ClickableLabel(QLabel):
-    clicked = Signal()
-
-    def mouseReleaseEvent(self, event):  # noqa: N802 - Qt override
-        self.clicked.emit()
-        super().mouseReleaseEvent(event)
 
 
 def section_title(text: str) -> QLabel:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Callable, Sequence
 
 from studio.engine.errors import CheckpointError, ConfigError
@@ -76,7 +78,8 @@ def execute_run(
         resume_from = project.abs(ck.path)
         if ck.step >= (run.total_steps or 0) > 0 and run.status == "finished":
             raise ConfigError(f"run {run_id} is finished; there is nothing to resume.")
-    recorder = RunRecorder(project, run_id) if record else None
+    control = control or TrainingControl()
+    recorder = RunRecorder(project, run_id, on_write_error=lambda exc: control.stop()) if record else None
     try:
         images = load_images(project, project.dataset(run.dataset_id), config.image_size, progress)
     except Exception as exc:
@@ -91,9 +94,23 @@ def execute_run(
         **(trainer_kwargs or {}),
     )
     result = trainer.run()
-    if recorder is not None and recorder.error is not None and result.status == "finished":
-        project.set_run_status(run_id, "failed", f"could not write metrics: {recorder.error}")
+    if recorder is not None and recorder.error is not None:
+        reason = store_write_failure(recorder.error)
+        try:
+            project.set_run_status(run_id, "failed", reason)
+        except Exception:  # noqa: BLE001 - the database itself is out of reach: say so, keep going
+            pass
+        result = dataclasses.replace(result, status="failed", reason=reason, error=recorder.error)
     return result
+
+
+def store_write_failure(exc: BaseException) -> str:
+    """What to tell a person whose run could not be written to the project database."""
+    text = str(getattr(exc, "orig", None) or exc)
+    if "disk is full" in text or "No space left" in text:
+        return ("the disk is full: the project database could not be written, so the run was stopped. "
+                "Free some space and resume it.")
+    return f"the project database could not be written ({text.splitlines()[0][:200]}), so the run was stopped."
 
 
 def preflight(config: TrainConfig) -> None:

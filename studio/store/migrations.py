@@ -1,20 +1,49 @@
-"""Schema creation and upgrades of the project database."""
+"""Schema creation and upgrades of the project database.
+
+A project file carries its schema version in the `meta` table. Opening an older file first
+copies it aside (`project.db.bak-v<old>`, through SQLite's online backup, so a WAL file's
+pages are included), then applies each step below in its own transaction with alembic's
+operations; a file from a newer studio is refused, never changed.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Callable
 
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy import Column, Text, inspect, select
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from studio.store import models as m
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class SchemaVersionError(Exception):
     """The project was written by a newer studio, or its database cannot be upgraded."""
+
+
+def _v2_run_notes(conn: Connection) -> None:
+    """Schema 2: runs get a free-text `notes` column."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    if "notes" not in {c["name"] for c in inspect(conn).get_columns("runs")}:
+        Operations(MigrationContext.configure(conn)).add_column("runs", Column("notes", Text, nullable=True))
+
+
+# version reached -> the step that reaches it from the one before
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _v2_run_notes,
+}
+
+
+def _set_version(conn: Connection, version: int) -> None:
+    with Session(bind=conn) as s:
+        s.merge(m.Meta(key="schema_version", value=str(version)))
+        s.flush()
 
 
 def create_schema(engine: Engine) -> None:
@@ -35,12 +64,46 @@ def schema_version(engine: Engine) -> int:
         return int(row.value) if row else 0
 
 
-def upgrade_if_needed(engine: Engine, db_path: Path) -> None:
+def backup_database(db_path: Path, version: int) -> Path:
+    """A consistent copy of the database beside it, before anything changes it."""
+    target = db_path.with_name(f"{db_path.name}.bak-v{version}")
+    n = 2
+    while target.exists():
+        target = db_path.with_name(f"{db_path.name}.bak-v{version}-{n}")
+        n += 1
+    src = sqlite3.connect(str(db_path))
+    dst = sqlite3.connect(str(target))
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    return target
+
+
+def upgrade_if_needed(engine: Engine, db_path: Path) -> Path | None:
+    """Bring the file to SCHEMA_VERSION; returns the backup's path when it was upgraded."""
     version = schema_version(engine)
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
             f"{db_path} was written by a newer SSL Studio (schema {version}, this one knows {SCHEMA_VERSION}); "
             "update SSL Studio to open it."
         )
-    if version < SCHEMA_VERSION:
+    if version == SCHEMA_VERSION:
+        return None
+    if version == 0:  # not a studio file yet, or one that never finished being created
         create_schema(engine)
+        return None
+    backup = backup_database(db_path, version)
+    try:
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with engine.begin() as conn:
+                MIGRATIONS[target](conn)
+                _set_version(conn, target)
+        m.Base.metadata.create_all(engine)  # tables that are new in this version
+    except Exception as exc:
+        raise SchemaVersionError(
+            f"could not upgrade {db_path} from schema {version} to {SCHEMA_VERSION} ({exc}); "
+            f"the original is kept as {backup.name}."
+        ) from exc
+    return backup

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from studio.store import models as m
 
 DB_NAME = "project.db"
-SCHEMA_VERSION = 1
+from studio.store.migrations import SCHEMA_VERSION  # noqa: E402  (one number, kept with the migrations)
 RUN_STATUSES = ("queued", "running", "paused", "finished", "stopped", "interrupted", "diverged", "failed")
 ACTIVE_STATUSES = ("queued", "running", "paused")
 

@@ -15,8 +15,11 @@ from studio.store.project import Project
 
 
 class RunRecorder:
-    def __init__(self, project: Project, run_id: int, flush_interval: float = 0.5):
+    def __init__(self, project: Project, run_id: int, flush_interval: float = 0.5, on_write_error=None):
         self.project = project
+        # Called once, from whichever thread met it, when a write fails (disk full, I/O error):
+        # the caller stops training, since a run whose curve cannot be kept is not worth its cost.
+        self.on_write_error = on_write_error
         self.run_id = run_id
         self.flush_interval = flush_interval
         self._lock = threading.Lock()
@@ -48,18 +51,18 @@ class RunRecorder:
             self._progress = {"steps": int(step), "epochs": int(epoch)}
 
     def on_checkpoint(self, path: str, step: int, epoch: float) -> None:
-        self.flush()
-        self.project.add_checkpoint(self.run_id, step, epoch, path)
+        self._guarded(self.flush)
+        self._guarded(self.project.add_checkpoint, self.run_id, step, epoch, path)
 
     def on_status(self, status: str, reason: str | None = None) -> None:
-        self.flush()
-        self.project.set_run_status(self.run_id, status, reason)
+        self._guarded(self.flush)
+        self._guarded(self.project.set_run_status, self.run_id, status, reason)
 
     def on_log(self, message: str, level: str = "info") -> None:
         self.project.log(self.run_id, message, level)
 
     def on_end(self, result: Any) -> None:
-        self.close()
+        self._guarded(self.close)
         fields = {
             "steps": int(getattr(result, "steps", 0)),
             "epochs": int(getattr(result, "epochs", 0)),
@@ -68,7 +71,20 @@ class RunRecorder:
             value = getattr(result, name, None)
             if value is not None:
                 fields[name] = float(value)
-        self.project.update_run(self.run_id, **fields)
+        self._guarded(self.project.update_run, self.run_id, **fields)
+
+    def _guarded(self, fn, *args: Any, **kwargs: Any) -> None:
+        """A write that may fail without taking the training thread down with it."""
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - kept in `error` and reported by the caller
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        first = self.error is None
+        self.error = exc
+        if first and self.on_write_error is not None:
+            self.on_write_error(exc)
 
     # -- writing ----------------------------------------------------------------------------
     def _start_thread(self) -> None:
@@ -82,7 +98,7 @@ class RunRecorder:
             try:
                 self.flush()
             except Exception as exc:  # a disk error must reach the trainer, not kill this thread silently
-                self.error = exc
+                self._failed(exc)
 
     def flush(self) -> None:
         from studio.store.models import utcnow

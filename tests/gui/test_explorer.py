@@ -35,8 +35,15 @@ def _page(qtbot, project):
 
 
 def _computed(qtbot, page, run_id):
+    from PySide6.QtCore import QThread
+    from PySide6.QtWidgets import QApplication
+
+    threads = []
+    page.dataLoaded.connect(lambda _n: threads.append(QThread.currentThread()))
     with qtbot.waitSignal(page.dataLoaded, timeout=120_000) as blocker:
         page.compute(run_id=run_id, checkpoint_step=0, dataset=None, algorithm="pca")
+        assert page.busy  # the work runs in the worker; the call returned at once
+    assert threads == [QApplication.instance().thread()]  # widgets were filled on the GUI thread
     return blocker.args[0]
 
 

@@ -18,7 +18,7 @@ def finished_run(project):
     from studio.services.training import create_run, execute_run
 
     config = tiny_train_config(backbone="vit_tiny", backbone_options={"num_layers": 2, "patch_size": 4},
-                               steps=3, batch_size=16, monitor_every=-1, checkpoint_every=2)
+                               steps=3, batch_size=8, monitor_every=-1, checkpoint_every=2)
     run = create_run(project, "sample", config)
     assert execute_run(project, run.id).status == "finished"
     return project, run.id

@@ -46,7 +46,7 @@ def make_window(qtbot):
         assert not w.jobs
 
 
-def fill_tiny_form(page, steps=500, batch=16):
+def fill_tiny_form(page, steps=500, batch=8):
     """A config that trains in seconds on a CPU; many steps so that Stop comes first."""
     page.method_combo.setCurrentIndex(page.method_combo.findData("simclr"))
     page.backbone_combo.setCurrentIndex(page.backbone_combo.findData("resnet18"))

@@ -109,3 +109,35 @@ def test_a_method_that_cannot_use_the_backbone_disables_start(qtbot, monkeypatch
     page.backbone_combo.setCurrentIndex(page.backbone_combo.findData("vit_tiny"))
     assert page.start_button.isEnabled(), page.error_label.text()
     assert page.error_label.text() == ""
+
+
+def test_pages_can_be_added_and_follow_the_open_project(qtbot, project, tmp_path, monkeypatch):
+    """The explorer and compare views plug in with add_page; a factory page is rebuilt per project."""
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QLabel
+
+    import studio.gui.main_window as mw
+    from studio.store import Project
+
+    ini = str(tmp_path / "settings.ini")
+    monkeypatch.setattr(mw, "settings", lambda: QSettings(ini, QSettings.Format.IniFormat))
+    w = mw.MainWindow()
+    qtbot.addWidget(w)
+    seen = []
+
+    class Aware(QLabel):
+        def set_project(self, p):
+            seen.append(p.root)
+
+    w.add_page("Aware", Aware())
+    w.add_page("Built", factory=lambda p: QLabel(f"for {p.root.name}"))
+    assert "Open a project" in w.page("Built").text()
+    w.open_project(project.root)
+    assert seen == [project.root]
+    assert w.page("Built").text() == f"for {project.root.name}"
+    other = Project.create(tmp_path / "other")
+    other.close()
+    w.open_project(tmp_path / "other")
+    assert w.page("Built").text() == "for other" and seen[-1] == (tmp_path / "other").resolve()
+    w.show_page("Built")
+    assert w.current_page_title() == "Built"
