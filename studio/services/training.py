@@ -66,17 +66,26 @@ def execute_run(
     trainer_factory: Callable[..., Trainer] = Trainer,
     trainer_kwargs: dict[str, Any] | None = None,
     record: bool = True,
+    checkpoint_step: int | None = None,
 ) -> TrainResult:
-    """Run (or resume) a stored run to its end on this thread, writing everything to the store."""
+    """Run (or resume) a stored run to its end on this thread, writing everything to the store.
+
+    With `resume`, training continues from the newest checkpoint, or from the one saved at
+    `checkpoint_step` (the metrics after it are then replaced)."""
     run = project.run(run_id)
     config = TrainConfig.from_dict(run.config)
     resume_from = None
     if resume:
         ck = project.latest_checkpoint(run_id)
+        if checkpoint_step is not None:
+            ck = next((c for c in project.checkpoints(run_id)
+                       if c.step == checkpoint_step and project.abs(c.path).is_file()), None)
+            if ck is None:
+                raise CheckpointError(f"run {run_id} has no checkpoint at step {checkpoint_step} on disk.")
         if ck is None:
             raise CheckpointError(f"run {run_id} has no checkpoint to resume from; start a new run instead.")
         resume_from = project.abs(ck.path)
-        if ck.step >= (run.total_steps or 0) > 0 and run.status == "finished":
+        if checkpoint_step is None and ck.step >= (run.total_steps or 0) > 0 and run.status == "finished":
             raise ConfigError(f"run {run_id} is finished; there is nothing to resume.")
     control = control or TrainingControl()
     recorder = RunRecorder(project, run_id, on_write_error=lambda exc: control.stop()) if record else None
