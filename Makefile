@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test install dist bench clean
+.PHONY: run test install dist bundle bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,17 @@ test: install
 bench: install
 	$(PY) bench/run_all.py --quick
 
+# The wheel and sdist; the wheel carries studio/resources (icons, stylesheet) as package data.
 dist: install
 	$(PY) -m pip install -q build
 	$(PY) -m build --outdir dist .
+	$(PY) -c "import sys, zipfile, glob; w = sorted(glob.glob('dist/*.whl'))[-1]; n = [f for f in zipfile.ZipFile(w).namelist() if f.startswith('studio/resources/')]; print(w, len(n), 'resource files'); sys.exit(0 if any(f.endswith('ssl-studio.svg') for f in n) else 1)"
+
+# The one-folder desktop app (PyInstaller, not part of the test extra): dist/ssl-studio/.
+bundle: install
+	$(PY) -m pip install -q pyinstaller
+	$(VENV)/bin/pyinstaller --noconfirm --distpath dist --workpath build/pyinstaller packaging/ssl-studio.spec
+	QT_QPA_PLATFORM=offscreen dist/ssl-studio/ssl-studio --self-test
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info

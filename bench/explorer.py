@@ -7,7 +7,7 @@ Prints one JSON line:
   neighbours_ms   mean time of a click's 16 nearest neighbours (cosine over all N embeddings)
   map_s           {"pca": s, "tsne": s, "umap": s} for M embeddings (umap's first-call JIT included
                   in umap_first_s, then timed again warm)
-Usage: python bench/explorer.py [--points 100000] [--map-points 10000] [--dim 128] [--quick]
+Usage: python bench/explorer.py [--points 100000] [--map-points 10000 (0: skip maps)] [--dim 128] [--quick]
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main() -> None:
     if args.quick:
         args.points, args.map_points = 20_000, 1_000
     view = bench_view(args.points, args.dim)
-    maps = bench_maps(args.map_points, args.dim)
+    maps = bench_maps(args.map_points, args.dim) if args.map_points > 0 else {}
     emit("explorer", **view, map_points=args.map_points, dim=args.dim, map_s=maps)
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import tiny_train_config
-from studio.engine.data import SampleSource, decode_images
+from studio.engine.data import DecodedImages, SampleSource, decode_images
 from studio.engine.device import resolve_device
 from studio.engine.methods.simclr import SimCLR, nt_xent_loss
 from studio.engine.train import Trainer, TrainingCallbacks, TrainingControl, load_checkpoint
@@ -125,16 +125,21 @@ def test_warmup_cosine_first_middle_last():
 
 # -- the Trainer --------------------------------------------------------------------------------
 def test_simclr_loss_falls_over_30_steps(sample8, tmp_path):
+    # 32 digits of the sample in a batch of 32: every step contrasts the same images under new
+    # views, so 30 steps are enough to show learning above the step-to-step noise (on the whole
+    # sample the loss first wanders for longer than a test can wait). AdamW at a modest rate and
+    # no colour jitter, which on grey digits only scrambles their brightness.
+    subset = DecodedImages(sample8.images[:32], sample8.labels[:32], sample8.names[:32], sample8.class_names)
     cb = Collect()
-    config = small_config(steps=30, batch_size=64, optimizer="adamw", lr=2e-3, weight_decay=1e-4)
-    result = Trainer(config, sample8, tmp_path / "run", callbacks=cb).run()
+    config = small_config(steps=30, batch_size=32, optimizer="adamw", lr=5e-4, method_config={"color_strength": 0.0})
+    result = Trainer(config, subset, tmp_path / "run", callbacks=cb).run()
     assert result.status == "finished", result.reason
     losses = cb.losses()
     assert len(losses) == 30 and all(math.isfinite(v) for v in losses)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    # ln(2*64-1) = 4.84 is the loss of an encoder that cannot tell images apart.
-    assert first > 4.0
-    assert last < first - 0.1, (first, last)
+    # ln(2*32 - 1) = 4.14 is the loss of an encoder that cannot tell the images apart.
+    assert first > 3.9
+    assert last < first - 0.1, (first, last, losses)
     assert result.final_loss == pytest.approx(losses[-1])
     assert (tmp_path / "run" / "last.ckpt").is_file()
 

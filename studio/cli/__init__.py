@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -42,19 +43,24 @@ def say(message: str) -> None:
 def _gui(args: argparse.Namespace) -> int:
     from studio.gui.app import run_gui
 
-    return run_gui(project=args.project, screenshot=args.screenshot, sample=args.sample)
+    return run_gui(project=args.project, screenshot=args.screenshot, sample=args.sample, page=args.page,
+                   theme=args.theme)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-studio", description="Train self-supervised image encoders on your own images.")
     parser.add_argument("--version", action="version", version=f"ssl-studio {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--self-test", action="store_true",
+                        help="check the installation: imports, one very short training on the sample (offscreen); prints OK")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     gui = sub.add_parser("gui", help="open the GUI")
     gui.add_argument("project", nargs="?", help="project folder to open")
     gui.add_argument("--screenshot", metavar="PNG", help="render the main window to PNG once shown, then exit")
     gui.add_argument("--sample", action="store_true", help="open (creating it if needed) the sample project")
+    gui.add_argument("--page", metavar="NAME", help="the page to show: welcome, dataset, new-run, run, run-details, explorer, compare")
+    gui.add_argument("--theme", choices=("system", "light", "dark"), help="the colour theme for this session")
     gui.set_defaults(func=_gui)
 
     for name in COMMAND_MODULES:
@@ -88,8 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Answered before the command modules load (some import torch to list their choices).
         print(f"ssl-studio {__version__}")
         return 0
+    if list(sys.argv[1:] if argv is None else argv) == ["--self-test"]:
+        from studio.selftest import self_test
+
+        return self_test()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "self_test", False):
+        from studio.selftest import self_test
+
+        return self_test()
     if getattr(args, "func", None) is None:
         if args.command is None:
             args = parser.parse_args(["gui", *([] if argv is None else argv)])
@@ -104,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         parser.error(str(exc))  # exits 2
         return 2
+    except BrokenPipeError:
+        # The reader went away (`ssl-studio metrics ... --csv | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (StudioError, ProjectError, SchemaVersionError, OSError) as exc:
         if args.debug:
             raise

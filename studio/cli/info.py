@@ -26,7 +26,8 @@ def _methods(args: argparse.Namespace) -> int:
                 lo = "" if f["min"] is None else f"{f['min']:g}"
                 hi = "" if f["max"] is None else f"{f['max']:g}"
                 bounds = f" [{lo}..{hi}]"
-            print(f"    --set {f['name']}={f['default']!s:<8} {f['type']}{bounds}: {f['help']}")
+            setting = f"--set {f['name']}={f['default']}"
+            print(f"    {setting:<32} {f['type']}{bounds}: {f['help']}")
         print()
     return 0
 
@@ -51,8 +52,8 @@ def _backbones(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         options = f"  (options: {', '.join(r['options'])})" if r["options"] else ""
-        print(f"{r['name']:<12} {r['kind']:<4} {r['feature_dim']:>5}  {r['description']}{options}")
-    print("timm:NAME     any timm model, with 'pip install ssl-studio[timm]'")
+        print(f"{r['name']:<19} {r['kind']:<4} {r['feature_dim']:>5}  {r['description']}{options}")
+    print(f"{'timm:NAME':<19} any timm model, with 'pip install ssl-studio[timm]'")
     return 0
 
 

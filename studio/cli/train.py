@@ -185,6 +185,14 @@ def _train(args: argparse.Namespace) -> int:
         if given:
             raise UsageError(f"{', '.join(given)} cannot be changed on --resume: the run keeps its own settings")
 
+    from studio.engine.train.distributed import torchrun_env
+
+    env = torchrun_env()
+    if env is not None:
+        return _train_distributed(args, env)
+    if getattr(args, "gpus", None) and args.gpus > 1:
+        return _launch_gpus(args)
+
     with Project.open(args.project) as project:
         if resume:
             run = check_resumable(project, args.resume)
@@ -330,7 +338,12 @@ def register(sub) -> None:
     t.add_argument("--log-every", type=_positive_int, metavar="STEPS", help="steps between progress lines and metric points (default 10)")
     t.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stopped or interrupted run from its latest checkpoint")
     t.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    t.add_argument("--gpus", type=_positive_int, metavar="N",
+                   help="data-parallel training on N GPUs of this machine (starts torchrun; "
+                        "--batch-size is the global batch); with --device cpu, N processes on the CPU")
     t.set_defaults(func=_train)
+    global _TRAIN_PARSER
+    _TRAIN_PARSER = t
 
     r = sub.add_parser("runs", help="list the project's runs")
     r.add_argument("project")
@@ -344,3 +357,104 @@ def register(sub) -> None:
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true", help="one row per step, one column per metric")
     m.set_defaults(func=_metrics)
+
+
+# -- many GPUs (torchrun) ---------------------------------------------------------------------
+_TRAIN_PARSER: argparse.ArgumentParser | None = None
+
+
+def _forwarded_args(args: argparse.Namespace) -> list[str]:
+    """The `train` command line again, without --gpus: what each torchrun process runs."""
+    assert _TRAIN_PARSER is not None
+    out = ["train"]
+    for action in _TRAIN_PARSER._actions:
+        dest = action.dest
+        if dest in ("help", "gpus") or not hasattr(args, dest):
+            continue
+        value = getattr(args, dest)
+        if not action.option_strings:
+            out.append(str(value))
+            continue
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            if value:
+                out.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            for item in value or []:
+                out += [flag, "=".join(map(str, item)) if isinstance(item, tuple) else str(item)]
+        elif value is not None:
+            out += [flag, str(value)]
+    return out
+
+
+def _launch_gpus(args: argparse.Namespace) -> int:
+    from studio.services.distributed import check_gpus, launch_torchrun
+
+    check_gpus(args.gpus, args.device)
+    say(f"starting {args.gpus} processes with torchrun ({'CPU, gloo' if args.device == 'cpu' else 'one per GPU, NCCL'})")
+    code = launch_torchrun(args.gpus, _forwarded_args(args))
+    return 0 if code == 0 else 1
+
+
+def _train_distributed(args: argparse.Namespace, env) -> int:
+    """One of the processes torchrun started: rank 0 records the run and prints; the others train."""
+    from studio.engine.train import TrainingControl
+    from studio.engine.train.distributed import init_distributed, shutdown_distributed
+    from studio.services.distributed import PeerFailed, train_distributed
+    from studio.services.training import check_resumable, create_run
+
+    resume = args.resume is not None
+    ctx = init_distributed(env, args.device)
+
+    def prepare(project):
+        if resume:
+            run = check_resumable(project, args.resume)
+            if args.log_every is not None:
+                project.update_run(run.id, config={**run.config, "log_every": args.log_every})
+                run = project.run(run.id)
+            return run
+        run = create_run(project, args.dataset, config_from_args(args))
+        say(f"run {run.id}: {run.method} on {run.backbone}, dataset {run.dataset!r}, "
+            f"{ctx.world_size} processes ({ctx.backend}), global batch {run.config.get('batch_size')}")
+        return run
+
+    def decoding(done: int, total: int) -> None:
+        if done == total or done % 4096 == 0:
+            say(f"preparing images {done}/{total}")
+
+    control = TrainingControl()
+    try:
+        with stop_on_signals(control):
+            outcome = train_distributed(
+                ctx, args.project, prepare, resume=resume, control=control, progress=decoding,
+                callbacks_factory=lambda project, run: [ProgressPrinter(project, run.id)],
+            )
+    except PeerFailed:
+        return 1  # rank 0 prints the reason
+    finally:
+        shutdown_distributed()
+    result = outcome.result
+    if not ctx.is_main:
+        return 1 if result.status in ("failed", "diverged") else 0
+    payload = {
+        "run_id": outcome.run_id,
+        "status": result.status,
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "final_loss": result.final_loss,
+        "images_per_s": round(result.images_per_s, 1) if result.images_per_s is not None else None,
+        "checkpoint": outcome.checkpoint,
+        "reason": result.reason,
+        "processes": ctx.world_size,
+    }
+    if args.json:
+        emit_json(payload)
+    if result.status in ("failed", "diverged"):
+        print(f"error: run {outcome.run_id} {result.status}: {result.reason}", file=sys.stderr)
+        return 1
+    if not args.json:
+        loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""
+        say(f"run {outcome.run_id} {result.status} at step {result.steps}{loss}; checkpoint {outcome.checkpoint}")
+        if result.status == "stopped":
+            say(f"continue it with: torchrun ... -m studio train {args.project} --resume {outcome.run_id}")
+    return 0

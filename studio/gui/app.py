@@ -11,9 +11,11 @@ WINDOW_SIZE = (1280, 800)
 
 
 def run_gui(project: str | os.PathLike | None = None, screenshot: str | os.PathLike | None = None,
-            sample: bool = False) -> int:
+            sample: bool = False, page: str | None = None, theme: str | None = None) -> int:
     """Open the main window on `project`, the sample project, the last project, or the welcome page.
 
+    `page` picks the tab shown ("dataset", "new-run", "run", "run-details", "explorer", "compare", or
+    "welcome"); `theme` overrides the remembered one ("system", "light", "dark") for this session.
     With `screenshot`, the window is shown, laid out and drawn from the store, saved as a PNG, and
     the function returns 0 (1 when the file could not be written)."""
     from PySide6.QtCore import QTimer
@@ -27,7 +29,10 @@ def run_gui(project: str | os.PathLike | None = None, screenshot: str | os.PathL
     app.setApplicationName("SSL Studio")
     app.setOrganizationName("ssl-studio")
     app.setApplicationDisplayName("SSL Studio")
-    apply_style(app)
+    chosen = theme or settings().value("theme", "system", type=str)
+    apply_style(app, chosen if chosen in ("system", "light", "dark") else "system")
+    if screenshot is None:
+        app.setDesktopFileName("io.github.sslstudio.SSLStudio")
 
     window = MainWindow()
     if sample:
@@ -41,7 +46,12 @@ def run_gui(project: str | os.PathLike | None = None, screenshot: str | os.PathL
                 window.open_project(last)
             except Exception:  # noqa: BLE001 - a damaged last project leaves the welcome page
                 pass
-    window.resize(*WINDOW_SIZE)
+    if theme:
+        window.theme_actions[theme].setChecked(True)
+    if screenshot is not None or not window.restore_layout():
+        window.resize(*WINDOW_SIZE)
+    if page:
+        show_named_page(window, page)
     window.show()
 
     outcome = {"rc": 0}
@@ -69,6 +79,29 @@ def run_gui(project: str | os.PathLike | None = None, screenshot: str | os.PathL
         window.close()
     window.deleteLater()
     return outcome["rc"] if screenshot is not None else int(rc)
+
+
+PAGE_NAMES = {"dataset": "Dataset", "new-run": "New run", "run": "Run", "run-details": "Run details",
+              "explorer": "Explorer", "compare": "Compare"}
+
+
+def show_named_page(window, name: str) -> None:
+    """`--page NAME`: a tab by its command-line name, or the welcome page."""
+    key = name.lower().replace(" ", "-").replace("_", "-")
+    if key == "welcome":
+        window.stack.setCurrentWidget(window.welcome)
+        return
+    if key not in PAGE_NAMES:
+        raise ValueError(f"unknown page {name!r}; choose welcome, {', '.join(PAGE_NAMES)}")
+    if key == "dataset":
+        names = window.panel.dataset_names()
+        if names:
+            window.panel.select_dataset(window.panel.selected_dataset_name() or names[0])
+        window.show_page("Dataset")
+    elif key == "new-run":
+        window.show_new_run(window.panel.selected_dataset_name() or next(iter(window.panel.dataset_names()), None))
+    else:
+        window.show_page(PAGE_NAMES[key])
 
 
 def main() -> int:

@@ -46,6 +46,7 @@ THUMB = 96
 GRID_THUMB = 64
 POINT_SIZE = 5
 HOVER_RADIUS_PX = 8
+SYNC_KMEANS_LIMIT = 20_000  # above this, k-means for colouring runs in the worker
 LIST_LIMIT = 2000  # rows shown in the selection list; the export always holds every file
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -415,6 +416,7 @@ class ExplorerPage(QWidget):
         self.compute_button.clicked.connect(self.compute)
         self.cancel_button.clicked.connect(self.cancel)
         self.colour_box.currentIndexChanged.connect(self._recolour)
+        self.k_spin.editingFinished.connect(self._on_k_changed)
         self.select_check.toggled.connect(lambda on: setattr(self.map_view, "select_mode", on))
         self.export_button.clicked.connect(self._export_dialog)
         self.map_view.pointHovered.connect(self.show_hover)
@@ -574,12 +576,26 @@ class ExplorerPage(QWidget):
         if (by_cluster or not has_labels) and self.clusters is None and len(self.vectors) >= 2:
             from studio.engine.eval import kmeans_labels
 
-            self.clusters = kmeans_labels(self.vectors, self.k_spin.value())
+            if len(self.vectors) > SYNC_KMEANS_LIMIT and not self.busy:
+                # Seconds of k-means on a large set belong in the worker, not the event loop.
+                vectors, k = self.vectors, self.k_spin.value()
+                self._start(lambda report, cancelled: kmeans_labels(vectors, k), self._on_clusters)
+            elif len(self.vectors) <= SYNC_KMEANS_LIMIT:
+                self.clusters = kmeans_labels(self.vectors, self.k_spin.value())
         if (by_cluster or not has_labels) and self.clusters is not None:
             groups, names = self.clusters, [f"cluster {i}" for i in range(int(self.clusters.max()) + 1)]
         else:
             groups, names = np.maximum(self.labels, 0), self.class_names
         self.map_view.set_points(self.coords, groups, names)
+
+    def _on_clusters(self, clusters) -> None:
+        self.clusters = np.asarray(clusters, dtype=np.int64)
+        self._recolour()
+
+    def _on_k_changed(self) -> None:
+        if self.colour_box.currentIndex() == 1 or self.clusters is not None:
+            self.clusters = None
+            self._recolour()
 
     def thumbnail(self, index: int, size: int = THUMB) -> QPixmap:
         """The image of a point: from its file when it is one, else from the decoded cache."""

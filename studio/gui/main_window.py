@@ -7,21 +7,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
-    QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QStackedWidget, QTabWidget, QWidget,
+    QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QSplitter, QStackedWidget,
+    QScrollArea, QSystemTrayIcon, QTabWidget, QWidget,
 )
 
+from studio.gui.compare import CompareRunsPage
 from studio.gui.dataset_page import DatasetPage
+from studio.gui.explorer import ExplorerPage
 from studio.gui.new_run_page import NewRunPage
 from studio.gui.project_panel import ProjectPanel
+from studio.gui.run_details import RunDetailsPage
 from studio.gui.run_page import RunPage
+from studio.gui.style import THEMES, app_icon, apply_style
 from studio.gui.welcome_page import WelcomePage
 from studio.gui.workers import TrainingJob, start_task, wait_for_tasks
 
 SETTINGS_ORG = "ssl-studio"
 SETTINGS_APP = "SSL Studio"
+MAX_RECENT = 8
+PAGE_SHORTCUTS = ("Ctrl+1", "Ctrl+2", "Ctrl+3", "Ctrl+4", "Ctrl+5", "Ctrl+6")
 
 
 def settings() -> QSettings:
@@ -34,6 +41,82 @@ def sample_project_path() -> Path:
     return Path(user_data_dir("ssl-studio")) / "Sample project"
 
 
+def recent_projects() -> list[str]:
+    """Project folders opened lately, newest first, only those still on disk."""
+    value = settings().value("recent_projects", [])
+    if isinstance(value, str):  # QSettings gives a one-element list back as a string
+        value = [value]
+    return [p for p in (value or []) if (Path(p) / "project.db").is_file()]
+
+
+def remember_project(path) -> list[str]:
+    path = str(Path(path).resolve())
+    recent = [path] + [p for p in recent_projects() if p != path]
+    recent = recent[:MAX_RECENT]
+    s = settings()
+    s.setValue("recent_projects", recent)
+    s.setValue("last_project", path)
+    return recent
+
+
+def device_summary() -> str:
+    """The device training uses by default, for the status bar: GPU name and memory, or the CPU."""
+    import os
+
+    try:
+        from studio.engine.device import resolve_device
+
+        info = resolve_device("auto")
+    except Exception:  # noqa: BLE001 - a broken driver still leaves the CPU
+        info = None
+    if info is None or info.type == "cpu":
+        return f"CPU ({os.cpu_count() or 1} cores)"
+    if info.total_memory:
+        return f"{info.name} ({info.total_memory / 2**30:.1f} GiB)"
+    return info.name
+
+
+def versions() -> dict[str, str]:
+    """What the About dialog lists: the studio and the libraries it stands on."""
+    import platform
+
+    import PySide6
+    from PySide6.QtCore import qVersion
+
+    from studio import __version__
+
+    out = {"SSL Studio": __version__}
+    try:
+        import torch
+
+        out["PyTorch"] = torch.__version__
+        out["CUDA"] = (torch.version.cuda or "not built with CUDA") + (
+            "" if torch.cuda.is_available() or not torch.version.cuda else " (no GPU found)")
+        try:
+            import torchvision
+
+            out["torchvision"] = torchvision.__version__
+        except ImportError:
+            pass
+    except ImportError:
+        out["PyTorch"] = "not installed"
+    out["Qt"] = qVersion()
+    out["PySide6"] = PySide6.__version__
+    for name in ("lightly", "pyqtgraph"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001
+            pass
+    out["Python"] = platform.python_version()
+    return out
+
+
+class _DatasetProgress(QObject):
+    """Lives on the GUI thread; a worker's emit reaches it queued."""
+
+    progress = Signal(int, int)
+
+
 class MainWindow(QMainWindow):
     def __init__(self, parent: QWidget | None = None, poll_ms: int = 1000, curve_ms: int = 400):
         super().__init__(parent)
@@ -43,6 +126,7 @@ class MainWindow(QMainWindow):
         self.jobs: dict[int, TrainingJob] = {}
         self._pages: dict[str, QWidget] = {}
         self._factories: dict[str, object] = {}
+        self._holders: dict[str, QWidget] = {}
 
         self.welcome = WelcomePage()
         self.panel = ProjectPanel(interval_ms=poll_ms)
@@ -51,9 +135,22 @@ class MainWindow(QMainWindow):
         self.dataset_page = DatasetPage()
         self.new_run_page = NewRunPage()
         self.run_page = RunPage(interval_ms=curve_ms)
+        self.run_details = RunDetailsPage()
         self.add_page("Dataset", self.dataset_page)
         self.add_page("New run", self.new_run_page)
         self.add_page("Run", self.run_page)
+        self.add_page("Run details", self.run_details)
+        self.add_page("Explorer", factory=lambda p: ExplorerPage(p))
+        self.add_page("Compare", factory=lambda p: CompareRunsPage(p))
+        self.tabs.currentChanged.connect(self._on_tab_changed)
+        self.export_dialog = None
+        self.about_box = None
+        self.last_notification: tuple[str, str] | None = None
+        self._tray: QSystemTrayIcon | None = None
+        self._dataset_progress = _DatasetProgress(self)
+        self._dataset_progress.progress.connect(self._on_dataset_progress)
+        self._adding_datasets = 0
+        self.setAcceptDrops(True)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(self.panel)
@@ -67,17 +164,22 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(self.splitter)
         self.setCentralWidget(self.stack)
 
+        self.dataset_progress_bar = QProgressBar()
+        self.dataset_progress_bar.setMaximumWidth(180)
+        self.dataset_progress_bar.setMaximumHeight(16)
+        self.dataset_progress_bar.hide()
+        self.statusBar().addPermanentWidget(self.dataset_progress_bar)
         self.device_label = QLabel()
         self.device_label.setObjectName("Muted")
         self.statusBar().addPermanentWidget(self.device_label)
         self._show_device()
 
         self._build_menus()
-        self.welcome.sample_requested.connect(self.open_sample_project)
+        self.welcome.sample_requested.connect(lambda: self._try(self.try_sample))
         self.welcome.new_requested.connect(self.new_project_dialog)
         self.welcome.open_requested.connect(self.open_project_dialog)
-        self.welcome.recent_requested.connect(self.open_project)
-        self.welcome.set_recent(settings().value("last_project", None, type=str) or None)
+        self.welcome.recent_requested.connect(lambda path: self._try(lambda: self.open_project(path)))
+        self.welcome.set_recent(recent_projects())
         self.panel.dataset_selected.connect(self._on_dataset_selected)
         self.panel.run_selected.connect(self._on_run_selected)
         self.panel.runs_changed.connect(self._update_actions)
@@ -86,6 +188,12 @@ class MainWindow(QMainWindow):
         self.run_page.pause_requested.connect(self.pause_run)
         self.run_page.resume_requested.connect(self.resume_run)
         self.run_page.stop_requested.connect(self.stop_run)
+        self.run_page.export_requested.connect(lambda run_id: self.open_export_dialog(run_id))
+        self.run_details.duplicate_requested.connect(self.duplicate_run)
+        self.run_details.delete_requested.connect(self.delete_run)
+        self.run_details.export_requested.connect(self.open_export_dialog)
+        self.run_details.resume_requested.connect(self.resume_run_from)
+        self.panel.runs_changed.connect(self._on_runs_changed)
 
         # Buttons and menu items follow the shown run's status, whoever changes it.
         self._actions_timer = QTimer(self)
@@ -93,6 +201,9 @@ class MainWindow(QMainWindow):
         self._actions_timer.timeout.connect(self._update_actions)
         self._actions_timer.start()
         self._update_actions()
+        hints = QGuiApplication.styleHints()
+        if hasattr(hints, "colorSchemeChanged"):
+            hints.colorSchemeChanged.connect(self._on_system_scheme_changed)
 
     # -- pages ------------------------------------------------------------------------------
     def add_page(self, title: str, widget: QWidget | None = None, factory=None) -> int:
@@ -106,53 +217,99 @@ class MainWindow(QMainWindow):
         if factory is not None:
             self._factories[title] = factory
             widget = factory(self.project) if self.project is not None else _placeholder(title)
+            # A plugged-in page may be wider than the window allows: it scrolls rather than
+            # forcing the window (and its screenshots) wider.
+            holder = QScrollArea()
+            holder.setWidgetResizable(True)
+            holder.setFrameShape(QScrollArea.Shape.NoFrame)
+            holder.setWidget(widget)
+            self._holders[title] = holder
         elif self.project is not None and hasattr(widget, "set_project"):
             widget.set_project(self.project)
         self._pages[title] = widget
-        return self.tabs.addTab(widget, title)
+        return self.tabs.addTab(self._holders.get(title, widget), title)
 
     def _rebuild_factory_pages(self) -> None:
         for title, factory in self._factories.items():
-            old = self._pages[title]
-            index = self.tabs.indexOf(old)
-            current = self.tabs.currentIndex() == index
-            new = factory(self.project)
+            holder = self._holders[title]
+            old = holder.takeWidget()
+            new = factory(self.project) if self.project is not None else _placeholder(title)
             self._pages[title] = new
-            self.tabs.removeTab(index)
-            self.tabs.insertTab(index, new, title)
-            if current:
-                self.tabs.setCurrentIndex(index)
-            old.deleteLater()
+            holder.setWidget(new)
+            if old is not None:
+                old.deleteLater()
 
     def page(self, title: str) -> QWidget:
         return self._pages[title]
 
     def show_page(self, title: str) -> None:
-        self.tabs.setCurrentWidget(self._pages[title])
+        self.tabs.setCurrentWidget(self._holders.get(title, self._pages[title]))
 
     def current_page_title(self) -> str:
         return self.tabs.tabText(self.tabs.currentIndex())
 
     # -- menus ------------------------------------------------------------------------------
     def _build_menus(self) -> None:
+        SK = QKeySequence.StandardKey
         file_menu = self.menuBar().addMenu("&File")
-        self.new_project_action = self._action(file_menu, "&New project…", self.new_project_dialog, QKeySequence.StandardKey.New)
-        self.open_project_action = self._action(file_menu, "&Open project…", self.open_project_dialog, QKeySequence.StandardKey.Open)
+        self.new_project_action = self._action(file_menu, "&New project…", self.new_project_dialog, SK.New)
+        self.open_project_action = self._action(file_menu, "&Open project…", self.open_project_dialog, SK.Open)
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self._fill_recent_menu()
         self.sample_project_action = self._action(file_menu, "Open the &sample project", self.open_sample_project)
         file_menu.addSeparator()
-        self.add_folder_action = self._action(file_menu, "Add dataset &folder…", self.add_dataset_folder_dialog)
+        self.add_folder_action = self._action(file_menu, "Add dataset &folder…", self.add_dataset_folder_dialog, "Ctrl+Shift+O")
         self.add_sample_action = self._action(file_menu, "Add s&ample", self.add_sample)
         file_menu.addSeparator()
-        self.quit_action = self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.close_project_action = self._action(file_menu, "&Close project", self.close_project, SK.Close)
+        self.quit_action = self._action(file_menu, "&Quit", self.close, SK.Quit)
+        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+
+        edit_menu = self.menuBar().addMenu("&Edit")
+        self.duplicate_action = self._action(edit_menu, "&Duplicate run…", lambda: self.duplicate_run(self.run_page.run_id), "Ctrl+D")
+        self.delete_action = self._action(edit_menu, "De&lete run…", lambda: self.delete_run(self.run_page.run_id), SK.Delete)
+        # Delete is the text fields' key too: only when the runs list has the focus.
+        self.delete_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.panel.runs_list.addAction(self.delete_action)
+        edit_menu.addSeparator()
+        self.refresh_action = self._action(edit_menu, "&Refresh", self.refresh_now, SK.Refresh)
+
+        view_menu = self.menuBar().addMenu("&View")
+        self.page_actions = []
+        for i, title in enumerate(self._pages):
+            shortcut = PAGE_SHORTCUTS[i] if i < len(PAGE_SHORTCUTS) else None
+            self.page_actions.append(self._action(view_menu, title, lambda _=False, t=title: self.show_page(t), shortcut))
+        view_menu.addSeparator()
+        theme_menu = view_menu.addMenu("&Theme")
+        self.theme_group = QActionGroup(self)
+        self.theme_actions: dict[str, QAction] = {}
+        for name in THEMES:
+            a = QAction(name.capitalize() if name != "system" else "Follow the system", self, checkable=True)
+            a.triggered.connect(lambda _=False, n=name: self.set_theme(n))
+            self.theme_group.addAction(a)
+            theme_menu.addAction(a)
+            self.theme_actions[name] = a
+        self.theme_actions[self.theme()].setChecked(True)
+        self.fullscreen_action = self._action(view_menu, "&Full screen", self._toggle_fullscreen, SK.FullScreen)
+        self.fullscreen_action.setCheckable(True)
 
         run_menu = self.menuBar().addMenu("&Run")
         self.start_action = self._action(run_menu, "&Start", self._start_from_menu, "Ctrl+Return")
+        self.estimate_action = self._action(run_menu, "Estimate &cost", self._estimate_from_menu, "Ctrl+Shift+E")
         self.pause_action = self._action(run_menu, "&Pause", lambda: self.pause_run(self.run_page.run_id))
         self.resume_action = self._action(run_menu, "&Resume", lambda: self.resume_run(self.run_page.run_id))
-        self.stop_action = self._action(run_menu, "S&top", lambda: self.stop_run(self.run_page.run_id))
+        self.stop_action = self._action(run_menu, "S&top", lambda: self.stop_run(self.run_page.run_id), "Ctrl+.")
+        run_menu.addSeparator()
+        self.export_action = self._action(run_menu, "&Export…", lambda: self.open_export_dialog(self.run_page.run_id), "Ctrl+E")
+        run_menu.addAction(self.duplicate_action)
+        run_menu.addAction(self.delete_action)
 
         help_menu = self.menuBar().addMenu("&Help")
-        self._action(help_menu, "&About SSL Studio", self._about)
+        self.guide_action = self._action(help_menu, "&User's guide", self._open_guide, SK.HelpContents)
+        self.about_action = self._action(help_menu, "&About SSL Studio", self.show_about)
+        self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
+        self._action(help_menu, "About &Qt", QApplication.aboutQt)
 
     def _action(self, menu, text, slot, shortcut=None) -> QAction:
         action = QAction(text, self)
@@ -162,29 +319,181 @@ class MainWindow(QMainWindow):
         menu.addAction(action)
         return action
 
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = recent_projects()
+        for path in recent:
+            a = self.recent_menu.addAction(Path(path).name)
+            a.setToolTip(path)
+            a.setStatusTip(path)
+            a.triggered.connect(lambda _=False, p=path: self._try(lambda: self.open_project(p)))
+        if recent:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear the list", self._clear_recent)
+        self.recent_menu.setEnabled(bool(recent))
+
+    def _clear_recent(self) -> None:
+        settings().setValue("recent_projects", [])
+        self._fill_recent_menu()
+        self.welcome.set_recent([])
+
     def _update_actions(self) -> None:
         has_project = self.project is not None
-        for a in (self.add_folder_action, self.add_sample_action, self.start_action):
+        for a in (self.add_folder_action, self.add_sample_action, self.start_action, self.close_project_action,
+                  self.estimate_action, *self.page_actions):
             a.setEnabled(has_project)
-        self.run_page.set_live(self.run_page.run_id in self.jobs)
+        run_id = self.run_page.run_id
+        run = self.run_page.run
+        has_run = has_project and run_id is not None and run is not None
+        busy = has_run and (run_id in self.jobs or run.status in ("queued", "running", "paused"))
+        self.export_action.setEnabled(has_run)
+        self.duplicate_action.setEnabled(has_run)
+        self.delete_action.setEnabled(has_run and not busy)
+        self.run_page.export_button.setEnabled(has_run and bool(self.project.checkpoints(run_id)))
+        self.run_page.set_live(run_id in self.jobs)
         self.pause_action.setEnabled(self.run_page.pause_button.isEnabled())
         self.resume_action.setEnabled(self.run_page.resume_button.isEnabled())
         self.stop_action.setEnabled(self.run_page.stop_button.isEnabled())
 
-    def _about(self) -> None:
-        from studio import __version__
+    def _on_tab_changed(self, index: int) -> None:
+        page = self._pages.get(self.tabs.tabText(index))
+        if self.project is not None and page is not None and hasattr(page, "refresh"):
+            page.refresh()
 
-        QMessageBox.about(self, "About SSL Studio", f"<b>SSL Studio {__version__}</b><br>"
-                          "Self-supervised pre-training for image encoders, on your own images.")
+    def _on_runs_changed(self) -> None:
+        self.run_details.refresh()
+
+    # -- themes -----------------------------------------------------------------------------
+    def theme(self) -> str:
+        name = settings().value("theme", "system", type=str)
+        return name if name in THEMES else "system"
+
+    def set_theme(self, name: str) -> bool:
+        """Apply and remember 'system' | 'light' | 'dark'; returns True when the result is dark."""
+        settings().setValue("theme", name)
+        if name in self.theme_actions:
+            self.theme_actions[name].setChecked(True)
+        app = QApplication.instance()
+        dark = apply_style(app, name)
+        self.welcome.apply_theme()
+        return dark
+
+    def _on_system_scheme_changed(self, *_args) -> None:
+        if self.theme() == "system":
+            self.set_theme("system")
+
+    def _toggle_fullscreen(self) -> None:
+        self.showNormal() if self.isFullScreen() else self.showFullScreen()
+
+    # -- about, device, notifications -------------------------------------------------------
+    def about_text(self) -> str:
+        rows = "".join(f"<tr><td>{k}</td><td>&nbsp;&nbsp;<b>{v}</b></td></tr>" for k, v in versions().items())
+        return (f"<h3>SSL Studio</h3><p>Train self-supervised image encoders on your own images, watch them "
+                f"learn, export them.</p><table>{rows}</table>"
+                f"<p>Training device: {device_summary()}</p><p>MIT licence. The built-in sample is scikit-learn's "
+                f"handwritten digits (UCI, CC BY 4.0).</p>")
+
+    def show_about(self) -> QMessageBox:
+        box = QMessageBox(self)
+        box.setWindowTitle("About SSL Studio")
+        box.setIconPixmap(app_icon().pixmap(64, 64))
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(self.about_text())
+        box.setStandardButtons(QMessageBox.StandardButton.Close)
+        self.about_box = box
+        box.open()  # not exec(): the event loop keeps drawing running curves
+        return box
 
     def _show_device(self) -> None:
-        try:
-            from studio.engine.device import available_devices
+        text = device_summary()
+        self.device_label.setText(f"Device: {text}  ")
+        self.device_label.setToolTip("Training uses this device when the run's device is 'auto'.")
 
-            best = available_devices()[0]
-        except Exception:  # noqa: BLE001
-            best = "cpu"
-        self.device_label.setText(f"Best device: {best.upper() if best != 'cpu' else 'CPU'}  ")
+    def notify(self, title: str, message: str, failed: bool = False) -> None:
+        """A desktop notification where the system has a tray, and the status bar always."""
+        self.last_notification = (title, message)
+        self.statusBar().showMessage(f"{title}: {message}", 15000)
+        if not QSystemTrayIcon.isSystemTrayAvailable():
+            return
+        if self._tray is None:
+            self._tray = QSystemTrayIcon(app_icon(), self)
+            self._tray.setToolTip("SSL Studio")
+            self._tray.messageClicked.connect(self._raise)
+            self._tray.show()
+        icon = QSystemTrayIcon.MessageIcon.Warning if failed else QSystemTrayIcon.MessageIcon.Information
+        self._tray.showMessage(title, message, icon, 10_000)
+
+    def _raise(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    def _open_guide(self) -> None:
+        from PySide6.QtGui import QDesktopServices
+        from PySide6.QtCore import QUrl
+
+        readme = Path(__file__).resolve().parents[2] / "README.md"
+        if readme.is_file():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(readme)))
+        else:
+            self.statusBar().showMessage("The user's guide is the README of the SSL Studio sources.", 8000)
+
+    # -- window state -------------------------------------------------------------------------
+    def restore_layout(self) -> bool:
+        """Geometry, dock/toolbar state and splitters as the user left them; False if none saved."""
+        s = settings()
+        geometry = s.value("window/geometry")
+        ok = bool(geometry) and self.restoreGeometry(geometry)
+        state = s.value("window/state")
+        if state:
+            self.restoreState(state)
+        for key, splitter in (("window/splitter", self.splitter), ("window/details_splitter", self.run_details.splitter)):
+            value = s.value(key)
+            if value:
+                splitter.restoreState(value)
+        return ok
+
+    def save_layout(self) -> None:
+        s = settings()
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.setValue("window/splitter", self.splitter.saveState())
+        s.setValue("window/details_splitter", self.run_details.splitter.saveState())
+
+    # -- drag and drop: a folder becomes a dataset ------------------------------------------
+    @staticmethod
+    def _dropped_folders(mime) -> list[Path]:
+        if not mime.hasUrls():
+            return []
+        return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile() and Path(u.toLocalFile()).is_dir()]
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self._dropped_folders(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+        folders = self._dropped_folders(event.mimeData())
+        if not folders:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        for folder in folders:
+            self.handle_dropped_folder(folder)
+
+    def handle_dropped_folder(self, folder: Path) -> None:
+        """A project folder is opened; any other folder is added to the open project as a dataset."""
+        if (folder / "project.db").is_file():
+            self._try(lambda: self.open_project(folder))
+        elif self.project is None:
+            self.statusBar().showMessage(f"Open or create a project first, then drop {folder.name} on the window "
+                                         "to add it as a dataset.", 10000)
+        else:
+            self.add_dataset_source(str(folder))
 
     # -- projects ---------------------------------------------------------------------------
     def open_project(self, path) -> bool:
@@ -196,7 +505,7 @@ class MainWindow(QMainWindow):
         project = Project.open(path)
         self._close_project()
         self.project = project
-        settings().setValue("last_project", str(project.root))
+        self.welcome.set_recent(remember_project(project.root))
         self.setWindowTitle(f"{project.root.name} — SSL Studio")
         for title, widget in self._pages.items():
             if title not in self._factories and hasattr(widget, "set_project"):
@@ -226,10 +535,47 @@ class MainWindow(QMainWindow):
         ensure_sample_project(path).close()
         return self.open_project(path)
 
+    def try_sample(self) -> bool:
+        """"Try the sample": the sample project, and the New run form ready with SimCLR on it."""
+        if not self.open_sample_project():
+            return False
+        self.show_new_run("sample")
+        page = self.new_run_page
+        page.method_combo.setCurrentIndex(max(0, page.method_combo.findData("simclr")))
+        page.backbone_combo.setCurrentIndex(max(0, page.backbone_combo.findData("resnet18")))
+        # The digits are 8 px: 32 px views and 20 epochs learn something in minutes on a CPU.
+        page.image_size_spin.setValue(32)
+        page.length_unit.setCurrentIndex(page.length_unit.findData("epochs"))
+        page.length_spin.setValue(20)
+        page.batch_spin.setValue(128)
+        page.validate()
+        return True
+
     def _close_project(self) -> None:
+        if self.export_dialog is not None:
+            self.export_dialog.close()
+            self.export_dialog = None
         if self.project is not None:
             self.project.close()
             self.project = None
+
+    def close_project(self) -> bool:
+        """Back to the welcome page (stopping this window's runs, if the user agrees)."""
+        if self.project is None:
+            return True
+        if self.jobs and not self._confirm_stop_jobs():
+            return False
+        self._close_project()
+        for title, widget in self._pages.items():
+            if title not in self._factories and hasattr(widget, "set_project"):
+                widget.set_project(None)
+        self._rebuild_factory_pages()
+        self.panel.set_project(None)
+        self.setWindowTitle("SSL Studio")
+        self.welcome.set_recent(recent_projects())
+        self.stack.setCurrentWidget(self.welcome)
+        self._update_actions()
+        return True
 
     def new_project_dialog(self) -> None:
         path = QFileDialog.getSaveFileName(self, "New project folder", str(Path.home() / "SSL project"))[0]
@@ -257,12 +603,27 @@ class MainWindow(QMainWindow):
             return
         root = self.project.root
         self.statusBar().showMessage(f"Reading {spec}…")
+        self._adding_datasets += 1
+        self.dataset_progress_bar.setRange(0, 0)  # busy until the first count arrives
+        self.dataset_progress_bar.setFormat("reading images %p%")
+        self.dataset_progress_bar.show()
+        progress = self._dataset_progress.progress
 
         def work():
             with Project.open(root) as p:
-                return add_dataset(p, spec, name=name)
+                return add_dataset(p, spec, name=name, progress=lambda done, total: progress.emit(int(done), int(total)))
 
         start_task(work, self._on_dataset_added, self._on_dataset_failed)
+
+    def _on_dataset_progress(self, done: int, total: int) -> None:
+        if total > 0:
+            self.dataset_progress_bar.setRange(0, total)
+            self.dataset_progress_bar.setValue(done)
+
+    def _dataset_task_ended(self) -> None:
+        self._adding_datasets = max(0, self._adding_datasets - 1)
+        if not self._adding_datasets:
+            self.dataset_progress_bar.hide()
 
     def add_sample(self) -> None:
         self.add_dataset_source("sample")
@@ -273,6 +634,9 @@ class MainWindow(QMainWindow):
             self.add_dataset_source(path)
 
     def _on_dataset_added(self, record) -> None:
+        self._dataset_task_ended()
+        if self.project is None:
+            return
         skipped = f", {record.skipped} skipped" if record.skipped else ""
         self.statusBar().showMessage(f"Added dataset {record.name}: {record.images:,} images{skipped}.", 8000)
         self.panel.refresh()
@@ -280,6 +644,7 @@ class MainWindow(QMainWindow):
         self.panel.select_dataset(record.name)
 
     def _on_dataset_failed(self, error: str) -> None:
+        self._dataset_task_ended()
         self.statusBar().showMessage(f"Could not add the dataset: {error}", 15000)
         if self.isVisible():
             QMessageBox.warning(self, "Add dataset", error)
@@ -297,8 +662,89 @@ class MainWindow(QMainWindow):
     # -- runs -------------------------------------------------------------------------------
     def _on_run_selected(self, run_id: int) -> None:
         self.run_page.show_run(run_id, live=run_id in self.jobs)
-        self.show_page("Run")
+        self.run_details.show_run(run_id)
+        if self.current_page_title() != "Run details":
+            self.show_page("Run")
         self._update_actions()
+
+    def _estimate_from_menu(self) -> None:
+        self.show_page("New run")
+        self.new_run_page.estimate()
+
+    def open_export_dialog(self, run_id: int | None = None, checkpoint_step: int | None = None):
+        """Run ▸ Export…: the export dialog for a run (the shown one by default), at a checkpoint."""
+        from studio.gui.export_dialog import ExportDialog
+
+        run_id = run_id if run_id is not None else self.run_page.run_id
+        if self.project is None or run_id is None:
+            self.statusBar().showMessage("Select a run to export first.", 6000)
+            return None
+        if self.export_dialog is not None:
+            self.export_dialog.close()
+        dialog = ExportDialog(self.project, run_id, self)
+        if checkpoint_step is not None:
+            i = dialog.checkpoint_combo.findData(checkpoint_step)
+            if i >= 0:
+                dialog.checkpoint_combo.setCurrentIndex(i)
+        dialog.exported.connect(lambda info: self.statusBar().showMessage(
+            f"Run {run_id} exported to {info.get('path', '')}.", 15000))
+        dialog.export_failed.connect(lambda msg: self.statusBar().showMessage(f"Export failed: {msg}", 15000))
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)
+        self.export_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def duplicate_run(self, run_id: int | None) -> None:
+        """The New run form filled with a run's config and dataset: change one thing and start."""
+        if self.project is None or run_id is None:
+            return
+        run = self.project.run(run_id)
+        self.new_run_page.set_datasets(self.panel.dataset_names())
+        self.new_run_page.set_config(run.config, dataset=run.dataset)
+        self._duplicate_of = run_id
+        self.show_page("New run")
+        self.statusBar().showMessage(f"The form holds run {run_id}'s config: change what you want to try, then Start.", 10000)
+
+    def delete_run(self, run_id: int | None, confirm: bool = True) -> bool:
+        """Delete a run with its metrics and files, after one question."""
+        if self.project is None or run_id is None:
+            return False
+        run = self.project.run(run_id)
+        if run_id in self.jobs or run.status in ("queued", "running", "paused"):
+            self.statusBar().showMessage(f"Run {run_id} is {run.status}: stop it before deleting it.", 8000)
+            return False
+        if confirm:
+            answer = QMessageBox.question(
+                self, "Delete run", f"Delete run {run_id} ({run.method} on {run.backbone}, {run.steps:,} steps) "
+                f"with its metrics, checkpoints and exports? This cannot be undone.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        self.project.delete_run(run_id)
+        if self.run_page.run_id == run_id:
+            self.run_page.show_run(None)
+            self.run_details.show_run(None)
+        self.panel.refresh()
+        runs = self.project.runs()
+        if runs:
+            self.panel.select_run(runs[-1].id)
+        self.statusBar().showMessage(f"Run {run_id} deleted.", 8000)
+        self._update_actions()
+        return True
+
+    def resume_run_from(self, run_id: int, step: int) -> None:
+        """Continue a run from one of its checkpoints (the metrics after it are replaced)."""
+        if self.project is None or run_id in self.jobs:
+            return
+        run = self.project.run(run_id)
+        if run.status in ("queued", "running", "paused"):
+            self.statusBar().showMessage(f"Run {run_id} is {run.status} in another process.", 8000)
+            return
+        if step >= (run.total_steps or 0):
+            self.statusBar().showMessage(f"The checkpoint at step {step:,} is the end of the run: nothing to resume. "
+                                         "Duplicate the run to train longer.", 10000)
+            return
+        self._start_job(run_id, resume=True, checkpoint_step=step)
 
     def _start_from_menu(self) -> None:
         if self.current_page_title() == "New run":
@@ -312,17 +758,19 @@ class MainWindow(QMainWindow):
 
         if self.project is None:
             return None
+        parent_id = getattr(self, "_duplicate_of", None)
         try:
-            run = create_run(self.project, dataset, config)
+            run = create_run(self.project, dataset, config, parent_run_id=parent_id)
         except Exception as exc:  # noqa: BLE001 - shown under the form
             self.new_run_page.error_label.setText(str(exc))
             return None
+        self._duplicate_of = None
         self._start_job(run.id)
         self.statusBar().showMessage(f"Run {run.id} started: {config.method} on {config.backbone}.", 5000)
         return run.id
 
-    def _start_job(self, run_id: int, resume: bool = False) -> None:
-        job = TrainingJob(self.project.root, run_id, resume=resume, parent=self)
+    def _start_job(self, run_id: int, resume: bool = False, checkpoint_step: int | None = None) -> None:
+        job = TrainingJob(self.project.root, run_id, resume=resume, parent=self, checkpoint_step=checkpoint_step)
         job.progress.connect(self._on_job_progress)
         job.status.connect(self._on_job_status)
         job.finished.connect(self._on_job_finished)
@@ -330,6 +778,7 @@ class MainWindow(QMainWindow):
         job.start()
         self.panel.select_run(run_id)
         self.run_page.show_run(run_id, live=True)
+        self.run_details.show_run(run_id)
         self.show_page("Run")
         self._update_actions()
 
@@ -372,10 +821,17 @@ class MainWindow(QMainWindow):
         status, reason = result.get("status"), result.get("reason")
         text = f"Run {run_id} {status}" + (f": {reason}" if reason and status != "stopped" else "") + "."
         self.statusBar().showMessage(text, 15000)
+        if status == "finished":
+            loss = result.get("final_loss")
+            self.notify(f"Run {run_id} finished", f"{result.get('steps', 0):,} steps"
+                        + (f", final loss {loss:.4g}" if isinstance(loss, float) else "") + ".")
+        elif status in ("failed", "diverged"):
+            self.notify(f"Run {run_id} {status}", reason or "see the run's log.", failed=True)
         self.panel.refresh()
         if run_id == self.run_page.run_id:
             self.run_page.set_live(False)
             self.run_page.refresh()
+            self.run_details.refresh()
         self._update_actions()
 
     def _confirm_stop_jobs(self) -> bool:
@@ -398,9 +854,11 @@ class MainWindow(QMainWindow):
         """Read the store once, now (the timers do this on their own; screenshots need it at once)."""
         self.panel.refresh()
         self.run_page.refresh()
+        self.run_details.refresh()
         self._update_actions()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.save_layout()
         if self.jobs:
             self.statusBar().showMessage("Stopping the training run…")
             self.stop_all_jobs()
@@ -408,6 +866,8 @@ class MainWindow(QMainWindow):
             t.stop()
         wait_for_tasks()
         self._close_project()
+        if self._tray is not None:
+            self._tray.hide()
         super().closeEvent(event)
 
 

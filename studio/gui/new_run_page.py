@@ -148,6 +148,21 @@ class NewRunPage(QWidget):
         self.checkpoint_spin.setRange(0, 10_000_000)
         self.checkpoint_spin.setSpecialValueText("at the end only")
         self.checkpoint_spin.setSuffix(" steps")
+        self.length_spin.setToolTip("How long to train: whole passes over the dataset (epochs) or optimiser steps.")
+        self.length_unit.setToolTip(self.length_spin.toolTip())
+        self.batch_spin.setToolTip("Images per optimiser step. Contrastive methods like large batches; "
+                                   "lower it when the device runs out of memory.")
+        self.image_size_spin.setToolTip("Images are resized to this square size once, then cropped and "
+                                        "augmented at this size on the device.")
+        self.device_combo.setToolTip("Where to train: auto picks a CUDA GPU, then Apple MPS, else the CPU.")
+        self.optimizer_combo.setToolTip("The optimiser; 'method default' uses the paper's (SGD, LARS or AdamW).")
+        self.checkpoint_spin.setToolTip("Save a checkpoint every so many steps (resume and export from any); "
+                                        "a checkpoint is always saved at the end and on Stop.")
+        self.seed_spin.setToolTip("Random seed of the data order, augmentations and initial weights: "
+                                  "the same seed and config give the same run.")
+        self.dataset_combo.setToolTip("The images to learn from (add more with File ▸ Add dataset folder…, "
+                                      "or drop a folder on the window).")
+        self.method_combo.setToolTip("The self-supervised pretext task.")
         f.addRow("Length", length)
         f.addRow("Batch size", self.batch_spin)
         f.addRow("Learning rate", self.lr_edit)
@@ -158,6 +173,15 @@ class NewRunPage(QWidget):
         f.addRow("Checkpoint every", self.checkpoint_spin)
         f.addRow("Metrics every", self.log_every_spin)
         f.addRow("Seed", self.seed_spin)
+        # Every label carries its field's tooltip, so hovering the name explains it too.
+        for row in range(f.rowCount()):
+            label = f.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            field_item = f.itemAt(row, QFormLayout.ItemRole.FieldRole)
+            if label is None or field_item is None or label.widget() is None:
+                continue
+            w = field_item.widget() or (field_item.layout().itemAt(0).widget() if field_item.layout() else None)
+            if w is not None:
+                label.widget().setToolTip(w.toolTip())
         grid.addWidget(how, 0, 1, 2, 1, Qt.AlignmentFlag.AlignTop)
 
         # -- the method's own fields ---------------------------------------------------------
@@ -169,18 +193,44 @@ class NewRunPage(QWidget):
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
 
+        # -- what it will cost -------------------------------------------------------------------
+        cost = QHBoxLayout()
+        self.estimate_button = QPushButton("Estimate time and memory")
+        self.estimate_button.setToolTip("Train a few real steps of this config on the chosen device and "
+                                        "extrapolate the time per epoch and the memory it needs.")
+        self.estimate_button.clicked.connect(self.estimate)
+        self.estimate_label = QLabel("Before you start: estimate what this run will cost.")
+        self.estimate_label.setObjectName("Hint")
+        self.estimate_label.setWordWrap(True)
+        self.estimate_warning = QLabel()
+        self.estimate_warning.setObjectName("ErrorText")
+        self.estimate_warning.setWordWrap(True)
+        self.estimate_warning.hide()
+        cost.addWidget(self.estimate_button, 0, Qt.AlignmentFlag.AlignTop)
+        texts = QVBoxLayout()
+        texts.addWidget(self.estimate_label)
+        texts.addWidget(self.estimate_warning)
+        cost.addLayout(texts, 1)
+        self.project = None
+        self.estimate_result = None
+        self.estimate_result_config = None
+        self.estimating = False
+        self._estimate_token = 0
+
         # -- start ---------------------------------------------------------------------------
-        bottom = QHBoxLayout()
         self.error_label = QLabel()
         self.error_label.setObjectName("ErrorText")
         self.error_label.setWordWrap(True)
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("Primary")
         self.start_button.setMinimumWidth(150)
+        self.start_button.setToolTip("Create the run and train it (Ctrl+Return).")
         self.start_button.clicked.connect(self._on_start)
-        bottom.addWidget(self.error_label, 1)
-        bottom.addWidget(self.start_button)
-        lay.addLayout(bottom)
+        # One footer: the estimate and any error on the left, Start on the right.
+        texts.addWidget(self.error_label)
+        cost.addSpacing(12)
+        cost.addWidget(self.start_button, 0, Qt.AlignmentFlag.AlignTop)
+        lay.addLayout(cost)
         lay.addStretch(1)
 
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
@@ -201,6 +251,95 @@ class NewRunPage(QWidget):
         form.setVerticalSpacing(8)
 
     # -- data in -------------------------------------------------------------------------------
+    def set_project(self, project) -> None:
+        self.project = project
+        self._clear_estimate()
+
+    def set_config(self, config, dataset: str | None = None) -> None:
+        """Fill the form from a TrainConfig (or its dict): a duplicated run starts from its parent's."""
+        from studio.engine.train import TrainConfig
+
+        if isinstance(config, dict):
+            config = TrainConfig.from_dict(config)
+        if dataset:
+            self.select_dataset(dataset)
+        self.method_combo.setCurrentIndex(max(0, self.method_combo.findData(config.method)))
+        self.backbone_combo.setCurrentIndex(max(0, self.backbone_combo.findData(config.backbone)))
+        for name, value in (config.method_config or {}).items():
+            if name in self.field_editors:
+                self.field_editors[name].set_value(value)
+        steps_mode = config.steps is not None
+        self.length_unit.setCurrentIndex(self.length_unit.findData("steps" if steps_mode else "epochs"))
+        self.length_spin.setValue(int(config.steps if steps_mode else (config.epochs or 100)))
+        self.batch_spin.setValue(int(config.batch_size))
+        self.lr_edit.setText("" if config.lr is None else f"{config.lr:g}")
+        self.image_size_spin.setValue(int(config.image_size))
+        i = self.device_combo.findData(config.device)
+        self.device_combo.setCurrentIndex(i if i >= 0 else 0)
+        self.optimizer_combo.setCurrentIndex(max(0, self.optimizer_combo.findData(config.optimizer)))
+        self.warmup_spin.setValue(float(config.warmup_epochs))
+        self.seed_spin.setValue(int(config.seed))
+        self.checkpoint_spin.setValue(int(config.checkpoint_every))
+        self.log_every_spin.setValue(int(config.log_every))
+        self.validate()
+
+    # -- the cost estimate ------------------------------------------------------------------------
+    def estimate(self) -> None:
+        """Measure a few real steps of the current config on a worker; the result shows below."""
+        from studio.gui.workers import start_task
+        from studio.services.estimate import estimate_for_dataset
+
+        if self.project is None or self.validate() is not None:
+            return
+        self._estimate_token += 1
+        token, root, dataset, config = self._estimate_token, self.project.root, self.dataset_combo.currentData(), self.config()
+        self.estimating = True
+        self.estimate_button.setEnabled(False)
+        self.estimate_label.setText("Measuring a few training steps…")
+        self.estimate_warning.hide()
+        start_task(lambda: estimate_for_dataset(root, dataset, config),
+                   lambda est: self._show_estimate(token, est),
+                   lambda err: self._show_estimate_error(token, err))
+
+    def _show_estimate(self, token: int, est) -> None:
+        from studio.gui.widgets import format_duration
+        from studio.services.estimate import format_bytes
+
+        if token != self._estimate_token:
+            return
+        self.estimating = False
+        self.estimate_button.setEnabled(True)
+        self.estimate_result = est
+        self.estimate_result_config = self.config()
+        memory = ("peak " if est.memory_measured else "about ") + format_bytes(est.peak_memory_bytes)
+        of = f" of {format_bytes(est.device_memory_bytes)}" if est.device_memory_bytes else ""
+        self.estimate_label.setText(
+            f"On {est.device_name}: {format_duration(est.seconds_per_epoch)} per epoch "
+            f"({est.seconds_per_step * 1000:.0f} ms per step × {est.steps_per_epoch:,} steps), "
+            f"about {format_duration(est.total_seconds)} for the whole run ({est.total_steps:,} steps); "
+            f"memory {memory}{of}.")
+        self.estimate_warning.setText("\n".join(est.warnings))
+        self.estimate_warning.setVisible(bool(est.warnings))
+
+    def _show_estimate_error(self, token: int, error: str) -> None:
+        if token != self._estimate_token:
+            return
+        self.estimating = False
+        self.estimate_button.setEnabled(True)
+        self.estimate_result = None
+        self.estimate_label.setText("The estimate could not be made.")
+        self.estimate_warning.setText(error)
+        self.estimate_warning.show()
+
+    def _clear_estimate(self) -> None:
+        self._estimate_token += 1  # a measurement still under way no longer applies
+        self.estimating = False
+        self.estimate_result = None
+        if hasattr(self, "estimate_label"):
+            self.estimate_button.setEnabled(True)
+            self.estimate_label.setText("Before you start: estimate what this run will cost.")
+            self.estimate_warning.hide()
+
     def set_datasets(self, names: list[str]) -> None:
         current = self.dataset_combo.currentData()
         if [self.dataset_combo.itemData(i) for i in range(self.dataset_combo.count())] == names:
@@ -291,6 +430,10 @@ class NewRunPage(QWidget):
                 error = str(exc)
         self.error_label.setText(error or "")
         self.start_button.setEnabled(error is None)
+        if hasattr(self, "estimate_button"):
+            self.estimate_button.setEnabled(error is None and self.project is not None and not self.estimating)
+            if self.estimate_result is not None and self.estimate_result_config != self.config():
+                self._clear_estimate()
         cls = METHODS[self.method_name()]
         spec = BACKBONES.get(self.backbone_combo.currentData())
         if spec is not None:

@@ -55,6 +55,8 @@ class ProjectPanel(QWidget):
         self.runs_list.setIconSize(QSize(14, 14))
         self.runs_list.setWordWrap(False)
         self.runs_list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        # Long entries are elided, never scrolled sideways (the panel is narrow on purpose).
+        self.runs_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         lay.addWidget(self.runs_list, 1)
         self.no_runs_label = QLabel("No runs yet: pick a dataset and start one on the New run page.")
         self.no_runs_label.setObjectName("Hint")

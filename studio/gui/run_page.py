@@ -16,12 +16,16 @@ from PySide6.QtWidgets import (
     QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QStackedLayout, QVBoxLayout, QWidget,
 )
 
-from studio.gui.style import CURVE_COLOURS, status_colour
+from studio.gui.style import CURVE_COLOURS, colour, status_colour
 from studio.gui.widgets import StatusPill, format_duration
 
 # Where each stored metric is drawn; every other name goes to the "other metrics" plot.
 MAIN_PLOTS = {"loss": "loss", "lr": "lr", "images_per_s": "throughput"}
 PREFERRED_MONITOR = "knn_top1"
+
+
+def plot_title(text: str) -> str:
+    return f"<span style='color:{colour('#1d2530')};font-size:10pt;font-weight:600'>{text}</span>"
 
 
 class MetricPlot(pg.PlotWidget):
@@ -30,21 +34,34 @@ class MetricPlot(pg.PlotWidget):
     resized = None  # a callback after each resize (to place overlay widgets)
 
     def __init__(self, title: str, y_label: str, y_units: str | None = None, legend: bool = False):
-        super().__init__(background="w")
+        super().__init__(background=colour("#ffffff"))
         self.setMinimumHeight(150)
+        self.title_text = title
         item = self.getPlotItem()
-        item.setTitle(f"<span style='color:#1d2530;font-size:10pt;font-weight:600'>{title}</span>")
         item.setLabel("bottom", "step")
         item.setLabel("left", y_label, units=y_units)
         item.getAxis("left").enableAutoSIPrefix(False)
         item.getAxis("bottom").enableAutoSIPrefix(False)
         item.showGrid(x=True, y=True, alpha=0.15)
         item.setMenuEnabled(False)
-        for side in ("left", "bottom"):
-            item.getAxis(side).setPen(pg.mkPen("#9aa3ae"))
-            item.getAxis(side).setTextPen(pg.mkPen("#3a4350"))
-        self.legend = item.addLegend(offset=(-10, 10), labelTextColor="#3a4350") if legend else None
+        self.legend = item.addLegend(offset=(-10, 10), labelTextColor=colour("#3a4350")) if legend else None
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self.apply_theme()
+
+    def set_title(self, text: str) -> None:
+        self.title_text = text
+        self.getPlotItem().setTitle(plot_title(text) if text.strip() else " ")
+
+    def apply_theme(self) -> None:
+        """Background, axes and title in the current theme's colours (called on theme changes)."""
+        self.setBackground(colour("#ffffff"))
+        item = self.getPlotItem()
+        for side in ("left", "bottom"):
+            item.getAxis(side).setPen(pg.mkPen(colour("#9aa3ae")))
+            item.getAxis(side).setTextPen(pg.mkPen(colour("#3a4350")))
+            item.getAxis(side).setLabel(item.getAxis(side).labelText, units=item.getAxis(side).labelUnits,
+                                        color=colour("#3a4350"))
+        self.set_title(self.title_text)
 
     def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)
@@ -72,6 +89,7 @@ class RunPage(QWidget):
     pause_requested = Signal(int)
     resume_requested = Signal(int)
     stop_requested = Signal(int)
+    export_requested = Signal(int)
 
     def __init__(self, parent: QWidget | None = None, interval_ms: int = 400):
         super().__init__(parent)
@@ -108,7 +126,10 @@ class RunPage(QWidget):
         self.resume_button = QPushButton("Resume")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setObjectName("Danger")
-        for b in (self.pause_button, self.resume_button, self.stop_button):
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Export this run's encoder (TorchScript, ONNX, torchvision, safetensors) "
+                                      "or its embeddings (Ctrl+E).")
+        for b in (self.pause_button, self.resume_button, self.stop_button, self.export_button):
             b.setMinimumWidth(84)
             head.addWidget(b)
         lay.addLayout(head)
@@ -146,7 +167,7 @@ class RunPage(QWidget):
         self.other_combo.currentIndexChanged.connect(self._on_other_choice)
         # The choice sits where the plot's title would be, so the three plots line up.
         self.other_combo.setParent(self.other_plot)
-        self.other_plot.getPlotItem().setTitle(" ")
+        self.other_plot.set_title(" ")
         self.other_plot.resized = self._place_other_combo
         other = self.other_plot
         plots.addWidget(self.loss_plot, 0, 0, 1, 3)
@@ -172,6 +193,7 @@ class RunPage(QWidget):
         self.pause_button.clicked.connect(lambda: self.run_id and self.pause_requested.emit(self.run_id))
         self.resume_button.clicked.connect(lambda: self.run_id and self.resume_requested.emit(self.run_id))
         self.stop_button.clicked.connect(lambda: self.run_id and self.stop_requested.emit(self.run_id))
+        self.export_button.clicked.connect(lambda: self.run_id and self.export_requested.emit(self.run_id))
 
         self.timer = QTimer(self)
         self.timer.setInterval(interval_ms)
@@ -200,7 +222,7 @@ class RunPage(QWidget):
         self.other_combo.clear()
         self.other_combo.blockSignals(False)
         self.other_combo.hide()
-        self.other_plot.getPlotItem().setTitle(self._plot_title("Monitors: none yet"))
+        self.other_plot.set_title("Monitors: none yet")
         self.other_plot.getPlotItem().setLabel("left", "value")
         self.log_view.clear()
         self.latest_label.clear()
@@ -276,7 +298,7 @@ class RunPage(QWidget):
         name = self.other_combo.currentData()
         if not name or name not in self.series_steps:
             return
-        self.other_plot.getPlotItem().setTitle(" ")
+        self.other_plot.set_title(" ")
         self.other_combo.show()
         self._place_other_combo()
         self.other_plot.getPlotItem().setLabel("left", name.replace("_", " "))
@@ -295,7 +317,7 @@ class RunPage(QWidget):
 
     @staticmethod
     def _plot_title(text: str) -> str:
-        return f"<span style='color:#1d2530;font-size:10pt;font-weight:600'>{text}</span>"
+        return plot_title(text)
 
     @staticmethod
     def _fmt(v: float) -> str:

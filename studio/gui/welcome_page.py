@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from studio.gui.style import app_icon
+from studio.gui.style import app_icon, colour
+from studio.gui.widgets import section_title
 
 
 class WelcomePage(QWidget):
@@ -39,7 +42,8 @@ class WelcomePage(QWidget):
         lay.addSpacing(10)
         self.sample_button = QPushButton("Try the sample")
         self.sample_button.setObjectName("Primary")
-        self.sample_button.setToolTip("Open a project holding 1,797 handwritten digits, ready to train.")
+        self.sample_button.setToolTip("Open a project holding 1,797 handwritten digits, with a SimCLR run ready to start.")
+        self.sample_button.setShortcut("Ctrl+T")
         self.new_button = QPushButton("New project…")
         self.open_button = QPushButton("Open project…")
         buttons = QHBoxLayout()
@@ -48,11 +52,16 @@ class WelcomePage(QWidget):
             b.setMinimumHeight(34)
             buttons.addWidget(b)
         lay.addLayout(buttons)
-        self.recent_button = QPushButton()
-        self.recent_button.setFlat(True)
-        self.recent_button.setStyleSheet("text-align: left; color: #2f6fed; border: none; background: transparent;")
-        self.recent_button.hide()
-        lay.addWidget(self.recent_button)
+        hint = QLabel("Or drop a folder of images on this window once a project is open.")
+        hint.setObjectName("Hint")
+        lay.addWidget(hint)
+        self.recent_title = section_title("Recent projects")
+        lay.addWidget(self.recent_title)
+        self.recent_box = QVBoxLayout()
+        self.recent_box.setSpacing(0)
+        lay.addLayout(self.recent_box)
+        self.recent_buttons: list[QPushButton] = []
+        self.recent_title.hide()
         row.addWidget(card)
         row.addStretch(1)
         outer.addLayout(row)
@@ -61,10 +70,32 @@ class WelcomePage(QWidget):
         self.sample_button.clicked.connect(self.sample_requested)
         self.new_button.clicked.connect(self.new_requested)
         self.open_button.clicked.connect(self.open_requested)
-        self.recent_button.clicked.connect(lambda: self.recent_requested.emit(self.recent_button.property("path")))
 
-    def set_recent(self, path: str | None) -> None:
-        self.recent_button.setVisible(bool(path))
-        if path:
-            self.recent_button.setText(f"Reopen {path}")
-            self.recent_button.setProperty("path", path)
+    def set_recent(self, paths) -> None:
+        """The recent project folders, newest first, one link-like button each."""
+        if isinstance(paths, str):
+            paths = [paths]
+        paths = list(paths or [])
+        for b in self.recent_buttons:
+            self.recent_box.removeWidget(b)
+            b.deleteLater()
+        self.recent_buttons = []
+        for path in paths:
+            b = QPushButton(f"{Path(path).name}    {path}")
+            b.setFlat(True)
+            b.setCursor(Qt.CursorShape.PointingHandCursor)
+            b.setToolTip(f"Open {path}")
+            b.setProperty("path", path)
+            b.clicked.connect(lambda _=False, p=path: self.recent_requested.emit(p))
+            self.recent_box.addWidget(b)
+            self.recent_buttons.append(b)
+        self.recent_title.setVisible(bool(paths))
+        self.apply_theme()
+
+    def recent_paths(self) -> list[str]:
+        return [b.property("path") for b in self.recent_buttons]
+
+    def apply_theme(self) -> None:
+        for b in self.recent_buttons:
+            b.setStyleSheet(f"text-align: left; color: {colour('#1b4fc4')}; border: none; "
+                            "background: transparent; padding: 3px 0;")

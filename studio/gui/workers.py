@@ -52,11 +52,13 @@ class TrainingWorker(QObject):
     status = Signal(str, str)  # status, reason
     finished = Signal(dict)  # {"run_id", "status", "reason", "steps", "final_loss", "images_per_s", "checkpoint"}
 
-    def __init__(self, project_root: str | Path, run_id: int, resume: bool = False, min_interval: float = 0.2):
+    def __init__(self, project_root: str | Path, run_id: int, resume: bool = False, min_interval: float = 0.2,
+                 checkpoint_step: int | None = None):
         super().__init__()
         self.project_root = Path(project_root)
         self.run_id = int(run_id)
         self.resume = resume
+        self.checkpoint_step = checkpoint_step
         self.min_interval = min_interval
         self.control = TrainingControl()
 
@@ -71,7 +73,8 @@ class TrainingWorker(QObject):
             # A Project of its own: the GUI thread's timers never share a session with training.
             project = Project.open(self.project_root)
             result = execute_run(project, self.run_id, control=self.control,
-                                 callbacks=[_SignalCallbacks(self, self.min_interval)], resume=self.resume)
+                                 callbacks=[_SignalCallbacks(self, self.min_interval)], resume=self.resume,
+                                 checkpoint_step=self.checkpoint_step)
             out.update(status=result.status, reason=result.reason, steps=result.steps, final_loss=result.final_loss,
                        images_per_s=result.images_per_s, checkpoint=result.checkpoint)
         except Exception as exc:  # noqa: BLE001 - the GUI shows it; execute_run already stored it
@@ -99,11 +102,12 @@ class TrainingJob(QObject):
     status = Signal(int, str, str)  # run_id, status, reason
     finished = Signal(int, dict)  # run_id, result
 
-    def __init__(self, project_root: str | Path, run_id: int, resume: bool = False, parent: QObject | None = None):
+    def __init__(self, project_root: str | Path, run_id: int, resume: bool = False, parent: QObject | None = None,
+                 checkpoint_step: int | None = None):
         super().__init__(parent)
         self.thread = QThread()
         self.thread.setObjectName(f"training-run-{run_id}")
-        self.worker = TrainingWorker(project_root, run_id, resume=resume)
+        self.worker = TrainingWorker(project_root, run_id, resume=resume, checkpoint_step=checkpoint_step)
         self.worker.moveToThread(self.thread)
         self.thread.started.connect(self.worker.run)
         # Direct: the thread must end even while the GUI thread blocks in wait() (closing).

@@ -134,7 +134,8 @@ def _resnet(model_name: str, dim: int):
         small = image_size < SMALL_IMAGE_LIMIT
         if small:
             small_image_stem(model_name, model)
-        arch = {"library": "torchvision", "builder": model_name, "kwargs": {}, "small_image_stem": small}
+        arch = {"library": "torchvision", "builder": model_name, "kwargs": {}, "small_image_stem": small,
+                "small_image_stem_code": small_image_stem_code(model_name) if small else ""}
         return ResNetBackbone(model, model_name, "cnn", dim, image_size, arch)
 
     return build
@@ -157,6 +158,17 @@ def small_image_stem(model_name: str, model: nn.Module) -> nn.Module:
     return model
 
 
+def small_image_stem_code(model_name: str) -> str:
+    """The Python statement that rebuilds `small_image_stem` on a fresh torchvision `model` (for model cards)."""
+    if model_name.startswith("resnet"):
+        return "model.conv1.stride = (1, 1); model.maxpool = torch.nn.Identity()"
+    if model_name.startswith(("mobilenet", "efficientnet")):
+        return "model.features[0][0].stride = (1, 1)"
+    if model_name.startswith("convnext"):
+        return "model.features[0][0].stride = (2, 2); model.features[0][0].padding = (1, 1)"
+    return ""
+
+
 def _features_cnn(model_name: str, dim: int):
     def build(image_size: int, pretrained: bool = False, **_: Any) -> Backbone:
         if model_name.startswith("convnext") and image_size < 16:
@@ -168,7 +180,8 @@ def _features_cnn(model_name: str, dim: int):
             small_image_stem(model_name, model)
         # ConvNeXt normalises the pooled features before its classifier: keep that LayerNorm.
         pre = nn.Sequential(model.classifier[0], nn.Flatten(1)) if model_name.startswith("convnext") else None
-        arch = {"library": "torchvision", "builder": model_name, "kwargs": {}, "small_image_stem": small}
+        arch = {"library": "torchvision", "builder": model_name, "kwargs": {}, "small_image_stem": small,
+                "small_image_stem_code": small_image_stem_code(model_name) if small else ""}
         return TorchvisionFeaturesBackbone(model, model_name, "cnn", dim, image_size, arch, pre_classifier=pre)
 
     return build

@@ -107,7 +107,7 @@ class DINO(Method):
             student_out += list(self.projection_head(self.backbone(torch.cat(locals_))).split(b))
         temp = self.teacher_temperature(state)
         loss = self.criterion([t.float() for t in teacher_out], [s.float() for s in student_out], teacher_temp=temp)
-        return {"loss": loss, "teacher_temp": torch.tensor(temp)}
+        return {"loss": loss, "teacher_temp": torch.tensor(temp, device=loss.device)}
 
     def on_before_optimizer_step(self, state: StepState) -> None:
         # Freezing the last layer at the start keeps the prototypes from collapsing (paper, appendix).

@@ -154,7 +154,9 @@ class Trainer:
             channels_last = cfg.channels_last if cfg.channels_last is not None else (device.type == "cuda" and method.backbone.kind == "cnn")
             if channels_last:
                 method = method.to(memory_format=torch.channels_last)
-            base_lr = cfg.lr if cfg.lr is not None else method.default_lr * batch * self.world_size / 256
+            # `batch` is the global batch (all processes together), so the lr does not depend on
+            # how many processes share it.
+            base_lr = cfg.lr if cfg.lr is not None else method.default_lr * batch / 256
             opt_name = cfg.optimizer or method.default_optimizer
             wd = cfg.weight_decay if cfg.weight_decay is not None else method.default_weight_decay
             optimizer = build_optimizer(opt_name, method, base_lr, wd)
@@ -166,7 +168,7 @@ class Trainer:
             step_fn = self._compiled_step(train_model) if cfg.compile else None
 
             if self.resume_from is not None:
-                state = load_checkpoint(self.resume_from)
+                state = self.load_resume_state()
                 method.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
@@ -226,7 +228,7 @@ class Trainer:
                 if x.device != device:
                     x = x.to(device, non_blocking=True)
                 state = StepState(step=step, total_steps=total, epoch=epoch, steps_per_epoch=steps_per_epoch)
-                views = [make_view(x, spec) for spec in specs]
+                views = self.make_views(x, specs)
                 if channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
 
@@ -248,10 +250,10 @@ class Trainer:
                     m = method.momentum(state)
                     for online, target in pairs:
                         update_momentum(online, target, m)
-                    out = {**out, "momentum": torch.tensor(m)}
+                    out = {**out, "momentum": torch.tensor(m, device=loss.device)}  # metrics are stacked on one device
                 method.on_after_step(state)
                 step += 1
-                window_images += len(idx) * self.world_size
+                window_images += len(idx)
                 pending.append((step, {k: v.detach() for k, v in out.items()}, lr_now))
 
                 last = step == total
@@ -302,6 +304,13 @@ class Trainer:
         """A permutation that depends only on (seed, epoch), so a resumed run sees the same order."""
         g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         return torch.randperm(n, generator=g)
+
+    def make_views(self, x: torch.Tensor, specs) -> list[torch.Tensor]:
+        """The augmented views of batch `x` this process trains on."""
+        return [make_view(x, spec) for spec in specs]
+
+    def load_resume_state(self) -> dict[str, Any]:
+        return load_checkpoint(self.resume_from)
 
     def _compiled_step(self, model):
         try:

@@ -1,0 +1,270 @@
+"""The Run details page: a run's config, its checkpoints (resume or export from any) and its
+evaluation results, with Duplicate and Delete. Everything is read from the store."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton, QSplitter, QStackedLayout,
+    QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from studio.gui.widgets import StatusPill, section_title
+
+CHECKPOINT_COLUMNS = ["step", "epoch", "file", "size", "saved"]
+EVALUATION_COLUMNS = ["kind", "checkpoint", "dataset", "results", "when"]
+
+
+def format_config(config: dict) -> str:
+    """A run's config as aligned `name: value` lines, the method's own fields indented below."""
+    lines = []
+    flat = {k: v for k, v in config.items() if not isinstance(v, dict)}
+    width = max((len(k) for k in config), default=0)
+    for k, v in flat.items():
+        lines.append(f"{k:<{width}}  {_value(v)}")
+    for k, v in config.items():
+        if isinstance(v, dict):
+            lines.append(f"{k}:" + ("" if v else "  {}"))
+            inner = max((len(i) for i in v), default=0)
+            for ik, iv in v.items():
+                lines.append(f"    {ik:<{inner}}  {_value(iv)}")
+    return "\n".join(lines)
+
+
+def _value(v) -> str:
+    if v is None:
+        return "default"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return json.dumps(list(v))
+    return str(v)
+
+
+def _ago(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%d %H:%M") if t else ""
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "missing"
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
+class RunDetailsPage(QWidget):
+    duplicate_requested = Signal(int)
+    delete_requested = Signal(int)
+    export_requested = Signal(int, object)  # run id, checkpoint step (None: newest)
+    resume_requested = Signal(int, int)  # run id, checkpoint step
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.project = None
+        self.run_id: int | None = None
+        self.run = None
+        self._signature = None
+
+        self._stack = QStackedLayout(self)
+        empty = QLabel("Select a run in the side panel to see its config, checkpoints and evaluations.")
+        empty.setObjectName("Muted")
+        empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._stack.addWidget(empty)
+        body = QWidget()
+        self._stack.addWidget(body)
+        lay = QVBoxLayout(body)
+        lay.setContentsMargins(24, 18, 24, 14)
+        lay.setSpacing(8)
+
+        head = QHBoxLayout()
+        self.title_label = QLabel()
+        self.title_label.setObjectName("PageTitle")
+        self.status_pill = StatusPill()
+        head.addWidget(self.title_label)
+        head.addSpacing(8)
+        head.addWidget(self.status_pill, 0, Qt.AlignmentFlag.AlignVCenter)
+        head.addStretch(1)
+        self.duplicate_button = QPushButton("Duplicate run…")
+        self.duplicate_button.setToolTip("A new-run form filled with this run's config: change one thing and start.")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Export the encoder of the newest checkpoint (or of the one selected below).")
+        self.delete_button = QPushButton("Delete run…")
+        self.delete_button.setObjectName("Danger")
+        self.delete_button.setToolTip("Delete the run, its metrics and its files (checkpoints, exports).")
+        for b in (self.duplicate_button, self.export_button, self.delete_button):
+            head.addWidget(b)
+        lay.addLayout(head)
+        self.subtitle_label = QLabel()
+        self.subtitle_label.setObjectName("PageSubtitle")
+        self.subtitle_label.setWordWrap(True)
+        lay.addWidget(self.subtitle_label)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.setChildrenCollapsible(False)
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(section_title("Config"))
+        self.config_view = QPlainTextEdit()
+        self.config_view.setObjectName("Log")
+        self.config_view.setReadOnly(True)
+        self.config_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        ll.addWidget(self.config_view, 1)
+        split.addWidget(left)
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(section_title("Checkpoints"))
+        self.checkpoints_table = self._table(CHECKPOINT_COLUMNS)
+        rl.addWidget(self.checkpoints_table, 2)
+        ck_buttons = QHBoxLayout()
+        self.resume_from_button = QPushButton("Resume from this checkpoint")
+        self.resume_from_button.setToolTip("Continue training the run from the selected checkpoint; "
+                                           "the metrics after it are replaced.")
+        self.export_from_button = QPushButton("Export this checkpoint…")
+        ck_buttons.addWidget(self.resume_from_button)
+        ck_buttons.addWidget(self.export_from_button)
+        ck_buttons.addStretch(1)
+        rl.addLayout(ck_buttons)
+        rl.addWidget(section_title("Evaluations"))
+        self.evaluations_table = self._table(EVALUATION_COLUMNS)
+        rl.addWidget(self.evaluations_table, 1)
+        self.no_evaluations_label = QLabel("No evaluation yet: `ssl-studio eval PROJECT RUN_ID --knn --linear` adds one.")
+        self.no_evaluations_label.setObjectName("Hint")
+        rl.addWidget(self.no_evaluations_label)
+        split.addWidget(right)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        self.splitter = split
+        lay.addWidget(split, 1)
+
+        self.duplicate_button.clicked.connect(lambda: self.run_id and self.duplicate_requested.emit(self.run_id))
+        self.delete_button.clicked.connect(lambda: self.run_id and self.delete_requested.emit(self.run_id))
+        self.export_button.clicked.connect(lambda: self.run_id and self.export_requested.emit(self.run_id, None))
+        self.export_from_button.clicked.connect(self._export_selected)
+        self.resume_from_button.clicked.connect(self._resume_selected)
+        self.checkpoints_table.itemSelectionChanged.connect(self._update_buttons)
+
+    @staticmethod
+    def _table(columns: list[str]) -> QTableWidget:
+        t = QTableWidget(0, len(columns))
+        t.setHorizontalHeaderLabels(columns)
+        t.verticalHeader().setVisible(False)
+        t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        t.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        t.horizontalHeader().setStretchLastSection(True)
+        return t
+
+    # -- what is shown -------------------------------------------------------------------------
+    def set_project(self, project) -> None:
+        self.project = project
+        self.show_run(None)
+
+    def show_run(self, run_id: int | None) -> None:
+        self.run_id = run_id
+        self._signature = None
+        self._stack.setCurrentIndex(0 if run_id is None else 1)
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.project is None or self.run_id is None:
+            return
+        try:
+            run = self.project.run(self.run_id)
+        except Exception:  # noqa: BLE001 - deleted meanwhile
+            self.show_run(None)
+            return
+        checkpoints = self.project.checkpoints(self.run_id)
+        evaluations = self.project.evaluations(self.run_id)
+        signature = (run.status, run.steps, len(checkpoints), len(evaluations))
+        if signature == self._signature:
+            return
+        self._signature = signature
+        self.run = run
+        self.title_label.setText(f"Run {run.id}: {run.method} on {run.backbone}")
+        self.status_pill.set_status(run.status)
+        parent = f"   ·   duplicated from run {run.parent_run_id}" if run.parent_run_id else ""
+        self.subtitle_label.setText(f"dataset {run.dataset}   ·   {run.steps:,} / {run.total_steps:,} steps   ·   "
+                                    f"created {_ago(run.created_at)}{parent}")
+        text = format_config(run.config)
+        if self.config_view.toPlainText() != text:
+            self.config_view.setPlainText(text)
+        self._fill_checkpoints(checkpoints)
+        self._fill_evaluations(evaluations)
+        self._update_buttons()
+
+    def _fill_checkpoints(self, checkpoints) -> None:
+        t = self.checkpoints_table
+        selected = self.selected_checkpoint_step()
+        t.setRowCount(0)
+        for ck in sorted(checkpoints, key=lambda c: (c.step, c.path), reverse=True):
+            path = self.project.abs(ck.path)
+            size = path.stat().st_size if path.is_file() else None
+            row = t.rowCount()
+            t.insertRow(row)
+            values = [f"{ck.step:,}", f"{ck.epoch:.2f}", ck.path, _size(size), _ago(ck.created_at)]
+            for col, v in enumerate(values):
+                item = QTableWidgetItem(v)
+                item.setData(Qt.ItemDataRole.UserRole, ck.step)
+                item.setData(Qt.ItemDataRole.UserRole + 1, size is not None)
+                t.setItem(row, col, item)
+            if ck.step == selected:
+                t.selectRow(row)
+        if t.rowCount() and not t.selectedItems():
+            t.selectRow(0)
+
+    def _fill_evaluations(self, evaluations) -> None:
+        t = self.evaluations_table
+        t.setRowCount(0)
+        names = {d.id: d.name for d in self.project.datasets()}
+        for ev in sorted(evaluations, key=lambda e: e.created_at, reverse=True):
+            row = t.rowCount()
+            t.insertRow(row)
+            results = "   ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in ev.metrics.items() if not isinstance(v, (dict, list)))
+            values = [ev.kind, "" if ev.checkpoint_step is None else f"step {ev.checkpoint_step:,}",
+                      names.get(ev.dataset_id, ""), results, _ago(ev.created_at)]
+            for col, v in enumerate(values):
+                t.setItem(row, col, QTableWidgetItem(v))
+        self.no_evaluations_label.setVisible(t.rowCount() == 0)
+
+    # -- actions -------------------------------------------------------------------------------
+    def selected_checkpoint_step(self) -> int | None:
+        items = self.checkpoints_table.selectedItems()
+        return int(items[0].data(Qt.ItemDataRole.UserRole)) if items else None
+
+    def select_checkpoint(self, step: int) -> bool:
+        for row in range(self.checkpoints_table.rowCount()):
+            if self.checkpoints_table.item(row, 0).data(Qt.ItemDataRole.UserRole) == step:
+                self.checkpoints_table.selectRow(row)
+                return True
+        return False
+
+    def _selected_on_disk(self) -> bool:
+        items = self.checkpoints_table.selectedItems()
+        return bool(items) and bool(items[0].data(Qt.ItemDataRole.UserRole + 1))
+
+    def _update_buttons(self) -> None:
+        r = self.run
+        busy = r is not None and r.status in ("queued", "running", "paused")
+        on_disk = self._selected_on_disk()
+        self.export_from_button.setEnabled(on_disk)
+        self.resume_from_button.setEnabled(on_disk and not busy)
+        self.delete_button.setEnabled(r is not None and not busy)
+        self.delete_button.setToolTip("Stop the run before deleting it." if busy else
+                                      "Delete the run, its metrics and its files (checkpoints, exports).")
+
+    def _export_selected(self) -> None:
+        step = self.selected_checkpoint_step()
+        if self.run_id and step is not None:
+            self.export_requested.emit(self.run_id, step)
+
+    def _resume_selected(self) -> None:
+        step = self.selected_checkpoint_step()
+        if self.run_id and step is not None:
+            self.resume_requested.emit(self.run_id, step)

@@ -1,0 +1,149 @@
+"""One stored run trained by many processes (started by torchrun): rank 0 holds the project.
+
+Rank 0 opens the project, creates (or checks for resuming) the run, decodes the images into the
+project's cache and sends the other ranks a small plan: the run id, its config, where the
+image cache and the checkpoint to resume from are. The other ranks never open the project
+database; they read the image cache and the checkpoint where those files are visible (the same
+machine, or a shared file system) and otherwise receive them from rank 0 over the process
+group. Only rank 0 records the run (RunRecorder) and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from studio.engine.data.cache import DecodedImages
+from studio.engine.errors import ConfigError
+from studio.engine.train import TrainConfig, TrainingCallbacks, TrainingControl, TrainResult
+from studio.engine.train.distributed import DistributedContext, DistributedTrainer, broadcast_object
+from studio.services.datasets import load_images
+from studio.services.training import execute_run
+from studio.store import Project, RunRecord
+
+Progress = Callable[[int, int], None]
+
+
+class PeerFailed(Exception):
+    """Rank 0 could not prepare the run (its own error says why); the other ranks just stop."""
+
+
+@dataclass(frozen=True)
+class DistributedOutcome:
+    run_id: int
+    result: TrainResult
+    checkpoint: str | None  # relative to the project folder; known on rank 0 only
+
+
+def train_distributed(
+    ctx: DistributedContext,
+    project_path: str | Path,
+    prepare: Callable[[Project], RunRecord],
+    *,
+    resume: bool = False,
+    control: TrainingControl | None = None,
+    callbacks_factory: Callable[[Project, RunRecord], Sequence[TrainingCallbacks]] = lambda project, run: (),
+    progress: Progress | None = None,
+) -> DistributedOutcome:
+    """Train the run `prepare` gives (on rank 0) with every rank of `ctx`; call it on each rank."""
+    control = control or TrainingControl()
+    if not ctx.is_main:
+        return _follow(ctx, control)
+
+    project: Project | None = None
+    try:
+        project = Project.open(project_path)
+        run = prepare(project)
+        if run.config.get("device") != ctx.device_type:
+            # Where the processes run is the launcher's choice; the stored config says where it ran.
+            project.update_run(run.id, config={**run.config, "device": ctx.device_type})
+            run = project.run(run.id)
+        config = TrainConfig.from_dict(run.config)
+        images = load_images(project, project.dataset(run.dataset_id), config.image_size, progress)
+        resume_from = None
+        if resume:
+            ck = project.latest_checkpoint(run.id)
+            resume_from = str(project.abs(ck.path)) if ck is not None else None
+        plan = {
+            "run_id": run.id,
+            "config": run.config,
+            "run_dir": str(project.run_dir(run.id)),
+            "cache_path": str(images.cache_path) if images.cache_path else None,
+            "images_shape": list(images.images.shape),
+            "resume_from": resume_from,
+        }
+    except BaseException as exc:
+        broadcast_object({"error": f"{exc.__class__.__name__}: {exc}"}, ctx)
+        if project is not None:
+            project.close()
+        raise
+    broadcast_object(plan, ctx)
+    try:
+        result = execute_run(
+            project, run.id, control=control, callbacks=list(callbacks_factory(project, run)), resume=resume,
+            trainer_factory=DistributedTrainer, trainer_kwargs={"context": ctx},
+        )
+        checkpoint = project.rel(result.checkpoint) if result.checkpoint else None
+    finally:
+        project.close()
+    return DistributedOutcome(run.id, result, checkpoint)
+
+
+def _follow(ctx: DistributedContext, control: TrainingControl) -> DistributedOutcome:
+    """A rank other than 0: train the plan rank 0 sends, reporting nothing, writing nothing."""
+    plan = broadcast_object(None, ctx)
+    if "error" in plan:
+        raise PeerFailed(plan["error"])
+    config = TrainConfig.from_dict(plan["config"])
+    data = None
+    cache = plan.get("cache_path")
+    if cache and Path(cache).is_file():
+        try:
+            images = np.load(cache, mmap_mode="r")
+            if list(images.shape) == plan["images_shape"]:
+                data = DecodedImages(images, np.full(len(images), -1, dtype=np.int64), [], [])
+        except (OSError, ValueError):
+            data = None  # rank 0 sends them
+    trainer = DistributedTrainer(config, data, plan["run_dir"], callbacks=[], control=control,
+                                 resume_from=plan["resume_from"], context=ctx)
+    return DistributedOutcome(plan["run_id"], trainer.run(), None)
+
+
+# -- starting torchrun for the user ---------------------------------------------------------
+def check_gpus(count: int, device: str | None) -> None:
+    """Refuse `--gpus N` where N processes cannot each have a CUDA device (unless on the CPU)."""
+    if device == "cpu":
+        return
+    if device == "mps":
+        raise ConfigError("--gpus runs one process per CUDA GPU; Apple MPS cannot be shared that way. Drop --gpus.")
+    import torch
+
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if have < count:
+        raise ConfigError(f"--gpus {count} needs {count} CUDA devices, but this machine has {have}. "
+                          f"Use --gpus {have} or fewer" + (", " if have else " (or leave --gpus out), ")
+                          + f"or add --device cpu to run {count} processes on the CPU (slow; for testing).")
+
+
+def torchrun_command(count: int, studio_args: Sequence[str]) -> list[str]:
+    """`python -m torch.distributed.run` on this machine, one process per GPU, running `studio_args`."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={count}",
+            "-m", "studio", *studio_args]
+
+
+def launch_torchrun(count: int, studio_args: Sequence[str]) -> int:
+    """Run torchrun as a child and wait for it; its processes share our stdout and stderr.
+
+    Ctrl-C reaches the child's processes too (same process group); they stop cleanly with a
+    checkpoint, and we keep waiting for them."""
+    proc = subprocess.Popen(torchrun_command(count, studio_args))
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
