@@ -58,7 +58,16 @@ def run_gui(project: str | os.PathLike | None = None, screenshot: str | os.PathL
     if screenshot is not None:
         target = Path(screenshot)
 
+        deadline = {"tries": 0}
+
         def shoot() -> None:
+            # A page still computing (the explorer's map) is shot once it has drawn, within a minute.
+            page = window.page(window.current_page_title()) if window.tabs.count() else None
+            busy = getattr(page, "busy", False)
+            if (busy() if callable(busy) else busy) and deadline["tries"] < 200:
+                deadline["tries"] += 1
+                QTimer.singleShot(300, shoot)
+                return
             # Read the store once more, synchronously, so what is saved does not depend on when
             # the timers happened to fire.
             window.refresh_now()
@@ -87,6 +96,8 @@ PAGE_NAMES = {"dataset": "Dataset", "new-run": "New run", "run": "Run", "run-det
 
 def show_named_page(window, name: str) -> None:
     """`--page NAME`: a tab by its command-line name, or the welcome page."""
+    from PySide6.QtCore import Qt
+
     key = name.lower().replace(" ", "-").replace("_", "-")
     if key == "welcome":
         window.stack.setCurrentWidget(window.welcome)
@@ -102,6 +113,13 @@ def show_named_page(window, name: str) -> None:
         window.show_new_run(window.panel.selected_dataset_name() or next(iter(window.panel.dataset_names()), None))
     else:
         window.show_page(PAGE_NAMES[key])
+    page = window.page(PAGE_NAMES[key])
+    if key == "explorer" and hasattr(page, "compute") and getattr(page, "run_box", None) is not None \
+            and page.run_box.count():
+        page.compute()  # a screenshot of the explorer shows a map, read back from the store if made before
+    elif key == "compare" and hasattr(page, "run_list"):
+        for i in range(page.run_list.count()):
+            page.run_list.item(i).setCheckState(Qt.CheckState.Checked)
 
 
 def main() -> int:

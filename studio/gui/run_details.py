@@ -44,6 +44,14 @@ def _value(v) -> str:
     return str(v)
 
 
+def format_results(metrics: dict) -> str:
+    """The scores of an evaluation (accuracies, losses) first; its settings only when no score."""
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    scores = {k: v for k, v in scalars.items() if any(w in k for w in ("top", "acc", "loss", "f1", "map"))}
+    shown = scores or scalars
+    return "   ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+
+
 def _ago(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M") if t else ""
 
@@ -225,8 +233,7 @@ class RunDetailsPage(QWidget):
         for ev in sorted(evaluations, key=lambda e: e.created_at, reverse=True):
             row = t.rowCount()
             t.insertRow(row)
-            results = "   ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                 for k, v in ev.metrics.items() if not isinstance(v, (dict, list)))
+            results = format_results(ev.metrics)
             values = [ev.kind, "" if ev.checkpoint_step is None else f"step {ev.checkpoint_step:,}",
                       names.get(ev.dataset_id, ""), results, _ago(ev.created_at)]
             for col, v in enumerate(values):

@@ -162,6 +162,12 @@ def _palette(dark: bool) -> QPalette:
     pal.setColor(QPalette.ColorRole.Link, QColor("#8fb0f7" if dark else ACCENT))
     for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
         pal.setColor(QPalette.ColorGroup.Disabled, role, QColor("#6b7480" if dark else "#9aa3ae"))
+    if dark:
+        # Fusion draws bevels and the tab bar's base line with these: keep them out of white.
+        for role, value in ((QPalette.ColorRole.Light, "#3a3f47"), (QPalette.ColorRole.Midlight, "#30353c"),
+                            (QPalette.ColorRole.Mid, "#2a2e35"), (QPalette.ColorRole.Dark, "#16181b"),
+                            (QPalette.ColorRole.Shadow, "#0e0f11"), (QPalette.ColorRole.BrightText, "#ffffff")):
+            pal.setColor(role, QColor(value))
     return pal
 
 

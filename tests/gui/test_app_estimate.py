@@ -37,9 +37,9 @@ def test_estimate_measures_real_steps_extrapolates_and_warns():
     assert est.peak_memory_bytes > 3 * params
     assert est.device_memory_bytes and est.fits and est.warnings == []
 
-    # The same measurement for ten million epochs on a 50 MiB device: both warnings.
+    # The same measurement for ten million epochs on a 1 MiB device: both warnings.
     huge = dataclasses.replace(est, total_steps=10**7 * 5, total_seconds=est.seconds_per_step * 5 * 10**7,
-                               device_memory_bytes=50 * 2**20)
+                               device_memory_bytes=2**20)
     assert huge.total_seconds > DAY_S and not huge.fits
     warnings = cost_warnings(huge)
     assert len(warnings) == 2 and "days" in warnings[0] and "would not fit" in warnings[1]
