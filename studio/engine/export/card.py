@@ -53,7 +53,8 @@ def rebuild_lines(arch: Mapping[str, Any]) -> list[str]:
     else:
         lines = [f"model = torchvision.models.{builder}({args})"]
     if arch.get("small_image_stem"):
-        lines.append("model.conv1.stride = (1, 1); model.maxpool = torch.nn.Identity()  # the small-image stem it was trained with")
+        code = arch.get("small_image_stem_code") or "model.conv1.stride = (1, 1); model.maxpool = torch.nn.Identity()"
+        lines.append(f"{code}  # the small-image stem it was trained with")
     return lines
 
 
@@ -133,8 +134,9 @@ def notes(card: Mapping[str, Any]) -> list[str]:
         out.append(f"Output: features (N, {card['feature_dim']})"
                    + (" and the method's projections" if card.get("heads_included") and fmt in ("torchscript", "onnx") else "") + ".")
     if arch.get("small_image_stem"):
-        out.append("Small-image stem: this ResNet was trained with conv1.stride = (1, 1) and maxpool = Identity "
-                   "(neither is a weight); rebuild it so, or the embeddings will not match.")
+        code = arch.get("small_image_stem_code") or "model.conv1.stride = (1, 1); model.maxpool = torch.nn.Identity()"
+        out.append(f"Small-image stem: this model was trained with `{code}` (strides and pooling are not weights); "
+                   "rebuild it so, or the embeddings will not match.")
     head = head_attribute(arch)
     if fmt in ("torchvision", "safetensors") and head:
         out.append(f"The weights include the model's `{head}` at its fresh initialisation (self-supervised training "
