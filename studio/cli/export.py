@@ -39,13 +39,20 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def _format(text: str) -> str:
+    # Imported here, when `export` is parsed, so that other commands do not pay for torch's import.
     from studio.engine.export.card import FORMATS
 
+    if text not in FORMATS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(FORMATS)})")
+    return text
+
+
+def register(sub) -> None:
     p = sub.add_parser("export", help="export a run's encoder (or a dataset's embeddings) with a model card")
     p.add_argument("project")
     p.add_argument("run_id", type=int)
-    p.add_argument("--format", required=True, choices=FORMATS, metavar="FORMAT", help=FORMAT_HELP)
+    p.add_argument("--format", required=True, type=_format, metavar="FORMAT", help=FORMAT_HELP)
     p.add_argument("--out", metavar="PATH",
                    help="a file, or a folder (gets encoder.<ext>, card.json, README.md); default: PROJECT/exports/run-N-step-S-FORMAT/")
     p.add_argument("--checkpoint", type=int, metavar="STEP", help="the step of the checkpoint to export (default: the newest)")
