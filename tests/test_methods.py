@@ -259,36 +259,31 @@ def test_mae_refuses_a_cnn_with_a_clear_message(tmp_path):
 
 # -- a short training on the sample ----------------------------------------------------------
 
+# Each method trains on the backbone it is usually run with at this scale: resnet18 (small-image
+# stem) at 16 px for the CNN-capable methods, a 2-layer ViT for MAE, which needs one. Small heads
+# and AdamW keep 20 steps of batch 32 short and moving; the settings below were measured to lower
+# every loss by well over the margin the test asks (numbers in the comments: mean of the first five
+# steps -> mean of the last five, seed 0).
+CNN = dict(backbone="resnet18")
 VIT = dict(backbone="vit_tiny", backbone_options={"num_layers": 2, "patch_size": 4})
-# Small heads keep the runs short; the optimiser settings make 20 steps of batch 32 move enough.
+ADAMW = dict(optimizer="adamw", lr=1e-3, weight_decay=1e-4)
 TRAIN = {
-    "simclr": dict(method_config={"hidden_dim": 256}),
-    "moco": dict(method_config={"hidden_dim": 256, "queue_size": 64}),
-    "byol": dict(method_config={"hidden_dim": 256}),
-    "simsiam": dict(method_config={"hidden_dim": 256, "output_dim": 256, "predictor_hidden_dim": 64}),
+    "simclr": dict(CNN, method_config={"hidden_dim": 256, "temperature": 0.1}, **{**ADAMW, "lr": 3e-3}),
+    "moco": dict(CNN, method_config={"hidden_dim": 256, "queue_size": 64}, **ADAMW),
+    "byol": dict(CNN, method_config={"hidden_dim": 256}, **ADAMW),
+    "simsiam": dict(CNN, method_config={"hidden_dim": 256, "output_dim": 256, "predictor_hidden_dim": 64}, **ADAMW),
     # A constant teacher temperature here: its warm-up raises the loss by design (tested above).
-    "dino": dict(method_config={"hidden_dim": 256, "bottleneck_dim": 64, "output_dim": 512, "local_crops": 2,
-                                "warmup_teacher_temp_epochs": 0}),
-    "barlowtwins": dict(method_config={"hidden_dim": 256, "output_dim": 256}),
-    "vicreg": dict(method_config={"hidden_dim": 256, "output_dim": 256}),
-    "mae": dict(method_config={"decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4}),
+    "dino": dict(CNN, method_config={"hidden_dim": 256, "bottleneck_dim": 64, "output_dim": 512, "local_crops": 2,
+                                     "warmup_teacher_temp_epochs": 0}, **ADAMW),
+    # A 256-wide projector: its cross-correlation loss starts near D = 256 and falls within steps.
+    "barlowtwins": dict(CNN, method_config={"hidden_dim": 256, "output_dim": 256}, **ADAMW),  # 281 -> 228
+    "vicreg": dict(CNN, method_config={"hidden_dim": 256, "output_dim": 256}, **ADAMW),
+    "mae": dict(VIT, method_config={"decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4}, **ADAMW),
 }
-# AdamW suits the small ViT these tests train on (the papers' SGD/LARS settings are for CNNs).
-for _overrides in TRAIN.values():
-    _overrides.update(optimizer="adamw", lr=1e-3, weight_decay=1e-4)
-
-# Measured on this 2-layer ViT at 16 px: in 20 steps these four stay near their chance level (a
-# random ViT's class tokens are nearly alike, so they first have to spread them); the test then
-# holds them to at most 10 % above chance, which a diverging or broken loss exceeds.
 BATCH = 32
-CHANCE = {
-    "simclr": math.log(2 * BATCH - 1),  # NT-Xent with all 2N-1 others equally similar
-    "moco": math.log(64 + 1),  # InfoNCE over the positive and the 64 queued keys
-    "dino": math.log(512),  # cross-entropy against a uniform student over K prototypes
-    # Barlow Twins on independent standardised embeddings: D (1 - 0)^2 + lambda D(D-1)/N
-    "barlowtwins": 256 + 5e-3 * 256 * 255 / BATCH,
-}
 STEPS = 20
+# The loss must fall by this fraction of its early level (SimSiam's is negative: by its magnitude).
+MARGIN = 0.02
 
 
 class _Recorder(TrainingCallbacks):
@@ -313,18 +308,14 @@ def test_short_training_lowers_the_loss_without_collapse(name, sample16, tmp_pat
     from studio.engine.train import Trainer
 
     rec = _Recorder()
-    cfg = tiny_train_config(method=name, steps=STEPS, **VIT, **TRAIN[name])
+    cfg = tiny_train_config(method=name, steps=STEPS, batch_size=BATCH, **TRAIN[name])
     trainer = Trainer(cfg, sample16, tmp_path, callbacks=rec)
     result = trainer.run()
     assert result.status == "finished", result.reason
     loss = rec.series["loss"]
     assert len(loss) == STEPS and all(math.isfinite(v) for v in loss)
-    # MoCo's first steps contrast against the random initial queue; judge it once the queue is real.
     early, late = sum(loss[:5]) / 5, sum(loss[-5:]) / 5
-    if name in CHANCE:
-        assert late < 1.1 * CHANCE[name], f"{name}: loss {late:.4f} is above its chance level {CHANCE[name]:.4f}"
-    else:
-        assert late < early, f"{name}: loss went {early:.4f} -> {late:.4f}"
+    assert late < early - MARGIN * abs(early), f"{name}: loss went {early:.4f} -> {late:.4f}, not falling"
 
     method = trainer.method
     method.eval()
@@ -333,8 +324,7 @@ def test_short_training_lowers_the_loss_without_collapse(name, sample16, tmp_pat
         f = F.normalize(method.embed(x), dim=1)
     dim = f.shape[1]
     per_dim_std = f.std(dim=0).mean().item()
-    # A collapsed encoder gives the same vector for every image: std ~1e-4/sqrt(d) or less. These
-    # short runs measured 0.01-0.35/sqrt(d) (a random 2-layer ViT: about 0.2).
+    # A collapsed encoder gives the same vector for every image: std ~1e-4/sqrt(d) or less.
     assert per_dim_std > 0.005 / math.sqrt(dim), f"{name}: embeddings collapsed (std {per_dim_std:.5f})"
 
     if hasattr(method.config, "momentum"):

@@ -52,6 +52,13 @@ def run_gui(project: str | os.PathLike | None = None, screenshot: str | os.PathL
         window.resize(*WINDOW_SIZE)
     if page:
         show_named_page(window, page)
+        if screenshot is not None and window.current_page_title() == "New run" and window.project is not None:
+            form = window.new_run_page  # the picture shows what a small run on the sample would cost
+            form.length_unit.setCurrentIndex(form.length_unit.findData("epochs"))
+            form.length_spin.setValue(20)
+            form.batch_spin.setValue(64)
+            form.image_size_spin.setValue(16)
+            form.estimate()
     window.show()
 
     outcome = {"rc": 0}

@@ -284,6 +284,10 @@ class NewRunPage(QWidget):
         self.validate()
 
     # -- the cost estimate ------------------------------------------------------------------------
+    def busy(self) -> bool:
+        """True while the estimate is being measured (a screenshot waits for it)."""
+        return self.estimating
+
     def estimate(self) -> None:
         """Measure a few real steps of the current config on a worker; the result shows below."""
         from studio.gui.workers import start_task

@@ -49,11 +49,12 @@ def train_distributed(
     control: TrainingControl | None = None,
     callbacks_factory: Callable[[Project, RunRecord], Sequence[TrainingCallbacks]] = lambda project, run: (),
     progress: Progress | None = None,
+    trainer_factory: type[DistributedTrainer] = DistributedTrainer,
 ) -> DistributedOutcome:
     """Train the run `prepare` gives (on rank 0) with every rank of `ctx`; call it on each rank."""
     control = control or TrainingControl()
     if not ctx.is_main:
-        return _follow(ctx, control)
+        return _follow(ctx, control, trainer_factory)
 
     project: Project | None = None
     try:
@@ -86,7 +87,7 @@ def train_distributed(
     try:
         result = execute_run(
             project, run.id, control=control, callbacks=list(callbacks_factory(project, run)), resume=resume,
-            trainer_factory=DistributedTrainer, trainer_kwargs={"context": ctx},
+            trainer_factory=trainer_factory, trainer_kwargs={"context": ctx},
         )
         checkpoint = project.rel(result.checkpoint) if result.checkpoint else None
     finally:
@@ -94,7 +95,7 @@ def train_distributed(
     return DistributedOutcome(run.id, result, checkpoint)
 
 
-def _follow(ctx: DistributedContext, control: TrainingControl) -> DistributedOutcome:
+def _follow(ctx: DistributedContext, control: TrainingControl, trainer_factory=DistributedTrainer) -> DistributedOutcome:
     """A rank other than 0: train the plan rank 0 sends, reporting nothing, writing nothing."""
     plan = broadcast_object(None, ctx)
     if "error" in plan:
@@ -109,7 +110,7 @@ def _follow(ctx: DistributedContext, control: TrainingControl) -> DistributedOut
                 data = DecodedImages(images, np.full(len(images), -1, dtype=np.int64), [], [])
         except (OSError, ValueError):
             data = None  # rank 0 sends them
-    trainer = DistributedTrainer(config, data, plan["run_dir"], callbacks=[], control=control,
+    trainer = trainer_factory(config, data, plan["run_dir"], callbacks=[], control=control,
                                  resume_from=plan["resume_from"], context=ctx)
     return DistributedOutcome(plan["run_id"], trainer.run(), None)
 

@@ -24,10 +24,15 @@ def private_settings(tmp_path, monkeypatch):
     path = str(tmp_path / "settings.ini")
     monkeypatch.setattr(mw, "settings", lambda: QSettings(path, QSettings.Format.IniFormat))
     monkeypatch.setattr(mw, "sample_project_path", lambda: tmp_path / "Sample project")
+    app = QApplication.instance()
+    sheet, palette = app.styleSheet(), app.palette()
     yield
-    from studio.gui.style import apply_style
+    if app.styleSheet() != sheet:  # a theme was applied: the next tests get the app as it was
+        import studio.gui.style as style
 
-    apply_style(QApplication.instance(), "light")  # the next test starts light, whatever this one chose
+        app.setStyleSheet(sheet)
+        app.setPalette(palette)
+        style._current_dark = False
 
 
 @pytest.fixture

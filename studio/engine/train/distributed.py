@@ -174,19 +174,21 @@ class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
         shape = [1, c] + [1] * (x.dim() - 2)
-        xf = x.float()
-        # Every rank holds an equal share of the batch (DistributedTrainer._plan makes it so).
-        total = (xf.numel() // c) * world
-        mean = sum_over_ranks(xf.sum(dims)) / total
-        centred = xf - mean.view(shape)
+        # Statistics accumulate in float64, as PyTorch's CPU BatchNorm does: ReLU and max-pool
+        # kinks turn float32 rounding into different gradients, so one process and many must
+        # round alike to train alike.
+        total = (x.numel() // c) * world  # every rank holds an equal share of the batch (_plan)
+        xd = x.double()
+        mean = sum_over_ranks(xd.sum(dims)) / total
+        centred = xd - mean.view(shape)
         var = sum_over_ranks((centred * centred).sum(dims)) / total  # biased, as BatchNorm normalises
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * total / max(total - 1, 1), alpha=m)
-        y = centred * torch.rsqrt(var + self.eps).view(shape)
+                self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
+                self.running_var.mul_(1 - m).add_((var.detach() * total / max(total - 1, 1)).to(self.running_var.dtype), alpha=m)
+        y = (centred * torch.rsqrt(var + self.eps).view(shape)).to(x.dtype)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
@@ -236,7 +238,7 @@ class _DistributedStep(nn.Module):
     def forward(self, views, state):
         out = self.ddp(views, state)
         names = sorted(out)
-        values = torch.stack([out[k].detach().float().reshape(()) for k in names])
+        values = torch.stack([out[k].detach().double().reshape(()) for k in names])
         dist.all_reduce(values)
         values = values / self.world_size
         averaged = {}
