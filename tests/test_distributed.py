@@ -52,7 +52,7 @@ def _free_port() -> int:
 
 def _config(method: str):
     return tiny_train_config(method=method, method_config=dict(METHODS[method]), steps=3, batch_size=16,
-                             image_size=16, checkpoint_every=2, log_every=1, monitor_every=-1)
+                             image_size=8, checkpoint_every=2, log_every=1, monitor_every=-1)
 
 
 def _worker(rank: int, world: int, port: int, project_path: str, out_path: str) -> None:
