@@ -214,26 +214,33 @@ def _train(args: argparse.Namespace) -> int:
             result = execute_run(project, run.id, control=control, callbacks=[printer], resume=resume, progress=decoding)
 
         checkpoint = project.rel(result.checkpoint) if result.checkpoint else None
-        payload = {
-            "run_id": run.id,
-            "status": result.status,
-            "steps": result.steps,
-            "epochs": result.epochs,
-            "final_loss": result.final_loss,
-            "images_per_s": round(result.images_per_s, 1) if result.images_per_s is not None else None,
-            "checkpoint": checkpoint,
-            "reason": result.reason,
-        }
+    return report_result(args, run.id, result, checkpoint, f"ssl-studio train {args.project} --resume {run.id}")
+
+
+def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str | None, resume_hint: str,
+                  **extra: Any) -> int:
+    """The end of `train`: the JSON object (or a human line) and the exit code."""
+    payload = {
+        "run_id": run_id,
+        "status": result.status,
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "final_loss": result.final_loss,
+        "images_per_s": round(result.images_per_s, 1) if result.images_per_s is not None else None,
+        "checkpoint": checkpoint,
+        "reason": result.reason,
+        **extra,
+    }
     if args.json:
         emit_json(payload)
     if result.status in ("failed", "diverged"):
-        print(f"error: run {run.id} {result.status}: {result.reason}", file=sys.stderr)
+        print(f"error: run {run_id} {result.status}: {result.reason}", file=sys.stderr)
         return 1
     if not args.json:
         loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""
-        say(f"run {run.id} {result.status} at step {result.steps}{loss}; checkpoint {checkpoint}")
+        say(f"run {run_id} {result.status} at step {result.steps}{loss}; checkpoint {checkpoint}")
         if result.status == "stopped":
-            say(f"continue it with: ssl-studio train {args.project} --resume {run.id}")
+            say(f"continue it with: {resume_hint}")
     return 0
 
 
@@ -436,25 +443,6 @@ def _train_distributed(args: argparse.Namespace, env) -> int:
     result = outcome.result
     if not ctx.is_main:
         return 1 if result.status in ("failed", "diverged") else 0
-    payload = {
-        "run_id": outcome.run_id,
-        "status": result.status,
-        "steps": result.steps,
-        "epochs": result.epochs,
-        "final_loss": result.final_loss,
-        "images_per_s": round(result.images_per_s, 1) if result.images_per_s is not None else None,
-        "checkpoint": outcome.checkpoint,
-        "reason": result.reason,
-        "processes": ctx.world_size,
-    }
-    if args.json:
-        emit_json(payload)
-    if result.status in ("failed", "diverged"):
-        print(f"error: run {outcome.run_id} {result.status}: {result.reason}", file=sys.stderr)
-        return 1
-    if not args.json:
-        loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""
-        say(f"run {outcome.run_id} {result.status} at step {result.steps}{loss}; checkpoint {outcome.checkpoint}")
-        if result.status == "stopped":
-            say(f"continue it with: torchrun ... -m studio train {args.project} --resume {outcome.run_id}")
-    return 0
+    return report_result(args, outcome.run_id, result, outcome.checkpoint,
+                         f"torchrun ... -m studio train {args.project} --resume {outcome.run_id}",
+                         processes=ctx.world_size)

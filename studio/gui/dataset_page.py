@@ -7,10 +7,10 @@ import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
-    QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QPushButton, QStackedLayout, QVBoxLayout, QWidget,
+    QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget,
 )
 
-from studio.gui.widgets import StatCard, section_title
+from studio.gui.widgets import StatCard, section_title, page_with_empty_state
 from studio.gui.workers import start_task
 
 THUMBNAILS = 16
@@ -53,16 +53,7 @@ class DatasetPage(QWidget):
         self.dataset = None
         self._token = 0
 
-        self._stack = QStackedLayout(self)
-        empty = QLabel("Add a dataset: File ▸ Add dataset folder…, or File ▸ Add sample.")
-        empty.setObjectName("Muted")
-        empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._stack.addWidget(empty)
-        body = QWidget()
-        self._stack.addWidget(body)
-        lay = QVBoxLayout(body)
-        lay.setContentsMargins(24, 18, 24, 18)
-        lay.setSpacing(12)
+        self._stack, lay = page_with_empty_state(self, "Add a dataset: File ▸ Add dataset folder…, or File ▸ Add sample.", 18, 12)
 
         head = QHBoxLayout()
         titles = QVBoxLayout()

@@ -8,11 +8,11 @@ from datetime import datetime
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton, QSplitter, QStackedLayout,
+    QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton, QSplitter,
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from studio.gui.widgets import StatusPill, section_title
+from studio.gui.widgets import StatusPill, section_title, page_with_empty_state
 
 CHECKPOINT_COLUMNS = ["step", "epoch", "file", "size", "saved"]
 EVALUATION_COLUMNS = ["kind", "checkpoint", "dataset", "results", "when"]
@@ -75,16 +75,7 @@ class RunDetailsPage(QWidget):
         self.run = None
         self._signature = None
 
-        self._stack = QStackedLayout(self)
-        empty = QLabel("Select a run in the side panel to see its config, checkpoints and evaluations.")
-        empty.setObjectName("Muted")
-        empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._stack.addWidget(empty)
-        body = QWidget()
-        self._stack.addWidget(body)
-        lay = QVBoxLayout(body)
-        lay.setContentsMargins(24, 18, 24, 14)
-        lay.setSpacing(8)
+        self._stack, lay = page_with_empty_state(self, "Select a run in the side panel to see its config, checkpoints and evaluations.", 14, 8)
 
         head = QHBoxLayout()
         self.title_label = QLabel()

@@ -13,11 +13,11 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QStackedLayout, QVBoxLayout, QWidget,
+    QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QWidget,
 )
 
 from studio.gui.style import CURVE_COLOURS, colour, status_colour
-from studio.gui.widgets import StatusPill, format_duration
+from studio.gui.widgets import StatusPill, format_duration, page_with_empty_state
 
 # Where each stored metric is drawn; every other name goes to the "other metrics" plot.
 MAIN_PLOTS = {"loss": "loss", "lr": "lr", "images_per_s": "throughput"}
@@ -103,16 +103,7 @@ class RunPage(QWidget):
         self._last_event_id = 0
         self._live_progress: tuple[int, int, float] | None = None
 
-        self._stack = QStackedLayout(self)
-        empty = QLabel("Select a run in the side panel, or start one on the New run page.")
-        empty.setObjectName("Muted")
-        empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._stack.addWidget(empty)
-        body = QWidget()
-        self._stack.addWidget(body)
-        lay = QVBoxLayout(body)
-        lay.setContentsMargins(24, 18, 24, 14)
-        lay.setSpacing(10)
+        self._stack, lay = page_with_empty_state(self, "Select a run in the side panel, or start one on the New run page.", 14, 10)
 
         head = QHBoxLayout()
         self.title_label = QLabel()

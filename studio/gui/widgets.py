@@ -7,12 +7,29 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QLabel, QLineEdit, QSpinBox, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QLabel, QLineEdit, QSpinBox, QStackedLayout, QVBoxLayout, QWidget,
 )
 
 from studio.gui.style import status_colour
 
 INT_LIMIT = 2**31 - 1
+
+
+def page_with_empty_state(page: QWidget, message: str, bottom_margin: int = 14,
+                          spacing: int = 10) -> tuple[QStackedLayout, QVBoxLayout]:
+    """A page that shows `message` until it has something to show (index 0), then its body
+    (index 1); returns the stack and the body's layout."""
+    stack = QStackedLayout(page)
+    empty = QLabel(message)
+    empty.setObjectName("Muted")
+    empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    stack.addWidget(empty)
+    body = QWidget()
+    stack.addWidget(body)
+    lay = QVBoxLayout(body)
+    lay.setContentsMargins(24, 18, 24, bottom_margin)
+    lay.setSpacing(spacing)
+    return stack, lay
 
 
 class CompactDoubleSpinBox(QDoubleSpinBox):

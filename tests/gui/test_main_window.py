@@ -176,11 +176,14 @@ def test_a_run_written_by_another_process_appears_and_draws(make_window, qtbot, 
 
 
 def test_screenshot_writes_the_window_as_a_png(project, tmp_path):
+    import os
+    import subprocess
+    import sys
     import time
 
     from conftest import tiny_train_config
 
-    from studio.gui.app import WINDOW_SIZE, run_gui
+    from studio.gui.app import WINDOW_SIZE
     from studio.services.training import create_run
 
     run = create_run(project, "sample", tiny_train_config(steps=30))
@@ -188,7 +191,11 @@ def test_screenshot_writes_the_window_as_a_png(project, tmp_path):
     project.add_metrics([(run.id, s, s / 10, "loss", 6.0 / s, time.time()) for s in range(1, 31)])
     project.set_run_status(run.id, "finished")
     png = tmp_path / "shot.png"
-    assert run_gui(project=project.root, screenshot=png) == 0
+    # As a user runs it: its own process (run_gui quits the Qt application it runs in).
+    done = subprocess.run([sys.executable, "-m", "studio", "gui", str(project.root), "--screenshot", str(png)],
+                          capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr
     assert png.stat().st_size > 10_000
     img = QImage(str(png))
     assert (img.width(), img.height()) == WINDOW_SIZE
