@@ -71,7 +71,8 @@ def test_train_from_the_form_stop_and_reopen(make_window, qtbot, tmp_path):
 
     w.add_sample()  # the File ▸ Add sample action's method, on a worker
     qtbot.waitUntil(lambda: w.panel.dataset_names() == ["sample"], timeout=WAIT_MS)
-    assert w.dataset_page.images_card.value_label.text() == "1,797"
+    # the panel's poll of the store may list it a moment before the worker's result reaches the page
+    qtbot.waitUntil(lambda: w.dataset_page.images_card.value_label.text() == "1,797", timeout=WAIT_MS)
     qtbot.waitUntil(lambda: w.dataset_page.thumbnail_count() == 16, timeout=WAIT_MS)
 
     w.show_new_run("sample")
