@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import json
 import os
 from dataclasses import dataclass, field
@@ -126,6 +129,23 @@ def _check_format(format: str) -> str:
     return fmt
 
 
+def _os_errors_as_export_errors(fn):
+    """An OSError while writing (a read-only or full destination) becomes an ExportError that
+    names the file and says what to do."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:
+            out = inspect.signature(fn).bind(*args, **kwargs).arguments.get("out")
+            where = exc.filename or out or "the destination"
+            raise ExportError(f"could not write {where}: {exc.strerror or exc}. Choose another destination.") from exc
+
+    return wrapper
+
+
+@_os_errors_as_export_errors
 def export_run(
     project: Project,
     run_id: int,
@@ -146,28 +166,6 @@ def export_run(
     `out` is a folder or a file (see `resolve_output`); embeddings formats embed `dataset`
     (default: the run's own) on `device`, `batch_size` images at a time.
     """
-    try:
-        return _export_run(project, run_id, format, out, checkpoint_step, with_heads, dataset, batch_size,
-                           device, progress, should_stop, record)
-    except OSError as exc:
-        where = exc.filename or out or "the destination"
-        raise ExportError(f"could not write {where}: {exc.strerror or exc}. Choose another destination.") from exc
-
-
-def _export_run(
-    project: Project,
-    run_id: int,
-    format: str,
-    out: str | os.PathLike | None = None,
-    checkpoint_step: int | None = None,
-    with_heads: bool = False,
-    dataset: str | int | None = None,
-    batch_size: int = 128,
-    device: str = "cpu",
-    progress: ExportProgress | None = None,
-    should_stop: ShouldStop | None = None,
-    record: bool = True,
-) -> ExportResult:
     fmt = _check_format(format)
     say = progress or (lambda message, done, total: None)
 
