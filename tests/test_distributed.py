@@ -20,6 +20,14 @@ METHODS = {
     "simclr": {},
     # Small heads keep the test quick; the EMA target is what BYOL adds to check.
     "byol": {"hidden_dim": 256, "output_dim": 64},
+    # A batch statistic in the loss itself: each dimension standardised over the (global) batch.
+    "barlowtwins": {"hidden_dim": 128, "output_dim": 64},
+}
+# Checked on one step's gradient (cheap); VICReg's variance and covariance are batch statistics too.
+GRADIENT_METHODS = {
+    "simclr": {},
+    "barlowtwins": {"hidden_dim": 64, "output_dim": 32},
+    "vicreg": {"hidden_dim": 64, "output_dim": 32},
 }
 
 
@@ -98,8 +106,8 @@ def _one_process_losses(project, method: str, run_dir: Path) -> list[float]:
 
 
 def test_two_processes_train_like_one(project, tmp_path):
-    """SimCLR (gathered negatives, BatchNorm in the heads) and BYOL (momentum target, BatchNorm in
-    both networks): same loss curve as one process with the global batch, one run each in the
+    """SimCLR (gathered negatives, BatchNorm in the heads), BYOL (momentum target, BatchNorm in
+    both networks) and Barlow Twins (standardised over the gathered batch): same loss curve as one process with the global batch, one run each in the
     database with rank 0's checkpoints, nothing written by rank 1."""
     import torch.multiprocessing as mp
 
@@ -134,8 +142,9 @@ def test_two_processes_train_like_one(project, tmp_path):
 
 
 def test_gradient_matches_one_process_in_float64():
-    """The gloo SyncBatchNorm plus lightly's gathered NT-Xent give exactly (float64) the gradient
-    of one process over the global batch; the loss value is the global loss on both ranks."""
+    """The gloo SyncBatchNorm plus the gathered losses (lightly's NT-Xent and VICReg, Barlow Twins
+    on gathered embeddings) give exactly (float64) the gradient of one process over the global
+    batch; the loss value is the global loss on both ranks."""
     import torch.multiprocessing as mp
 
     mp.spawn(_gradient_worker, args=(2, _free_port()), nprocs=2, join=True)
@@ -155,25 +164,29 @@ def _gradient_worker(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        torch.manual_seed(0)
-        cfg = tiny_train_config(method="simclr", batch_size=8)
-        one = build_method(cfg, world_size=1).double()
-        many = build_method(cfg, world_size=world).double()
-        many.load_state_dict(copy.deepcopy(one.state_dict()))
-        convert_sync_batchnorm(many, "cpu")
-        step = _DistributedStep(DistributedDataParallel(_StepModule(many), find_unused_parameters=True), world)
-        g = torch.Generator().manual_seed(1)
-        views = [torch.randn(8, 3, 16, 16, generator=g, dtype=torch.float64) for _ in range(2)]
-        state = StepState(0, 1)
-        ref = one.training_step(views, state)["loss"]
-        ref.backward()
-        share = slice(rank * 4, rank * 4 + 4)
-        loss = step([v[share] for v in views], state)["loss"]
-        loss.backward()
-        torch.testing.assert_close(loss.detach(), ref.detach(), rtol=1e-10, atol=1e-10)
-        for (name, a), (_, b) in zip(one.named_parameters(), many.named_parameters()):
-            if a.grad is not None:
-                torch.testing.assert_close(b.grad, a.grad, rtol=1e-7, atol=1e-9, msg=name)
+        for method, method_config in GRADIENT_METHODS.items():
+            torch.manual_seed(0)
+            cfg = tiny_train_config(method=method, method_config=dict(method_config), batch_size=8)
+            one = build_method(cfg, world_size=1).double()
+            many = build_method(cfg, world_size=world).double()
+            many.load_state_dict(copy.deepcopy(one.state_dict()))
+            convert_sync_batchnorm(many, "cpu")
+            step = _DistributedStep(DistributedDataParallel(_StepModule(many), find_unused_parameters=True), world)
+            g = torch.Generator().manual_seed(1)
+            views = [torch.randn(8, 3, 16, 16, generator=g, dtype=torch.float64) for _ in range(2)]
+            state = StepState(0, 1)
+            ref = one.training_step(views, state)["loss"]
+            ref.backward()
+            share = slice(rank * 4, rank * 4 + 4)
+            loss = step([v[share] for v in views], state)["loss"]
+            loss.backward()
+            torch.testing.assert_close(loss.detach(), ref.detach(), rtol=1e-10, atol=1e-10, msg=method)
+            checked = 0
+            for (name, a), (_, b) in zip(one.named_parameters(), many.named_parameters()):
+                if a.grad is not None:
+                    torch.testing.assert_close(b.grad, a.grad, rtol=1e-7, atol=1e-9, msg=f"{method}: {name}")
+                    checked += 1
+            assert checked > 0, method
     finally:
         dist.destroy_process_group()
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from lightly.loss import BarlowTwinsLoss
+from lightly.utils.dist import gather
 from lightly.models.modules import BarlowTwinsProjectionHead
 
 from studio.engine.data.views import ViewSpec, byol_views
@@ -45,12 +47,30 @@ class BarlowTwins(Method):
     def __init__(self, backbone, config: BarlowTwinsConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)
         self.projection_head = BarlowTwinsProjectionHead(backbone.feature_dim, config.hidden_dim, config.output_dim)
-        # gather_distributed sums the cross-correlation over GPUs, as the paper's all_reduce.
-        self.criterion = BarlowTwinsLoss(lambda_param=config.lambda_param, gather_distributed=world_size > 1)
+        # Not lightly's gather_distributed: it standardises each rank's share of the batch on its
+        # own before averaging the cross-correlations, which is not the loss of the global batch
+        # (the paper's code standardises with a SyncBatchNorm). training_step gathers the
+        # embeddings instead, so the standardisation is over the global batch.
+        self.criterion = BarlowTwinsLoss(lambda_param=config.lambda_param)
 
     def view_specs(self, image_size: int) -> list[ViewSpec]:
         return list(byol_views(image_size))  # the paper uses BYOL's asymmetric augmentations
 
     def training_step(self, views, state: StepState):
         z1, z2 = self.projection_head(self.backbone(torch.cat(views[:2]))).chunk(2)
-        return {"loss": self.criterion(z1.float(), z2.float())}
+        # Mixed precision's half-precision embeddings go up to float32 for the loss (float64 stays).
+        dtype = torch.promote_types(z1.dtype, torch.float32)
+        z1, z2 = gather_batch(z1.to(dtype)), gather_batch(z2.to(dtype))
+        return {"loss": self.criterion(z1, z2)}
+
+
+def gather_batch(z: torch.Tensor) -> torch.Tensor:
+    """Every rank's embeddings, in rank order (the global batch), when several processes train.
+
+    The loss is then that of the global batch on every rank. lightly's GatherLayer sums the
+    gradients of all ranks in its backward pass, so this rank's embeddings receive world_size times
+    the global loss's gradient; DDP divides the parameter gradients by world_size again, which
+    makes the update that of one process on the global batch. One process: `z` as it is."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return torch.cat(gather(z.contiguous()), dim=0)
+    return z

@@ -47,6 +47,10 @@ class VICReg(Method):
     def __init__(self, backbone, config: VICRegConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)
         self.projection_head = VICRegProjectionHead(backbone.feature_dim, config.hidden_dim, config.output_dim, config.num_layers)
+        # gather_distributed takes the variance and covariance terms over the global batch (every
+        # rank's embeddings, with their gradients summed back by lightly's GatherLayer); the
+        # invariance term is a mean over this rank's pairs, whose DDP average is the global mean.
+        # So N processes compute the loss and the update of one process on the global batch.
         self.criterion = VICRegLoss(lambda_param=config.invariance_weight, mu_param=config.variance_weight,
                                     nu_param=config.covariance_weight, gather_distributed=world_size > 1)
 
@@ -55,4 +59,6 @@ class VICReg(Method):
 
     def training_step(self, views, state: StepState):
         z1, z2 = self.projection_head(self.backbone(torch.cat(views[:2]))).chunk(2)
-        return {"loss": self.criterion(z1.float(), z2.float())}
+        # Mixed precision's half-precision embeddings go up to float32 for the loss (float64 stays).
+        dtype = torch.promote_types(z1.dtype, torch.float32)
+        return {"loss": self.criterion(z1.to(dtype), z2.to(dtype))}
