@@ -12,26 +12,8 @@ import argparse
 import tempfile
 import time
 
-import _common  # noqa: F401  (puts the repository on sys.path)
+import _common  # (also puts the repository on sys.path)
 import torch
-
-
-def studio_images_per_s(project, dataset: str, config, warmup: int) -> float:
-    from studio.engine.train import TrainingCallbacks
-    from studio.services.training import create_run, execute_run
-
-    stamps: dict[int, float] = {}
-
-    class Clock(TrainingCallbacks):
-        def on_metrics(self, step, epoch, metrics):
-            if "loss" in metrics:
-                stamps.setdefault(step, time.perf_counter())
-
-    run = create_run(project, dataset, config)
-    result = execute_run(project, run.id, callbacks=[Clock()])
-    assert result.status == "finished", result.reason
-    first, last = warmup, config.steps
-    return (last - first) * config.batch_size / (stamps[last] - stamps[first])
 
 
 def bare_images_per_s(config, images, warmup: int) -> float:
@@ -66,23 +48,15 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=28)
     ap.add_argument("--backbone", default="resnet18")
     args = ap.parse_args()
-    steps = args.steps or (8 if args.quick else 30)
+    steps, rounds = (args.steps or 6, 1) if args.quick else (args.steps or 20, 2)
     warmup = 2
 
-    from studio.engine.train import TrainConfig
-    from studio.services.datasets import add_dataset, load_images
-    from studio.store import Project
-
     with tempfile.TemporaryDirectory() as tmp:
-        project = Project.create(f"{tmp}/bench")
-        add_dataset(project, "sample", name="sample")
-        config = TrainConfig(method="simclr", backbone=args.backbone, steps=steps, batch_size=args.batch_size,
-                             image_size=args.image_size, device="auto", warmup_epochs=0.0, log_every=10, seed=0)
-        images = load_images(project, project.dataset("sample"), args.image_size)
+        project, config, images = _common.simclr_project(tmp, steps, args.batch_size, args.image_size, args.backbone)
         studio, bare = [], []
-        for _ in range(2):
+        for _ in range(rounds):
             bare.append(bare_images_per_s(config, images, warmup))
-            studio.append(studio_images_per_s(project, "sample", config, warmup))
+            studio.append(_common.studio_images_per_s(project, "sample", config, warmup))
         project.close()
     s, b = max(studio), max(bare)
     _common.emit("overhead", method="simclr", backbone=args.backbone, image_size=args.image_size,

@@ -9,10 +9,9 @@ import argparse
 import tempfile
 import time
 
-import _common  # noqa: F401
+import _common
 import numpy as np
 import torch
-from overhead import studio_images_per_s
 
 
 class PILImages(torch.utils.data.Dataset):
@@ -71,23 +70,15 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=28)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    steps = args.steps or (8 if args.quick else 30)
+    steps, rounds = (args.steps or 6, 1) if args.quick else (args.steps or 20, 2)
     warmup = 2
 
-    from studio.engine.train import TrainConfig
-    from studio.services.datasets import add_dataset, load_images
-    from studio.store import Project
-
     with tempfile.TemporaryDirectory() as tmp:
-        project = Project.create(f"{tmp}/bench")
-        add_dataset(project, "sample", name="sample")
-        config = TrainConfig(method="simclr", backbone="resnet18", steps=steps, batch_size=args.batch_size,
-                             image_size=args.image_size, device="auto", warmup_epochs=0.0, log_every=10, seed=0)
-        images = load_images(project, project.dataset("sample"), args.image_size)
+        project, config, images = _common.simclr_project(tmp, steps, args.batch_size, args.image_size)
         studio, ref = [], []
-        for _ in range(2):
+        for _ in range(rounds):
             ref.append(reference_images_per_s(config, images, warmup, args.workers))
-            studio.append(studio_images_per_s(project, "sample", config, warmup))
+            studio.append(_common.studio_images_per_s(project, "sample", config, warmup))
         project.close()
     s, r = max(studio), max(ref)
     _common.emit("pipeline", method="simclr", backbone="resnet18", image_size=args.image_size,

@@ -29,18 +29,35 @@ from PySide6.QtWidgets import (
 )
 
 from studio.gui.explorer import PALETTE
+from studio.gui.widgets import PageLayout, format_duration
 
-COLUMNS = ("Run", "Method", "Backbone", "Dataset", "Status", "Steps", "Duration (s)", "Final loss",
+COLUMNS = ("Run", "Method", "Backbone", "Dataset", "Status", "Steps", "Duration", "Final loss",
            "kNN top-1", "Linear top-1", "Fine-tune top-1", "Fine-tune (random init)")
 _EVAL_COLUMNS = {"kNN top-1": "knn_top1", "Linear top-1": "linear_top1", "Fine-tune top-1": "finetune_top1",
                  "Fine-tune (random init)": "finetune_random_top1"}
 
 
-def _sortable(value: Any) -> QTableWidgetItem:
+class _Cell(QTableWidgetItem):
+    """A cell that may show text (\"18 min\") while sorting by a number (1079.8 s)."""
+
+    def __lt__(self, other):
+        for role in (Qt.ItemDataRole.UserRole, Qt.ItemDataRole.DisplayRole):
+            mine, theirs = self.data(role), other.data(role)
+            if mine is None or theirs is None:
+                continue
+            numbers = all(isinstance(v, (int, float)) for v in (mine, theirs))
+            return mine < theirs if numbers else str(mine) < str(theirs)
+        return False  # (QTableWidgetItem.__lt__ would call back into this override)
+
+
+def _sortable(value: Any, text: str | None = None) -> QTableWidgetItem:
     """A cell that sorts by number when it holds one (Qt sorts by the DisplayRole's type)."""
-    item = QTableWidgetItem()
+    item = _Cell()
     if value is None:
         item.setData(Qt.ItemDataRole.DisplayRole, "")
+    elif text is not None:
+        item.setData(Qt.ItemDataRole.DisplayRole, text)
+        item.setData(Qt.ItemDataRole.UserRole, value)
     elif isinstance(value, float):
         item.setData(Qt.ItemDataRole.DisplayRole, round(value, 4))
     else:
@@ -96,7 +113,7 @@ class CompareRunsPage(QWidget):
         splitter.addWidget(left)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 4)
-        layout = QVBoxLayout(self)
+        layout = PageLayout(self)
         layout.addWidget(splitter)
 
         self.run_list.itemChanged.connect(lambda _item: self._on_checked())
@@ -134,7 +151,8 @@ class CompareRunsPage(QWidget):
                       None if run.final_loss is None else float(run.final_loss)]
             values += [summary.get(key) for key in _EVAL_COLUMNS.values()]
             for c, value in enumerate(values):
-                self.table.setItem(r, c, _sortable(value))
+                text = format_duration(value) if COLUMNS[c] == "Duration" and value is not None else None
+                self.table.setItem(r, c, _sortable(value, text))
         self.table.setSortingEnabled(True)
 
     def _fill_metrics(self) -> None:

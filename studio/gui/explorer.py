@@ -27,7 +27,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
-    QFormLayout,
     QGraphicsRectItem,
     QGridLayout,
     QHBoxLayout,
@@ -41,9 +40,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.gui.widgets import PageLayout
+
 NEIGHBOURS = 16
-THUMB = 96
-GRID_THUMB = 64
+THUMB = 80
+GRID_THUMB = 56
 POINT_SIZE = 5
 HOVER_RADIUS_PX = 8
 SYNC_KMEANS_LIMIT = 20_000  # above this, k-means for colouring runs in the worker
@@ -339,18 +340,30 @@ class ExplorerPage(QWidget):
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.setFormat("")
+        self.progress.setFixedWidth(220)
+        self.progress.hide()  # shown while a job runs
         self.status = QLabel("Pick a run and press Compute.")
         self.status.setWordWrap(True)
 
-        controls = QHBoxLayout()
-        for label, w in (("Run", self.run_box), ("Checkpoint", self.step_box), ("Dataset", self.dataset_box),
-                         ("Map", self.map_box), ("Colour by", self.colour_box)):
-            controls.addWidget(QLabel(label))
-            controls.addWidget(w)
-        controls.addWidget(self.k_spin)
-        controls.addWidget(self.compute_button)
-        controls.addWidget(self.cancel_button)
-        controls.addStretch(1)
+        # Two rows, and combo boxes that may shrink below their longest entry, so the page fits a
+        # 1024 px window: what to embed on the first row, how to draw it on the second.
+        for box in (self.run_box, self.step_box, self.dataset_box):
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(14)
+        controls = QVBoxLayout()
+        rows = (((("Run", self.run_box), ("Checkpoint", self.step_box), ("Dataset", self.dataset_box)), ()),
+                ((("Map", self.map_box), ("Colour by", self.colour_box)), (self.k_spin, self.compute_button,
+                                                                          self.cancel_button)))
+        for labelled, plain in rows:
+            row = QHBoxLayout()
+            for label, w in labelled:
+                row.addWidget(QLabel(label))
+                row.addWidget(w, 1 if w in (self.run_box, self.dataset_box) else 0)
+            for w in plain:
+                row.addWidget(w)
+            if plain:  # the first row's run and dataset boxes take its spare width
+                row.addStretch(1)
+            controls.addLayout(row)
 
         self.map_view = EmbeddingMapView()
         self.select_check = QCheckBox("Select (or Shift+drag)")
@@ -377,6 +390,7 @@ class ExplorerPage(QWidget):
             self.neighbour_labels.append(lab)
         self.selection_title = QLabel("No selection")
         self.selection_list = QListWidget()
+        self.selection_list.setMinimumHeight(48)
         self.export_button = QPushButton("Export list...")
         self.export_button.setEnabled(False)
 
@@ -404,7 +418,7 @@ class ExplorerPage(QWidget):
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
 
-        layout = QVBoxLayout(self)
+        layout = PageLayout(self)
         layout.addLayout(controls)
         status_row = QHBoxLayout()
         status_row.addWidget(self.status, 1)
@@ -496,6 +510,8 @@ class ExplorerPage(QWidget):
         self.compute_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
+        self.progress.setFormat("")
+        self.progress.show()
         self.busyChanged.emit(True)
         self._on_done = on_done
         # Bound slots of this widget (not lambdas) so Qt queues them onto the GUI thread.
@@ -520,8 +536,7 @@ class ExplorerPage(QWidget):
         self._thread, self._worker = None, None
         self.compute_button.setEnabled(self.run_box.count() > 0)
         self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
+        self.progress.hide()
         self.busyChanged.emit(False)
 
     @Slot(object)

@@ -8,6 +8,7 @@ finished run of a reopened project (DESIGN.md rule 5: the store is the truth).
 from __future__ import annotations
 
 import bisect
+import sys
 
 import numpy as np
 import pyqtgraph as pg
@@ -22,6 +23,8 @@ from studio.gui.widgets import StatusPill, format_duration, page_with_empty_stat
 # Where each stored metric is drawn; every other name goes to the "other metrics" plot.
 MAIN_PLOTS = {"loss": "loss", "lr": "lr", "images_per_s": "throughput"}
 PREFERRED_MONITOR = "knn_top1"
+DRAW_TURN_MS = 30  # between two plots' redraws
+GUI_SWITCH_INTERVAL_S = 0.0005
 
 
 def plot_title(text: str) -> str:
@@ -186,6 +189,15 @@ class RunPage(QWidget):
         self.stop_button.clicked.connect(lambda: self.run_id and self.stop_requested.emit(self.run_id))
         self.export_button.clicked.connect(lambda: self.run_id and self.export_requested.emit(self.run_id))
 
+        self._dirty: dict[str, None] = {}  # plots to draw, in order ("loss", "lr", "throughput", "other")
+        self._draw_timer = QTimer(self)
+        self._draw_timer.setInterval(DRAW_TURN_MS)
+        self._draw_timer.timeout.connect(self._draw_next)
+        # The training thread and this one share the GIL: with Python's default 5 ms switch
+        # interval a paint waits up to 5 ms at each of its many GIL hand-overs. 0.5 ms bounds that
+        # (measured in bench/gui_stall.py; the training thread also ran faster with it).
+        sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)
+
         self.timer = QTimer(self)
         self.timer.setInterval(interval_ms)
         self.timer.timeout.connect(self.refresh)
@@ -206,6 +218,7 @@ class RunPage(QWidget):
         self.series_steps, self.series_values = {}, {}
         self._last_id = self._last_event_id = 0
         self._live_progress = None
+        self._dirty.clear()
         for p in (*self.plots.values(), self.other_plot):
             p.clear_curves()
             p.enableAutoRange()
@@ -264,21 +277,48 @@ class RunPage(QWidget):
         old_v.extend(values)
 
     def _redraw(self, names: list[str]) -> None:
+        """Mark the plots whose series grew; they are drawn one per event-loop turn (_draw_next)."""
         for name in names:
-            x = np.asarray(self.series_steps[name], dtype=float)
-            y = np.asarray(self.series_values[name], dtype=float)
             target = MAIN_PLOTS.get(name)
             if target is not None:
-                self.plots[target].curve(name).setData(x, y)
-            elif self.other_combo.findData(name) < 0:
-                self.other_combo.addItem(name.replace("_", " "), name)
-                if name == PREFERRED_MONITOR:
-                    self.other_combo.setCurrentIndex(self.other_combo.count() - 1)
-        self._draw_other()
+                self._dirty.setdefault(target, None)
+            else:
+                if self.other_combo.findData(name) < 0:
+                    self.other_combo.addItem(name.replace("_", " "), name)
+                    if name == PREFERRED_MONITOR:
+                        self.other_combo.setCurrentIndex(self.other_combo.count() - 1)
+                if name == self.other_combo.currentData():
+                    self._dirty.setdefault("other", None)
+        if self._dirty and not self._draw_timer.isActive():
+            self._draw_timer.start()
         # Non-breaking spaces inside an entry: the line wraps only between entries.
         latest = [f"{n.replace('_', ' ')} {self._fmt(self.series_values[n][-1])}".replace(" ", "\u00a0")
                   for n in sorted(self.series_values) if self.series_values[n]]
         self.latest_label.setText("Latest:  " + "   ·   ".join(latest) if latest else "")
+
+    def _draw_next(self) -> None:
+        """Draw one dirty plot. Qt paints every dirty widget of a window in one pass, and a
+        pyqtgraph plot costs 10-40 ms of Python to paint while training threads hold the cores:
+        drawing the four plots on four turns keeps each pass (each event-loop stall) short."""
+        if not self._dirty:
+            self._draw_timer.stop()
+            return
+        target = next(iter(self._dirty))
+        del self._dirty[target]
+        if target == "other":
+            self._draw_other()
+            return
+        for name, plot_name in MAIN_PLOTS.items():
+            if plot_name == target and name in self.series_steps:
+                x = np.asarray(self.series_steps[name], dtype=float)
+                y = np.asarray(self.series_values[name], dtype=float)
+                self.plots[target].curve(name).setData(x, y)
+
+    def flush_drawing(self) -> None:
+        """Draw every plot still waiting for its turn (for readers that need the curves now)."""
+        while self._dirty:
+            self._draw_next()
+        self._draw_timer.stop()
 
     def _on_other_choice(self) -> None:
         self.other_plot.clear_curves()
@@ -316,6 +356,7 @@ class RunPage(QWidget):
 
     def curve_data(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """The (steps, values) drawn for a metric (empty when not drawn)."""
+        self.flush_drawing()
         target = MAIN_PLOTS.get(name)
         plot = self.plots[target] if target else self.other_plot
         c = plot.curves.get(name)

@@ -32,6 +32,17 @@ def page_with_empty_state(page: QWidget, message: str, bottom_margin: int = 14,
     return stack, lay
 
 
+class PageLayout(QVBoxLayout):
+    """A page's top layout that fits its page to the space it is given.
+
+    Word-wrapped labels make a layout "height for width", and a QScrollArea then scrolls as soon
+    as the page is shorter than its *preferred* height for the width. Saying no lets the scroll
+    area compare against the page's minimum size, so scroll bars appear only when it must."""
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt override
+        return False
+
+
 class CompactDoubleSpinBox(QDoubleSpinBox):
     """A float spin box that shows 0.5, not 0.500000, yet keeps six decimals of precision."""
 
