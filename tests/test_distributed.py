@@ -213,6 +213,46 @@ def test_forwarded_command_line_drops_gpus():
         assert getattr(again, name) == getattr(args, name), name
 
 
+def test_stored_run_command_reaches_studio_through_torchrun(monkeypatch):
+    """The GUI's command for a stored run: torchrun's own parser leaves every studio argument to
+    the studio (an option that abbreviates one of torchrun's, such as '--run' for '--run-path', would
+    be taken by torchrun), and the studio's parser reads the run id; faked GPUs train on the CPU."""
+    from torch.distributed.run import get_args_parser
+
+    from studio.cli import build_parser
+    from studio.services.distributed import FAKE_GPUS_ENV, cuda_device_count, stored_run_command
+
+    for fake, device in (("2", "cpu"), (None, "cuda")):
+        if fake is None:
+            monkeypatch.delenv(FAKE_GPUS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(FAKE_GPUS_ENV, fake)
+        command = stored_run_command("/projects/p", 7, 2)
+        assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
+        launcher = get_args_parser().parse_args(command[3:])
+        assert launcher.module and launcher.training_script == "studio" and launcher.nproc_per_node == "2"
+        args = build_parser().parse_args(launcher.training_script_args)
+        assert (args.command, args.project, args.run_id, args.device) == ("train", "/projects/p", 7, device)
+    monkeypatch.setenv(FAKE_GPUS_ENV, "3")
+    assert cuda_device_count() == 3
+
+
+def test_cli_run_id_trains_a_queued_run_once(project):
+    """`train PROJECT --run-id ID`: the stored run, with its own settings, and only while queued."""
+    from conftest import tiny_train_config
+
+    from studio.cli import main
+    from studio.services.training import create_run
+
+    run = create_run(project, "sample", tiny_train_config(steps=2, batch_size=8, image_size=8, monitor_every=-1))
+    assert main(["train", str(project.root), "--run-id", str(run.id)]) == 0
+    assert project.run(run.id).status == "finished" and project.run(run.id).steps == 2
+    assert len(project.runs()) == 1
+    assert main(["train", str(project.root), "--run-id", str(run.id)]) == 1  # not queued any more: refused
+    with pytest.raises(SystemExit):  # settings come from the stored run
+        main(["train", str(project.root), "--run-id", str(run.id), "--steps", "5"])
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="torchrun's standalone rendezvous")
 def test_cli_gpus_on_cpu_end_to_end(project):
     """`ssl-studio train ... --gpus 2 --device cpu`: torchrun, two gloo processes, one JSON line

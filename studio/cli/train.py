@@ -63,7 +63,7 @@ def config_from_args(args: argparse.Namespace):
 
     missing = [f"--{name}" for name in ("dataset", "method", "backbone") if getattr(args, name) is None]
     if missing:
-        raise UsageError(f"the following arguments are required: {', '.join(missing)} (or --resume RUN_ID)")
+        raise UsageError(f"the following arguments are required: {', '.join(missing)} (or --resume RUN_ID, or --run-id RUN_ID)")
     backbone_options = {}
     if args.backbone_option:
         known = backbone_spec(args.backbone).options
@@ -174,16 +174,32 @@ def stop_on_signals(control) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def queued_run(project, run_id: int):
+    """A stored run that has not started yet (created by the GUI, or another script), for --run-id."""
+    from studio.engine.errors import ConfigError
+
+    run = project.run(run_id)
+    if run.status != "queued":
+        hint = (" Continue it with --resume instead." if run.status in ("stopped", "interrupted")
+                else " Start a new run instead.")
+        raise ConfigError(f"run {run_id} is {run.status}; --run-id trains a run that has not started yet (queued).{hint}")
+    return run
+
+
 def _train(args: argparse.Namespace) -> int:
     from studio.engine.train import TrainingControl
     from studio.services.training import check_resumable, create_run, execute_run
     from studio.store import Project
 
     resume = args.resume is not None
-    if resume:
+    stored = getattr(args, "run_id", None) is not None
+    if resume and stored:
+        raise UsageError("--run-id and --resume cannot be combined: --run-id starts a queued run, --resume continues one")
+    if resume or stored:
         given = [f"--{n.replace('_', '-')}" for n in _RUN_SETTINGS if getattr(args, n) not in (None, False, [])]
         if given:
-            raise UsageError(f"{', '.join(given)} cannot be changed on --resume: the run keeps its own settings")
+            raise UsageError(f"{', '.join(given)} cannot be changed on {'--resume' if resume else '--run-id'}: "
+                             "the run keeps its own settings")
 
     from studio.engine.train.distributed import torchrun_env
 
@@ -194,8 +210,8 @@ def _train(args: argparse.Namespace) -> int:
         return _launch_gpus(args)
 
     with Project.open(args.project) as project:
-        if resume:
-            run = check_resumable(project, args.resume)
+        if resume or stored:
+            run = check_resumable(project, args.resume) if resume else queued_run(project, args.run_id)
             if args.device is not None and args.device != run.config.get("device"):
                 project.update_run(run.id, config={**run.config, "device": args.device})
             if args.log_every is not None:
@@ -344,6 +360,9 @@ def register(sub) -> None:
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--log-every", type=_positive_int, metavar="STEPS", help="steps between progress lines and metric points (default 10)")
     t.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stopped or interrupted run from its latest checkpoint")
+    t.add_argument("--run-id", type=int, metavar="RUN_ID",
+                   help="train a run already stored in the project and not started yet (queued), with its own settings "
+                        "(the GUI starts its multi-GPU runs this way)")
     t.add_argument("--json", action="store_true", help="print the result as one JSON object")
     t.add_argument("--gpus", type=_positive_int, metavar="N",
                    help="data-parallel training on N GPUs of this machine (starts torchrun; "
@@ -411,14 +430,18 @@ def _train_distributed(args: argparse.Namespace, env) -> int:
     from studio.services.training import check_resumable, create_run
 
     resume = args.resume is not None
+    stored = getattr(args, "run_id", None) is not None
     ctx = init_distributed(env, args.device)
 
     def prepare(project):
-        if resume:
-            run = check_resumable(project, args.resume)
+        if resume or stored:
+            run = check_resumable(project, args.resume) if resume else queued_run(project, args.run_id)
             if args.log_every is not None:
                 project.update_run(run.id, config={**run.config, "log_every": args.log_every})
                 run = project.run(run.id)
+            if stored:
+                say(f"run {run.id}: {run.method} on {run.backbone}, dataset {run.dataset!r}, "
+                    f"{ctx.world_size} processes ({ctx.backend}), global batch {run.config.get('batch_size')}")
             return run
         run = create_run(project, args.dataset, config_from_args(args))
         say(f"run {run.id}: {run.method} on {run.backbone}, dataset {run.dataset!r}, "

@@ -23,7 +23,7 @@ from studio.gui.run_details import RunDetailsPage
 from studio.gui.run_page import RunPage
 from studio.gui.style import THEMES, app_icon, apply_style
 from studio.gui.welcome_page import WelcomePage
-from studio.gui.workers import TrainingJob, start_task, wait_for_tasks
+from studio.gui.workers import DistributedTrainingJob, TrainingJob, start_task, wait_for_tasks
 
 SETTINGS_ORG = "ssl-studio"
 SETTINGS_APP = "SSL Studio"
@@ -185,6 +185,7 @@ class MainWindow(QMainWindow):
         self.panel.runs_changed.connect(self._update_actions)
         self.dataset_page.new_run_requested.connect(self.show_new_run)
         self.new_run_page.start_requested.connect(self.start_run)
+        self.new_run_page.distributed_start_requested.connect(self.start_distributed_run)
         self.run_page.pause_requested.connect(self.pause_run)
         self.run_page.resume_requested.connect(self.resume_run)
         self.run_page.stop_requested.connect(self.stop_run)
@@ -351,7 +352,8 @@ class MainWindow(QMainWindow):
         self.delete_action.setEnabled(has_run and not busy)
         self.run_page.export_button.setEnabled(has_run and bool(self.project.checkpoints(run_id)))
         self.run_page.set_live(run_id in self.jobs)
-        self.pause_action.setEnabled(self.run_page.pause_button.isEnabled())
+        job = self.jobs.get(run_id)
+        self.pause_action.setEnabled(self.run_page.pause_button.isEnabled() and (job is None or job.can_pause))
         self.resume_action.setEnabled(self.run_page.resume_button.isEnabled())
         self.stop_action.setEnabled(self.run_page.stop_button.isEnabled())
 
@@ -754,6 +756,25 @@ class MainWindow(QMainWindow):
 
     def start_run(self, dataset: str, config) -> int | None:
         """Create the run in the store and train it on a worker thread; returns its id."""
+        run = self._create_run(dataset, config)
+        if run is None:
+            return None
+        self._start_job(run.id)
+        self.statusBar().showMessage(f"Run {run.id} started: {config.method} on {config.backbone}.", 5000)
+        return run.id
+
+    def start_distributed_run(self, dataset: str, config, processes: int) -> int | None:
+        """Create the run in the store and train it with `processes` processes (one per GPU):
+        torchrun in a child process, watched through the store; returns the run's id."""
+        run = self._create_run(dataset, config)
+        if run is None:
+            return None
+        job = DistributedTrainingJob(self.project, run.id, processes, parent=self)
+        self._track_job(job)
+        self.statusBar().showMessage(f"Run {run.id} starting on {processes} GPUs: {config.method} on {config.backbone}.", 8000)
+        return run.id
+
+    def _create_run(self, dataset: str, config):
         from studio.services.training import create_run
 
         if self.project is None:
@@ -765,12 +786,13 @@ class MainWindow(QMainWindow):
             self.new_run_page.error_label.setText(str(exc))
             return None
         self._duplicate_of = None
-        self._start_job(run.id)
-        self.statusBar().showMessage(f"Run {run.id} started: {config.method} on {config.backbone}.", 5000)
-        return run.id
+        return run
 
     def _start_job(self, run_id: int, resume: bool = False, checkpoint_step: int | None = None) -> None:
-        job = TrainingJob(self.project.root, run_id, resume=resume, parent=self, checkpoint_step=checkpoint_step)
+        self._track_job(TrainingJob(self.project.root, run_id, resume=resume, parent=self, checkpoint_step=checkpoint_step))
+
+    def _track_job(self, job) -> None:
+        run_id = job.run_id
         job.progress.connect(self._on_job_progress)
         job.status.connect(self._on_job_status)
         job.finished.connect(self._on_job_finished)
@@ -783,14 +805,20 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     def pause_run(self, run_id: int | None) -> None:
-        if run_id in self.jobs:
-            self.jobs[run_id].control.pause()
+        job = self.jobs.get(run_id)
+        if job is None:
+            return
+        if not job.can_pause:
+            self.statusBar().showMessage(f"Run {run_id} trains on several processes, which cannot pause together: "
+                                         "Stop saves a checkpoint, and Resume continues from it.", 10000)
+            return
+        job.pause()
 
     def resume_run(self, run_id: int | None) -> None:
         if run_id is None or self.project is None:
             return
         if run_id in self.jobs:
-            self.jobs[run_id].control.resume()
+            self.jobs[run_id].resume()
             return
         run = self.project.run(run_id)
         if run.status not in ("stopped", "interrupted"):
@@ -802,7 +830,7 @@ class MainWindow(QMainWindow):
 
     def stop_run(self, run_id: int | None) -> None:
         if run_id in self.jobs:
-            self.jobs[run_id].control.stop()
+            self.jobs[run_id].stop()
             self.statusBar().showMessage(f"Stopping run {run_id} (saving a checkpoint)…")
 
     def _on_job_progress(self, run_id: int, step: int, total: int, ips: float) -> None:
@@ -819,6 +847,8 @@ class MainWindow(QMainWindow):
         if job is not None:
             job.deleteLater()
         status, reason = result.get("status"), result.get("reason")
+        # A reason may end in a child process's last output lines: the Run page shows them all.
+        reason = reason.splitlines()[0].rstrip(":;") if reason else reason
         text = f"Run {run_id} {status}" + (f": {reason}" if reason and status != "stopped" else "") + "."
         self.statusBar().showMessage(text, 15000)
         if status == "finished":
@@ -844,9 +874,9 @@ class MainWindow(QMainWindow):
     def stop_all_jobs(self, timeout_ms: int = 120_000) -> None:
         """Stop every run this window trains and join their threads: each ends 'stopped' with a checkpoint."""
         for job in list(self.jobs.values()):
-            job.control.stop()
+            job.stop()
         for run_id, job in list(self.jobs.items()):
-            job.thread.wait(timeout_ms)
+            job.wait(timeout_ms)
             self.jobs.pop(run_id, None)
 
     # -- refreshing -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import (
-    QComboBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea,
+    QCheckBox, QComboBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea,
     QSpinBox, QVBoxLayout, QWidget,
 )
 
@@ -22,9 +22,12 @@ from studio.gui.widgets import ConfigFieldEditor, CompactDoubleSpinBox
 
 
 class NewRunPage(QWidget):
-    """Emits `start_requested(dataset_name, TrainConfig)` when Start is clicked on a valid form."""
+    """Emits `start_requested(dataset_name, TrainConfig)` when Start is clicked on a valid form, or
+    `distributed_start_requested(dataset_name, TrainConfig, processes)` when 'Train on all N GPUs'
+    is ticked (shown only where there is more than one CUDA device; see `set_gpu_count`)."""
 
     start_requested = Signal(str, object)
+    distributed_start_requested = Signal(str, object, int)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -168,6 +171,15 @@ class NewRunPage(QWidget):
         f.addRow("Learning rate", self.lr_edit)
         f.addRow("Image size", self.image_size_spin)
         f.addRow("Device", self.device_combo)
+        self.gpu_count = 0
+        self.all_gpus_check = QCheckBox()
+        self.all_gpus_check.setObjectName("all_gpus")
+        self.all_gpus_check.setToolTip(
+            "Data-parallel training: one process per GPU (torchrun and DistributedDataParallel), started "
+            "as a child process that records the run like any other. The batch size is the global batch, "
+            "split evenly over the GPUs. Stop saves a checkpoint; pausing is not available.")
+        f.addRow("", self.all_gpus_check)
+        self._all_gpus_form = f
         f.addRow("Optimizer", self.optimizer_combo)
         f.addRow("Warm-up (epochs)", self.warmup_spin)
         f.addRow("Checkpoint every", self.checkpoint_spin)
@@ -241,7 +253,9 @@ class NewRunPage(QWidget):
             w.valueChanged.connect(self.validate)
         self.warmup_spin.valueChanged.connect(self.validate)
         self.lr_edit.textChanged.connect(self.validate)
+        self.all_gpus_check.toggled.connect(self._on_all_gpus_toggled)
         self._on_method_changed()
+        self.set_gpu_count(_cuda_device_count())
 
     @staticmethod
     def _tune_form(form: QFormLayout) -> None:
@@ -249,6 +263,26 @@ class NewRunPage(QWidget):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.setHorizontalSpacing(12)
         form.setVerticalSpacing(8)
+
+    # -- all GPUs ------------------------------------------------------------------------------
+    def set_gpu_count(self, count: int) -> None:
+        """Offer 'Train on all N GPUs' when there are N > 1 CUDA devices; hide it otherwise."""
+        self.gpu_count = max(0, int(count))
+        offered = self.gpu_count > 1
+        self.all_gpus_check.setText(f"Train on all {self.gpu_count} GPUs (distributed)")
+        if not offered:
+            self.all_gpus_check.setChecked(False)
+        self._all_gpus_form.setRowVisible(self.all_gpus_check, offered)
+        self.validate()
+
+    def distributed_processes(self) -> int:
+        """How many processes Start trains with: the GPUs when 'all GPUs' is ticked, else 1."""
+        return self.gpu_count if self.gpu_count > 1 and self.all_gpus_check.isChecked() else 1
+
+    def _on_all_gpus_toggled(self, checked: bool) -> None:
+        # The processes take one GPU each: the device choice does not apply.
+        self.device_combo.setEnabled(not checked)
+        self.validate()
 
     # -- data in -------------------------------------------------------------------------------
     def set_project(self, project) -> None:
@@ -432,6 +466,10 @@ class NewRunPage(QWidget):
                 error = f"The learning rate is not a number ({exc})."
             except Exception as exc:  # noqa: BLE001 - ConfigError and friends carry the message
                 error = str(exc)
+        processes = self.distributed_processes()
+        if error is None and processes > 1 and self.batch_spin.value() % processes:
+            error = (f"The batch size {self.batch_spin.value()} does not split evenly over {processes} GPUs: "
+                     f"the batch is the global batch, so choose a multiple of {processes}.")
         self.error_label.setText(error or "")
         self.start_button.setEnabled(error is None)
         if hasattr(self, "estimate_button"):
@@ -447,5 +485,17 @@ class NewRunPage(QWidget):
         return error
 
     def _on_start(self) -> None:
-        if self.validate() is None:
+        if self.validate() is not None:
+            return
+        processes = self.distributed_processes()
+        if processes > 1:
+            self.distributed_start_requested.emit(self.dataset_combo.currentData(), self.config(), processes)
+        else:
             self.start_requested.emit(self.dataset_combo.currentData(), self.config())
+
+
+def _cuda_device_count() -> int:
+    """The CUDA devices the 'all GPUs' option counts (SSL_STUDIO_FAKE_GPUS=N pretends N, on the CPU)."""
+    from studio.services.distributed import cuda_device_count
+
+    return cuda_device_count()

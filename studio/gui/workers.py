@@ -4,6 +4,9 @@
 signals at a bounded rate. Cancelling is the TrainingControl's flags, never a killed thread. The
 curves themselves are not sent through signals: the RunRecorder writes them to the store and the
 run page reads them back, so a run from the CLI draws the same way.
+
+`DistributedTrainingJob` trains a run on all GPUs: torchrun in a child process (QProcess, so
+the event loop never waits on it), whose rank 0 writes to the store like any CLI run.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, Qt, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
+from collections import deque
+
+from PySide6.QtCore import QObject, QProcess, Qt, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
 
 from studio.engine.train import TrainingCallbacks, TrainingControl
 
@@ -151,6 +156,156 @@ class TrainingJob(QObject):
         """Ask the trainer to stop (it saves a checkpoint) and join the thread."""
         self.control.stop()
         return self.thread.wait(timeout_ms)
+
+    # The same small interface as DistributedTrainingJob, for the main window.
+    can_pause = True
+
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def stop(self) -> None:
+        self.control.stop()
+
+    def wait(self, timeout_ms: int = 120_000) -> bool:
+        return self.thread.wait(timeout_ms)
+
+
+class DistributedTrainingJob(QObject):
+    """A stored, queued run trained by `processes` processes: torchrun running `ssl-studio train
+    PROJECT --run-id ID` as a child of the GUI (`studio.services.distributed.stored_run_command`).
+
+    Rank 0 records the run in the project database, so its progress reaches the views as a CLI
+    run's does: through the store. Stop sends SIGTERM to torchrun, which passes it to its
+    processes; they agree on a step, save a checkpoint and record 'stopped'. Pausing is not
+    offered (a paused process would hold the others in a collective). When the child ends without
+    having recorded how the run ended (it crashed, or never got going), the run is marked failed
+    with the tail of the child's output as the reason.
+
+    Same signals and control methods as TrainingJob, so the main window treats both alike.
+    """
+
+    progress = Signal(int, int, int, float)  # run_id, step, total, images/s (not used: the store has it)
+    status = Signal(int, str, str)  # run_id, status, reason
+    finished = Signal(int, dict)  # run_id, result (the stored run's outcome)
+
+    can_pause = False
+    TAIL_LINES = 12
+    KILL_AFTER_MS = 90_000  # after Stop, torchrun itself SIGKILLs its processes after 30 s
+
+    def __init__(self, project, run_id: int, processes: int, parent: QObject | None = None,
+                 command: list[str] | None = None):
+        super().__init__(parent)
+        from studio.services.distributed import stored_run_command
+
+        self.project = project  # the GUI thread's: only short reads and one status write
+        self._run_id = int(run_id)
+        self.processes = int(processes)
+        self.command = command or stored_run_command(project.root, self._run_id, self.processes)
+        self.output: deque[str] = deque(maxlen=400)
+        self._partial = ""
+        self.stop_requested = False
+        self.result: dict | None = None
+        self.process = QProcess(self)
+        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        self.process.readyReadStandardOutput.connect(self._read_output)
+        self.process.finished.connect(self._on_process_finished)
+        self.process.errorOccurred.connect(self._on_process_error)
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self.process.kill)
+
+    @property
+    def run_id(self) -> int:
+        return self._run_id
+
+    def start(self) -> None:
+        self.process.setProgram(self.command[0])
+        self.process.setArguments(self.command[1:])
+        self.process.start()
+        try:
+            self.project.log(self._run_id, f"started {self.processes} training processes (torchrun, "
+                                           f"process {self.process.processId() or '?'})")
+        except Exception:  # noqa: BLE001 - the log line is a courtesy
+            pass
+
+    def is_running(self) -> bool:
+        return self.process.state() != QProcess.ProcessState.NotRunning
+
+    def pause(self) -> None:
+        """Not offered; the main window says so."""
+
+    def resume(self) -> None:
+        """Nothing is ever paused."""
+
+    def stop(self) -> None:
+        """Ask every process to stop after its step, with a checkpoint (SIGTERM to torchrun)."""
+        if not self.is_running() or self.stop_requested:
+            return
+        self.stop_requested = True
+        self.process.terminate()
+        self._kill_timer.start(self.KILL_AFTER_MS)
+
+    def wait(self, timeout_ms: int = 120_000) -> bool:
+        """Block until the child has ended (for closing the window only)."""
+        if not self.is_running():
+            return True
+        return self.process.waitForFinished(timeout_ms)
+
+    def stop_and_wait(self, timeout_ms: int = 120_000) -> bool:
+        self.stop()
+        return self.wait(timeout_ms)
+
+    def output_tail(self, lines: int | None = None) -> str:
+        n = lines or self.TAIL_LINES
+        kept = [line for line in self.output if line.strip()]
+        if self._partial.strip():
+            kept.append(self._partial)
+        return "\n".join(kept[-n:])
+
+    @Slot()
+    def _read_output(self) -> None:
+        text = self._partial + bytes(self.process.readAllStandardOutput().data()).decode("utf-8", "replace")
+        *complete, self._partial = text.replace("\r", "\n").split("\n")
+        self.output.extend(line.rstrip() for line in complete)
+
+    @Slot(QProcess.ProcessError)
+    def _on_process_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self._finish(None, f"the training processes could not be started ({self.process.errorString()}): "
+                               f"{' '.join(self.command[:4])} …")
+
+    @Slot(int, QProcess.ExitStatus)
+    def _on_process_finished(self, code: int, exit_status: QProcess.ExitStatus) -> None:
+        self._read_output()
+        how = (f"exit code {code}" if exit_status == QProcess.ExitStatus.NormalExit else "crashed")
+        tail = self.output_tail()
+        self._finish(code, f"the training processes ended ({how}) without recording how the run ended"
+                           + (f"; their last output:\n{tail}" if tail else "."))
+
+    def _finish(self, code: int | None, reason: str) -> None:
+        if self.result is not None:
+            return
+        self._kill_timer.stop()
+        out: dict[str, Any] = {"run_id": self._run_id, "exit_code": code}
+        try:
+            run = self.project.run(self._run_id)
+            if run.status in ("queued", "running", "paused"):
+                if self.stop_requested and run.status == "queued":
+                    self.project.set_run_status(self._run_id, "stopped", "stopped before training began")
+                else:
+                    self.project.set_run_status(self._run_id, "failed", reason)
+                run = self.project.run(self._run_id)
+            ck = self.project.latest_checkpoint(self._run_id)
+            out.update(status=run.status, reason=run.reason, steps=run.steps, final_loss=run.final_loss,
+                       images_per_s=run.images_per_s, checkpoint=ck.path if ck is not None else None)
+        except Exception as exc:  # noqa: BLE001 - the store is out of reach: report what we know
+            out.update(status="failed", reason=f"{reason} (and the project could not be read: {exc})")
+        self.result = out
+        self.status.emit(self._run_id, out["status"], out.get("reason") or "")
+        self.finished.emit(self._run_id, out)
 
 
 class _TaskSignals(QObject):

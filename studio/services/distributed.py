@@ -10,6 +10,7 @@ group. Only rank 0 records the run (RunRecorder) and writes checkpoints.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -116,6 +117,40 @@ def _follow(ctx: DistributedContext, control: TrainingControl, trainer_factory=D
 
 
 # -- starting torchrun for the user ---------------------------------------------------------
+FAKE_GPUS_ENV = "SSL_STUDIO_FAKE_GPUS"
+
+
+def fake_gpu_count() -> int | None:
+    """N when SSL_STUDIO_FAKE_GPUS=N is set: the studio then acts as if this machine had N CUDA
+    devices (the GUI offers 'all N GPUs') and runs the N processes on the CPU with gloo. For tests
+    and demonstrations on machines without GPUs; unset (or not a number), the real count counts."""
+    value = os.environ.get(FAKE_GPUS_ENV, "").strip()
+    try:
+        return max(0, int(value)) if value else None
+    except ValueError:
+        return None
+
+
+def cuda_device_count() -> int:
+    """CUDA devices data-parallel training can use here (SSL_STUDIO_FAKE_GPUS overrides)."""
+    fake = fake_gpu_count()
+    if fake is not None:
+        return fake
+    import torch
+
+    try:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - a broken driver: no GPUs to offer
+        return 0
+
+
+def stored_run_command(project_root: str | Path, run_id: int, count: int) -> list[str]:
+    """torchrun with `count` processes training the stored, queued run `run_id` (`train --run-id`):
+    one process per CUDA device, or on the CPU with gloo when the devices are faked."""
+    device = "cpu" if fake_gpu_count() is not None else "cuda"
+    return torchrun_command(count, ["train", str(project_root), "--run-id", str(int(run_id)), "--device", device])
+
+
 def check_gpus(count: int, device: str | None) -> None:
     """Refuse `--gpus N` where N processes cannot each have a CUDA device (unless on the CPU)."""
     if device == "cpu":
