@@ -66,7 +66,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run for run_all: 16 px, 20 steps of batch 32, a 2-layer ViT for MAE")
     args = parser.parse_args()
+    if args.quick:
+        args.image_size, args.steps, args.batch_size, args.vit_layers = 16, 20, 32, args.vit_layers or 2
 
     from studio.engine.backbones import backbone_spec, build_backbone
     from studio.engine.eval import split_indices
@@ -81,7 +85,8 @@ def main() -> None:
     vit_options = {"num_layers": args.vit_layers} if args.vit_layers else {}
 
     torch.manual_seed(args.seed)
-    base = build_backbone(args.backbone, args.image_size)
+    base = build_backbone(args.backbone, args.image_size,
+                          **(vit_options if backbone_spec(args.backbone).kind == "vit" else {}))
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     _common.emit("methods", method="random", backbone=args.backbone, steps=0, images_per_s=None,

@@ -351,9 +351,9 @@ class MainWindow(QMainWindow):
         self.duplicate_action.setEnabled(has_run)
         self.delete_action.setEnabled(has_run and not busy)
         self.run_page.export_button.setEnabled(has_run and bool(self.project.checkpoints(run_id)))
-        self.run_page.set_live(run_id in self.jobs)
         job = self.jobs.get(run_id)
-        self.pause_action.setEnabled(self.run_page.pause_button.isEnabled() and (job is None or job.can_pause))
+        self.run_page.set_live(job is not None, job is None or job.can_pause)
+        self.pause_action.setEnabled(self.run_page.pause_button.isEnabled())
         self.resume_action.setEnabled(self.run_page.resume_button.isEnabled())
         self.stop_action.setEnabled(self.run_page.stop_button.isEnabled())
 

@@ -100,6 +100,7 @@ class RunPage(QWidget):
         self.run_id: int | None = None
         self.run = None
         self.live = False  # this window's worker trains the shown run (so it can pause/stop it)
+        self.can_pause = True
         self.series_steps: dict[str, list[int]] = {}
         self.series_values: dict[str, list[float]] = {}
         self._last_id = 0
@@ -233,8 +234,11 @@ class RunPage(QWidget):
         self._stack.setCurrentIndex(0 if run_id is None else 1)
         self.refresh()
 
-    def set_live(self, live: bool) -> None:
+    def set_live(self, live: bool, can_pause: bool = True) -> None:
+        """Whether this window's worker trains the shown run, and whether that worker can pause
+        (processes started by torchrun cannot: they stop with a checkpoint instead)."""
         self.live = live
+        self.can_pause = can_pause
         self._update_controls()
 
     def on_progress(self, run_id: int, step: int, total: int, images_per_s: float) -> None:
@@ -431,11 +435,12 @@ class RunPage(QWidget):
         r = self.run
         status = r.status if r is not None else ""
         active = status in ("queued", "running", "paused")
-        self.pause_button.setEnabled(self.live and status == "running")
+        self.pause_button.setEnabled(self.live and self.can_pause and status == "running")
         resumable_here = (not self.live and status in ("stopped", "interrupted")
                           and (r.steps or 0) < (r.total_steps or 0))
         self.resume_button.setEnabled((self.live and status == "paused") or resumable_here)
         self.stop_button.setEnabled(self.live and active)
-        tip = "" if self.live or not active else "This run is trained by another process; stop it there."
-        for b in (self.pause_button, self.stop_button):
-            b.setToolTip(tip)
+        elsewhere = "This run is trained by another process; stop it there." if not self.live and active else ""
+        self.stop_button.setToolTip(elsewhere)
+        self.pause_button.setToolTip(elsewhere or ("" if self.can_pause or not self.live else
+                                     "A run on several processes cannot pause; Stop saves a checkpoint to resume from."))

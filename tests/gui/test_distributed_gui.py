@@ -185,6 +185,7 @@ def test_stop_ends_the_child_processes_with_a_checkpoint(make_window, qtbot, pro
     assert not w.pause_action.isEnabled()
 
     qtbot.waitUntil(lambda: w.run_page.stop_button.isEnabled(), timeout=10_000)
+    assert not w.run_page.pause_button.isEnabled()  # Stop (with its checkpoint) is the way out
     with qtbot.waitSignal(job.finished, timeout=WAIT_MS) as done:
         qtbot.mouseClick(w.run_page.stop_button, Qt.MouseButton.LeftButton)
     assert done.args[1]["status"] == "stopped", f"{done.args[1].get('reason')}\n{job.output_tail(40)}"
