@@ -30,9 +30,9 @@ dist: install
 	$(PY) -m build --outdir dist .
 	$(PY) -c "import sys, zipfile, glob; w = sorted(glob.glob('dist/*.whl'))[-1]; n = [f for f in zipfile.ZipFile(w).namelist() if f.startswith('studio/resources/')]; print(w, len(n), 'resource files'); sys.exit(0 if any(f.endswith('ssl-studio.svg') for f in n) else 1)"
 
-# The one-folder desktop app (PyInstaller, not part of the test extra): dist/ssl-studio/.
+# The one-folder desktop app (PyInstaller, from the `bundle` extra): dist/ssl-studio/.
 bundle: install
-	$(PY) -m pip install -q pyinstaller
+	$(PY) -m pip install -q $(TORCH_PIN) -e '.[bundle]'
 	$(VENV)/bin/pyinstaller --noconfirm --distpath dist --workpath build/pyinstaller packaging/ssl-studio.spec
 	QT_QPA_PLATFORM=offscreen dist/ssl-studio/ssl-studio --self-test
 
