@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QGraphicsRectItem,
+    QGraphicsItem,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -221,6 +222,7 @@ class EmbeddingMapView(pg.PlotWidget):
             brush = pg.mkBrush(QColor(PALETTE[int(colour)]))
             item = pg.ScatterPlotItem(x=coords[rows, 0], y=coords[rows, 1], pen=None, brush=brush,
                                       size=POINT_SIZE, pxMode=True, hoverable=False)
+            item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
             names = group_names or []
             present = sorted({int(g) for g in np.unique(groups[rows])})
             item.setToolTip(", ".join(names[g] if g < len(names) else str(g) for g in present[:5]))
