@@ -264,17 +264,31 @@ def test_mae_refuses_a_cnn_with_a_clear_message(tmp_path):
 # VICReg's losses fall fast). Measured on seed 0, mean of the first five steps -> last five:
 # Barlow Twins 281 -> 228, MAE 1.47 -> 0.87, BYOL -0.21 -> -0.56, VICReg 23.1 -> 22.1, SimSiam
 # -0.009 -> -0.061 (its loss lives in [-1, 1] and starts near 0: the fall is judged on that scale).
+# SimCLR, MoCo and DINO need the settings below to fall within 20 steps (seeds 0, 1, 2):
+# SimCLR 6.71 -> 6.06, 7.66 -> 6.17, 6.84 -> 6.23; MoCo 3.73 -> 3.51, 3.86 -> 3.52, 3.96 -> 3.51;
+# DINO 5.04 -> 4.20, 4.90 -> 4.20, 4.69 -> 4.16. What falls there is the objective, not yet a learned
+# discrimination: SimCLR's and MoCo's losses start above chance (the random encoder's similarities
+# are spread while its positives are barely closer than the negatives) and MoCo's and DINO's end at
+# their degenerate level (log(K+1) with K queued keys; log K for a uniform teacher). The papers' loss
+# equations are checked above; this checks that 20 steps of the real training lower each loss.
 CNN = dict(backbone="resnet18")
 VIT = dict(backbone="vit_tiny", backbone_options={"num_layers": 2, "patch_size": 4})
 ADAMW = dict(optimizer="adamw", lr=1e-3, weight_decay=1e-4)
 TRAIN = {
-    "simclr": dict(VIT, method_config={"hidden_dim": 256}, **ADAMW),
-    "moco": dict(VIT, method_config={"hidden_dim": 256, "queue_size": 64}, **ADAMW),
+    # tau 0.1 (the paper's ImageNet value): at the CIFAR 0.5 the loss stays flat (4.11 -> 4.07).
+    "simclr": dict(VIT, method_config={"hidden_dim": 256, "temperature": 0.1}, **ADAMW),
+    # tau 0.07 (MoCo v1) and a queue of one batch, filled with real keys after the first step; lr
+    # 3e-4: at 1e-3 it went -2 to +8 % over seeds 0-5, at 3e-4 6 to 12 %. At tau 0.2 it does not fall.
+    "moco": dict(VIT, method_config={"hidden_dim": 256, "queue_size": 32, "temperature": 0.07},
+                 **dict(ADAMW, lr=3e-4)),
     "byol": dict(VIT, method_config={"hidden_dim": 256}, **ADAMW),
     "simsiam": dict(VIT, method_config={"hidden_dim": 256, "output_dim": 256, "predictor_hidden_dim": 64}, **ADAMW),
-    # A constant teacher temperature here: its warm-up raises the loss by design (tested above).
-    "dino": dict(VIT, method_config={"hidden_dim": 256, "bottleneck_dim": 64, "output_dim": 512, "local_crops": 2,
-                                     "warmup_teacher_temp_epochs": 0}, **ADAMW),
+    # A constant teacher temperature here: its warm-up raises the loss by design (tested above). The
+    # centre likewise: an EMA at the paper's 0.9 is still growing over 20 steps and its centring
+    # raises the loss throughout (5.53 -> 6.37 at K = 512); at 0 it is the last batch's mean, in full
+    # effect from the second step. 64 prototypes for 10 digit classes: at 512 it fell 5 % (seed 0).
+    "dino": dict(VIT, method_config={"hidden_dim": 256, "bottleneck_dim": 64, "output_dim": 64, "local_crops": 2,
+                                     "warmup_teacher_temp_epochs": 0, "center_momentum": 0.0}, **ADAMW),
     # A 256-wide projector: the cross-correlation loss starts near D = 256 and falls within steps.
     "barlowtwins": dict(CNN, method_config={"hidden_dim": 256, "output_dim": 256}, **ADAMW),
     "vicreg": dict(VIT, method_config={"hidden_dim": 256, "output_dim": 256}, **ADAMW),
@@ -284,15 +298,15 @@ BATCH = 32
 STEPS = 20
 # The loss must fall by this fraction of its early level (BYOL's is negative: of its magnitude).
 MARGIN = 0.02
-# No setting measured yet makes these three fall within 20 steps on this 2-core CI (on the 2-layer
-# ViT they stay near chance while the class tokens spread; SimCLR on resnet18 with AdamW 1e-3 went
-# 4.11 -> 4.10). Until one is found they are held to at most 10 % above chance, which a diverging
-# or broken loss exceeds.
-CHANCE = {
-    "simclr": math.log(2 * BATCH - 1),  # NT-Xent with all 2N-1 others equally similar
-    "moco": math.log(64 + 1),  # InfoNCE over the positive and the 64 queued keys
-    "dino": math.log(512),  # cross-entropy against a uniform student over K prototypes
-}
+
+
+def first_judged_step(name: str) -> int:
+    """MoCo's queue starts as random unit vectors (as the paper's code): nearly orthogonal to every
+    query, they make the first steps' loss far below chance (0.06 at step 0 against log 33 = 3.50
+    after). Its early level is taken once the queue holds only keys."""
+    if name == "moco":
+        return math.ceil(TRAIN[name]["method_config"]["queue_size"] / BATCH)
+    return 0
 
 
 class _Recorder(TrainingCallbacks):
@@ -317,18 +331,17 @@ def test_short_training_lowers_the_loss_without_collapse(name, sample16, tmp_pat
     from studio.engine.train import Trainer
 
     rec = _Recorder()
-    cfg = tiny_train_config(method=name, steps=STEPS, batch_size=BATCH, **TRAIN[name])
+    # No kNN monitor: it is not what this checks, and it would cost a pass over the images.
+    cfg = tiny_train_config(method=name, steps=STEPS, batch_size=BATCH, monitor_every=-1, **TRAIN[name])
     trainer = Trainer(cfg, sample16, tmp_path, callbacks=rec)
     result = trainer.run()
     assert result.status == "finished", result.reason
     loss = rec.series["loss"]
     assert len(loss) == STEPS and all(math.isfinite(v) for v in loss)
-    early, late = sum(loss[:5]) / 5, sum(loss[-5:]) / 5
-    if name in CHANCE:
-        assert late < 1.1 * CHANCE[name], f"{name}: loss {late:.4f} is above its chance level {CHANCE[name]:.4f}"
-    else:
-        scale = 1.0 if name == "simsiam" else abs(early)
-        assert late < early - MARGIN * scale, f"{name}: loss went {early:.4f} -> {late:.4f}, not falling"
+    first = first_judged_step(name)
+    early, late = sum(loss[first:first + 5]) / 5, sum(loss[-5:]) / 5
+    scale = 1.0 if name == "simsiam" else abs(early)
+    assert late < early - MARGIN * scale, f"{name}: loss went {early:.4f} -> {late:.4f}, not falling"
 
     method = trainer.method
     method.eval()
