@@ -40,8 +40,12 @@ def reference_images_per_s(config, images, warmup: int, workers: int) -> float:
     method = build_method(config)
     method.train()
     opt = build_optimizer("sgd", method, 0.06 * config.batch_size / 256, 5e-4)
-    # The studio's SimCLR view at this size: crop 0.08-1, flip, jitter 0.8*0.5 (CIFAR strength), gray 0.2, no blur under 64 px.
-    transform = SimCLRTransform(input_size=config.image_size, cj_strength=0.5, gaussian_blur=0.0)
+    # The studio's SimCLR view at this size: crop 0.08-1, flip, jitter 0.8*0.5 (CIFAR strength), gray 0.2,
+    # blur with p 0.5 from 64 px up (none below, as the papers' CIFAR settings).
+    from studio.engine.data.views import SMALL_IMAGE
+
+    blur = 0.5 if config.image_size >= SMALL_IMAGE else 0.0
+    transform = SimCLRTransform(input_size=config.image_size, cj_strength=0.5, gaussian_blur=blur)
     loader = torch.utils.data.DataLoader(
         PILImages(np.asarray(images.images), transform), batch_size=config.batch_size, shuffle=True,
         num_workers=workers, drop_last=True, persistent_workers=workers > 0,
@@ -69,19 +73,20 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--image-size", type=int, default=28)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--backbone", default="resnet18")
     args = ap.parse_args()
     steps, rounds = (args.steps or 6, 1) if args.quick else (args.steps or 20, 2)
     warmup = 2
 
     with tempfile.TemporaryDirectory() as tmp:
-        project, config, images = _common.simclr_project(tmp, steps, args.batch_size, args.image_size)
+        project, config, images = _common.simclr_project(tmp, steps, args.batch_size, args.image_size, args.backbone)
         studio, ref = [], []
         for _ in range(rounds):
             ref.append(reference_images_per_s(config, images, warmup, args.workers))
             studio.append(_common.studio_images_per_s(project, "sample", config, warmup))
         project.close()
     s, r = max(studio), max(ref)
-    _common.emit("pipeline", method="simclr", backbone="resnet18", image_size=args.image_size,
+    _common.emit("pipeline", method="simclr", backbone=args.backbone, image_size=args.image_size,
                  batch_size=args.batch_size, steps=steps, loader_workers=args.workers,
                  studio_images_per_s=round(s, 1), reference_images_per_s=round(r, 1), ratio=round(s / r, 3), target=1.3)
 
