@@ -887,6 +887,21 @@ class MainWindow(QMainWindow):
         self.run_details.refresh()
         self._update_actions()
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if not getattr(self, "_pages_warmed", False):
+            self._pages_warmed = True
+            QTimer.singleShot(0, self._warm_run_page)
+
+    def _warm_run_page(self) -> None:
+        """Lay out and paint the Run page once, off screen, while nothing trains: its plots' first
+        layout and paint (pyqtgraph builds its axes then) would otherwise fall on the moment Start
+        switches to it, while the new run's thread builds its model."""
+        holder = self.tabs.currentWidget()
+        if holder is None or self.tabs.indexOf(self.run_page) < 0 or holder is self.run_page:
+            return
+        self.run_page.warm_up(holder.size())
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         self.save_layout()
         if self.jobs:

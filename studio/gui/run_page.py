@@ -234,6 +234,14 @@ class RunPage(QWidget):
         self._stack.setCurrentIndex(0 if run_id is None else 1)
         self.refresh()
 
+    def warm_up(self, size) -> None:
+        """Lay out and paint the plots once, off screen, at `size` (the page's size when shown)."""
+        shown = self._stack.currentIndex()
+        self._stack.setCurrentIndex(1)  # the plots, not the empty-state message
+        self.resize(size)
+        self.grab()
+        self._stack.setCurrentIndex(shown)
+
     def set_live(self, live: bool, can_pause: bool = True) -> None:
         """Whether this window's worker trains the shown run, and whether that worker can pause
         (processes started by torchrun cannot: they stop with a checkpoint instead)."""
