@@ -59,3 +59,55 @@ def tiny_train_config(**overrides):
                 warmup_epochs=0.0, log_every=1, seed=0)
     base.update(overrides)
     return TrainConfig(**base)
+
+
+# -- the main window, for the GUI tests ----------------------------------------------------------
+@pytest.fixture
+def private_settings(tmp_path, monkeypatch):
+    """Recent projects, 'last project', theme and geometry go to a file of the test, never the
+    user's settings (GUI test modules use it for every test: pytestmark)."""
+    from PySide6.QtCore import QSettings
+
+    import studio.gui.main_window as mw
+
+    path = str(tmp_path / "settings.ini")
+    monkeypatch.setattr(mw, "settings", lambda: QSettings(path, QSettings.Format.IniFormat))
+
+
+@pytest.fixture
+def make_window(qtbot):
+    """make(path=None): a shown main window (fast polling), on a project when given one. Every
+    window's jobs are stopped at the end: no thread or child process outlives its test."""
+    from studio.gui.main_window import MainWindow
+
+    windows = []
+
+    def make(path=None):
+        w = MainWindow(poll_ms=150, curve_ms=150)
+        qtbot.addWidget(w)
+        windows.append(w)
+        if path is not None:
+            w.open_project(path)
+        w.resize(1200, 760)
+        w.show()
+        return w
+
+    yield make
+    for w in windows:
+        w.stop_all_jobs()
+        assert not w.jobs
+
+
+def fill_tiny_form(page, steps=500, batch=8, device="cpu"):
+    """A New run form that trains in seconds on a CPU; many steps by default so that Stop comes
+    first. device=None leaves the device choice as it is."""
+    page.method_combo.setCurrentIndex(page.method_combo.findData("simclr"))
+    page.backbone_combo.setCurrentIndex(page.backbone_combo.findData("resnet18"))
+    page.length_unit.setCurrentIndex(page.length_unit.findData("steps"))
+    page.length_spin.setValue(steps)
+    page.batch_spin.setValue(batch)
+    page.image_size_spin.setValue(16)
+    if device is not None:
+        page.device_combo.setCurrentIndex(page.device_combo.findData(device))
+    page.warmup_spin.setValue(0.0)
+    page.log_every_spin.setValue(1)

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl  # noqa: E402
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QPalette  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
@@ -17,12 +17,11 @@ WAIT_MS = 60_000
 
 
 @pytest.fixture(autouse=True)
-def private_settings(tmp_path, monkeypatch):
-    """Recent projects, theme and geometry go to a file of the test, never the user's settings."""
+def isolated_app(private_settings, tmp_path, monkeypatch):
+    """Settings in a file of the test (private_settings), the sample project in tmp_path, and the
+    app's theme as it was for the next tests."""
     import studio.gui.main_window as mw
 
-    path = str(tmp_path / "settings.ini")
-    monkeypatch.setattr(mw, "settings", lambda: QSettings(path, QSettings.Format.IniFormat))
     monkeypatch.setattr(mw, "sample_project_path", lambda: tmp_path / "Sample project")
     app = QApplication.instance()
     sheet, palette = app.styleSheet(), app.palette()
@@ -36,15 +35,10 @@ def private_settings(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def window(qtbot):
-    from studio.gui.main_window import MainWindow
-
-    w = MainWindow(poll_ms=150, curve_ms=150)
-    qtbot.addWidget(w)
+def window(make_window):
+    w = make_window()
     w.resize(1100, 720)
-    w.show()
-    yield w
-    w.stop_all_jobs()
+    return w
 
 
 def stored_run(project, checkpoint_steps=(), **overrides):

@@ -11,18 +11,12 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+
+from conftest import fill_tiny_form  # noqa: E402
 
 WAIT_MS = 120_000
-
-
-@pytest.fixture(autouse=True)
-def private_settings(tmp_path, monkeypatch):
-    """Keep 'last project' out of the user's real settings."""
-    import studio.gui.main_window as mw
-
-    path = str(tmp_path / "settings.ini")
-    monkeypatch.setattr(mw, "settings", lambda: QSettings(path, QSettings.Format.IniFormat))
+pytestmark = pytest.mark.usefixtures("private_settings")
 
 
 @pytest.fixture
@@ -31,36 +25,16 @@ def two_fake_gpus(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two processes on a 2-core machine
 
 
-@pytest.fixture
-def make_window(qtbot):
-    from studio.gui.main_window import MainWindow
-
-    windows = []
-
-    def make(path):
-        w = MainWindow(poll_ms=150, curve_ms=150)
-        qtbot.addWidget(w)
-        windows.append(w)
-        w.open_project(path)
-        w.resize(1200, 760)
-        w.show()
-        return w
-
-    yield make
-    for w in windows:
-        w.stop_all_jobs()  # no child process outlives its test
-        assert not w.jobs
-
-
-def fill_tiny_form(page, steps: int):
-    page.method_combo.setCurrentIndex(page.method_combo.findData("simclr"))
-    page.backbone_combo.setCurrentIndex(page.backbone_combo.findData("resnet18"))
-    page.length_unit.setCurrentIndex(page.length_unit.findData("steps"))
-    page.length_spin.setValue(steps)
-    page.batch_spin.setValue(8)
-    page.image_size_spin.setValue(16)
-    page.warmup_spin.setValue(0.0)
-    page.log_every_spin.setValue(1)
+def start_on_all_gpus(window, qtbot, steps: int, checkpoint_every: int | None = None):
+    """Fill the New run form of `window` (2 fake GPUs), tick 'all GPUs', press Start: (run id, job)."""
+    window.show_new_run("sample")
+    page = window.new_run_page
+    fill_tiny_form(page, steps=steps, device=None)
+    if checkpoint_every is not None:
+        page.checkpoint_spin.setValue(checkpoint_every)
+    page.all_gpus_check.setChecked(True)
+    qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    return next(iter(window.jobs.items()))
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 4])
@@ -78,7 +52,7 @@ def test_all_gpus_is_offered_only_with_several_devices(qtbot, monkeypatch, count
         return
     assert check.isVisible() and check.text() == f"Train on all {count} GPUs (distributed)"
     assert not check.isChecked() and page.distributed_processes() == 1  # opt-in
-    fill_tiny_form(page, steps=3)
+    fill_tiny_form(page, steps=3, device=None)
     check.setChecked(True)
     assert page.distributed_processes() == count
     assert not page.device_combo.isEnabled()  # one GPU per process: the device choice does not apply
@@ -104,15 +78,8 @@ def test_all_gpus_trains_the_run_in_a_child_process(make_window, qtbot, project,
     from studio.gui.workers import DistributedTrainingJob
 
     w = make_window(project.root)
-    w.show_new_run("sample")
-    page = w.new_run_page
-    fill_tiny_form(page, steps=3)
-    page.checkpoint_spin.setValue(2)
-    page.all_gpus_check.setChecked(True)
-    qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
-
+    run_id, job = start_on_all_gpus(w, qtbot, steps=3, checkpoint_every=2)
     assert len(w.jobs) == 1
-    run_id, job = next(iter(w.jobs.items()))
     assert isinstance(job, DistributedTrainingJob) and job.processes == 2
     assert project.run(run_id).status in ("queued", "running")  # created before the child starts
     assert w.current_page_title() == "Run" and w.run_page.run_id == run_id
@@ -152,11 +119,7 @@ def test_a_child_that_dies_fails_the_run_with_its_last_output(make_window, qtbot
     monkeypatch.setattr(distributed, "stored_run_command", lambda root, run_id, count: [sys.executable, "-c", crash])
 
     w = make_window(project.root)
-    w.show_new_run("sample")
-    fill_tiny_form(w.new_run_page, steps=3)
-    w.new_run_page.all_gpus_check.setChecked(True)
-    qtbot.mouseClick(w.new_run_page.start_button, Qt.MouseButton.LeftButton)
-    run_id, job = next(iter(w.jobs.items()))
+    run_id, job = start_on_all_gpus(w, qtbot, steps=3)
     with qtbot.waitSignal(job.finished, timeout=30_000) as done:
         pass
     assert done.args[1]["status"] == "failed"
@@ -173,11 +136,7 @@ def test_stop_ends_the_child_processes_with_a_checkpoint(make_window, qtbot, pro
     """Stop on the Run page: torchrun passes SIGTERM on, the processes agree on a step, rank 0
     saves a checkpoint and records 'stopped'; Pause is refused with a reason."""
     w = make_window(project.root)
-    w.show_new_run("sample")
-    fill_tiny_form(w.new_run_page, steps=100_000)
-    w.new_run_page.all_gpus_check.setChecked(True)
-    qtbot.mouseClick(w.new_run_page.start_button, Qt.MouseButton.LeftButton)
-    run_id, job = next(iter(w.jobs.items()))
+    run_id, job = start_on_all_gpus(w, qtbot, steps=100_000)
     qtbot.waitUntil(lambda: project.run(run_id).steps >= 1, timeout=WAIT_MS)
 
     w.pause_run(run_id)

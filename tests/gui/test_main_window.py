@@ -9,54 +9,14 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+
 from PySide6.QtGui import QImage  # noqa: E402
 
+from conftest import fill_tiny_form  # noqa: E402
+
 WAIT_MS = 60_000
-
-
-@pytest.fixture(autouse=True)
-def private_settings(tmp_path, monkeypatch):
-    """Keep 'last project' out of the user's real settings."""
-    import studio.gui.main_window as mw
-
-    path = str(tmp_path / "settings.ini")
-    monkeypatch.setattr(mw, "settings", lambda: QSettings(path, QSettings.Format.IniFormat))
-
-
-@pytest.fixture
-def make_window(qtbot):
-    from studio.gui.main_window import MainWindow
-
-    windows = []
-
-    def make(path=None):
-        w = MainWindow(poll_ms=150, curve_ms=150)
-        qtbot.addWidget(w)
-        windows.append(w)
-        if path is not None:
-            w.open_project(path)
-        w.resize(1200, 760)
-        w.show()
-        return w
-
-    yield make
-    for w in windows:
-        w.stop_all_jobs()  # no QThread outlives its test
-        assert not w.jobs
-
-
-def fill_tiny_form(page, steps=500, batch=8):
-    """A config that trains in seconds on a CPU; many steps so that Stop comes first."""
-    page.method_combo.setCurrentIndex(page.method_combo.findData("simclr"))
-    page.backbone_combo.setCurrentIndex(page.backbone_combo.findData("resnet18"))
-    page.length_unit.setCurrentIndex(page.length_unit.findData("steps"))
-    page.length_spin.setValue(steps)
-    page.batch_spin.setValue(batch)
-    page.image_size_spin.setValue(16)
-    page.device_combo.setCurrentIndex(page.device_combo.findData("cpu"))
-    page.warmup_spin.setValue(0.0)
-    page.log_every_spin.setValue(1)
+pytestmark = pytest.mark.usefixtures("private_settings")
 
 
 def test_train_from_the_form_stop_and_reopen(make_window, qtbot, tmp_path):
