@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from studio.gui.widgets import StatusPill, section_title, page_with_empty_state
+from studio.gui.widgets import RunTitleRow, page_with_empty_state, section_title
 
 CHECKPOINT_COLUMNS = ["step", "epoch", "file", "size", "saved"]
 EVALUATION_COLUMNS = ["kind", "checkpoint", "dataset", "results", "when"]
@@ -77,14 +77,8 @@ class RunDetailsPage(QWidget):
 
         self._stack, lay = page_with_empty_state(self, "Select a run in the side panel to see its config, checkpoints and evaluations.", 14, 8)
 
-        head = QHBoxLayout()
-        self.title_label = QLabel()
-        self.title_label.setObjectName("PageTitle")
-        self.status_pill = StatusPill()
-        head.addWidget(self.title_label)
-        head.addSpacing(8)
-        head.addWidget(self.status_pill, 0, Qt.AlignmentFlag.AlignVCenter)
-        head.addStretch(1)
+        head = self.heading = RunTitleRow()
+        self.title_label, self.status_pill = head.title_label, head.status_pill
         self.duplicate_button = QPushButton("Duplicate run…")
         self.duplicate_button.setToolTip("A new-run form filled with this run's config: change one thing and start.")
         self.export_button = QPushButton("Export…")
@@ -185,8 +179,7 @@ class RunDetailsPage(QWidget):
             return
         self._signature = signature
         self.run = run
-        self.title_label.setText(f"Run {run.id}: {run.method} on {run.backbone}")
-        self.status_pill.set_status(run.status)
+        self.heading.show_run(run)
         parent = f"   ·   duplicated from run {run.parent_run_id}" if run.parent_run_id else ""
         self.subtitle_label.setText(f"dataset {run.dataset}   ·   {run.steps:,} / {run.total_steps:,} steps   ·   "
                                     f"created {_ago(run.created_at)}{parent}")

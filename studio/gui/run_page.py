@@ -8,7 +8,6 @@ finished run of a reopened project (DESIGN.md rule 5: the store is the truth).
 from __future__ import annotations
 
 import bisect
-import sys
 
 import numpy as np
 import pyqtgraph as pg
@@ -18,13 +17,12 @@ from PySide6.QtWidgets import (
 )
 
 from studio.gui.style import CURVE_COLOURS, colour, status_colour
-from studio.gui.widgets import StatusPill, format_duration, page_with_empty_state
+from studio.gui.widgets import RunTitleRow, format_duration, page_with_empty_state
 
 # Where each stored metric is drawn; every other name goes to the "other metrics" plot.
 MAIN_PLOTS = {"loss": "loss", "lr": "lr", "images_per_s": "throughput"}
 PREFERRED_MONITOR = "knn_top1"
 DRAW_TURN_MS = 30  # between two plots' redraws
-GUI_SWITCH_INTERVAL_S = 0.0005
 
 
 def plot_title(text: str) -> str:
@@ -109,14 +107,8 @@ class RunPage(QWidget):
 
         self._stack, lay = page_with_empty_state(self, "Select a run in the side panel, or start one on the New run page.", 14, 10)
 
-        head = QHBoxLayout()
-        self.title_label = QLabel()
-        self.title_label.setObjectName("PageTitle")
-        self.status_pill = StatusPill()
-        head.addWidget(self.title_label)
-        head.addSpacing(8)
-        head.addWidget(self.status_pill, 0, Qt.AlignmentFlag.AlignVCenter)
-        head.addStretch(1)
+        head = self.heading = RunTitleRow()
+        self.title_label, self.status_pill = head.title_label, head.status_pill
         self.pause_button = QPushButton("Pause")
         self.resume_button = QPushButton("Resume")
         self.stop_button = QPushButton("Stop")
@@ -194,10 +186,6 @@ class RunPage(QWidget):
         self._draw_timer = QTimer(self)
         self._draw_timer.setInterval(DRAW_TURN_MS)
         self._draw_timer.timeout.connect(self._draw_next)
-        # The training thread and this one share the GIL: with Python's default 5 ms switch
-        # interval a paint waits up to 5 ms at each of its many GIL hand-overs. 0.5 ms bounds that
-        # (measured in bench/gui_stall.py; the training thread also ran faster with it).
-        sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)
 
         self.timer = QTimer(self)
         self.timer.setInterval(interval_ms)
@@ -381,12 +369,7 @@ class RunPage(QWidget):
         r = self.run
         if r is None:
             return
-        from studio.engine.methods import METHODS
-
-        cls = METHODS.get(r.method)
-        method = cls.title if cls else r.method
-        self.title_label.setText(f"Run {r.id}: {method} on {r.backbone}")
-        self.status_pill.set_status(r.status)
+        self.heading.show_run(r)
         bits = [f"dataset {r.dataset}", f"batch {r.config.get('batch_size', '?')}",
                 f"{r.config.get('image_size', '?')} px"]
         if r.device:

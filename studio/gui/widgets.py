@@ -7,7 +7,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QLabel, QLineEdit, QSpinBox, QStackedLayout, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QSpinBox, QStackedLayout, QVBoxLayout, QWidget,
 )
 
 from studio.gui.style import status_colour
@@ -165,6 +165,28 @@ class StatusPill(QLabel):
         self.setVisible(bool(status))
         # The per-status colour goes on top of the stylesheet's shape.
         self.setStyleSheet(f"#StatusPill {{ background: {status_colour(status)}; }}")
+
+
+class RunTitleRow(QHBoxLayout):
+    """A run page's heading: "Run N: SimCLR on resnet18" with its status pill; buttons added to the
+    row after it sit on the right."""
+
+    def __init__(self):
+        super().__init__()
+        self.title_label = QLabel()
+        self.title_label.setObjectName("PageTitle")
+        self.status_pill = StatusPill()
+        self.addWidget(self.title_label)
+        self.addSpacing(8)
+        self.addWidget(self.status_pill, 0, Qt.AlignmentFlag.AlignVCenter)
+        self.addStretch(1)
+
+    def show_run(self, run) -> None:
+        from studio.engine.methods import METHODS
+
+        cls = METHODS.get(run.method)
+        self.title_label.setText(f"Run {run.id}: {cls.title if cls else run.method} on {run.backbone}")
+        self.status_pill.set_status(run.status)
 
 
 def section_title(text: str) -> QLabel:
