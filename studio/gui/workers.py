@@ -52,6 +52,9 @@ class _SignalCallbacks(TrainingCallbacks):
         self.worker.status.emit(status, reason or "")
 
 
+GUI_SWITCH_INTERVAL_S = 0.0005  # Python's GIL switch interval while GUI-started training threads run
+
+
 def lower_thread_priority(steps: int = 10) -> None:
     """Make the calling thread (and the compute threads it starts: OpenMP's team is created by the
     thread that first runs a parallel op, and inherits its nice value) yield the CPU to the GUI.
@@ -166,6 +169,10 @@ class TrainingJob(QObject):
         return self.worker.control
 
     def start(self) -> None:
+        # The training thread and the GUI's share the GIL: with Python's default 5 ms switch
+        # interval a paint waits up to 5 ms at each of its many GIL hand-overs. 0.5 ms bounds that
+        # (measured in bench/gui_stall.py; the training thread also ran faster with it).
+        sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)
         self.thread.start()
 
     def is_running(self) -> bool:
