@@ -34,7 +34,8 @@ def sample_images(size: int):
     return decode_images(SampleSource(), size)
 
 
-def simclr_project(tmp: str, steps: int, batch_size: int, image_size: int, backbone: str = "resnet18"):
+def simclr_project(tmp: str, steps: int, batch_size: int, image_size: int, backbone: str = "resnet18",
+                   small_stem: bool | None = None):
     """A project holding the sample, a SimCLR config for the speed benchmarks, and the decoded images.
 
     The kNN/health monitors are off: they are evaluation, which the bare loops do not do, and
@@ -45,7 +46,8 @@ def simclr_project(tmp: str, steps: int, batch_size: int, image_size: int, backb
 
     project = Project.create(f"{tmp}/bench")
     add_dataset(project, "sample", name="sample")
-    config = TrainConfig(method="simclr", backbone=backbone, steps=steps, batch_size=batch_size,
+    config = TrainConfig(method="simclr", backbone=backbone, backbone_options={"small_stem": small_stem},
+                         steps=steps, batch_size=batch_size,
                          image_size=image_size, device="auto", warmup_epochs=0.0, log_every=10,
                          monitor_every=-1, seed=0)
     images = load_images(project, project.dataset("sample"), image_size)

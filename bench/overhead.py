@@ -47,19 +47,22 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--image-size", type=int, default=28)
     ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--stem", choices=("auto", "small", "standard"), default="auto",
+                    help="a CNN's stem: small (stride 1, the default under 64 px) or torchvision's standard one")
     args = ap.parse_args()
     steps, rounds = (args.steps or 6, 1) if args.quick else (args.steps or 20, 2)
     warmup = 2
 
     with tempfile.TemporaryDirectory() as tmp:
-        project, config, images = _common.simclr_project(tmp, steps, args.batch_size, args.image_size, args.backbone)
+        project, config, images = _common.simclr_project(tmp, steps, args.batch_size, args.image_size, args.backbone,
+                                                                {"auto": None, "small": True, "standard": False}[args.stem])
         studio, bare = [], []
         for _ in range(rounds):
             bare.append(bare_images_per_s(config, images, warmup))
             studio.append(_common.studio_images_per_s(project, "sample", config, warmup))
         project.close()
     s, b = max(studio), max(bare)
-    _common.emit("overhead", method="simclr", backbone=args.backbone, image_size=args.image_size,
+    _common.emit("overhead", method="simclr", backbone=args.backbone, stem=args.stem, image_size=args.image_size,
                  batch_size=args.batch_size, steps=steps, studio_images_per_s=round(s, 1),
                  bare_images_per_s=round(b, 1), ratio=round(s / b, 3), target=0.90)
 

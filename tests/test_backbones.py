@@ -61,6 +61,22 @@ def test_small_stem_keeps_detail():
     assert build_backbone("resnet18", 96).arch["small_image_stem"] is False
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_small_stem_option_overrides_the_size_rule(name):
+    from studio.cli.train import _option_value
+
+    # Off under 64 px: torchvision's own stride (four times less work at 28 px, coarser maps).
+    stock = build_backbone(name, 28, small_stem=_option_value("false"))
+    assert stock.arch["small_image_stem"] is False and stock.arch["small_image_stem_code"] == ""
+    forced = build_backbone(name, 96, small_stem=_option_value("true"))
+    assert forced.arch["small_image_stem"] is True
+    with torch.no_grad():
+        assert stock(torch.randn(2, 3, 28, 28)).shape == forced(torch.randn(2, 3, 96, 96)).shape
+    conv = stock.model.conv1 if name.startswith("resnet") else stock.model.features[0][0]
+    assert conv.stride == (2, 2)
+    assert _option_value("auto") is None and build_backbone(name, 28, small_stem=None).arch["small_image_stem"] is True
+
+
 def test_vit_takes_other_image_sizes_with_a_resampled_position_embedding():
     torch.manual_seed(0)
     b = build_backbone("vit_tiny", 32, num_layers=1, patch_size=4).eval()

@@ -47,6 +47,8 @@ def _positive_int(text: str) -> int:
 def _option_value(text: str) -> Any:
     if text.lower() in ("", "none", "auto"):
         return None
+    if text.lower() in ("true", "yes", "on", "false", "no", "off"):
+        return text.lower() in ("true", "yes", "on")
     for cast in (int, float):
         try:
             return cast(text)

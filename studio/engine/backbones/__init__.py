@@ -128,10 +128,16 @@ def _load_torchvision(model_name: str, pretrained: bool, **kwargs) -> nn.Module:
         raise
 
 
+def _small_stem(image_size: int, small_stem: bool | None) -> bool:
+    """Whether to lower the stem's stride: by default under 64 px; `small_stem` forces it on or off
+    (off keeps torchvision's stride 32, four times less work at 28 px for coarser features)."""
+    return image_size < SMALL_IMAGE_LIMIT if small_stem is None else bool(small_stem)
+
+
 def _resnet(model_name: str, dim: int):
-    def build(image_size: int, pretrained: bool = False, **_: Any) -> Backbone:
+    def build(image_size: int, pretrained: bool = False, small_stem: bool | None = None, **_: Any) -> Backbone:
         model = _load_torchvision(model_name, pretrained)
-        small = image_size < SMALL_IMAGE_LIMIT
+        small = _small_stem(image_size, small_stem)
         if small:
             small_image_stem(model_name, model)
         arch = {"library": "torchvision", "builder": model_name, "kwargs": {}, "small_image_stem": small,
@@ -170,12 +176,12 @@ def small_image_stem_code(model_name: str) -> str:
 
 
 def _features_cnn(model_name: str, dim: int):
-    def build(image_size: int, pretrained: bool = False, **_: Any) -> Backbone:
+    def build(image_size: int, pretrained: bool = False, small_stem: bool | None = None, **_: Any) -> Backbone:
         if model_name.startswith("convnext") and image_size < 16:
             raise ConfigError(f"{model_name} needs images of at least 16 px (its four stages halve the image); "
                               f"{image_size} px is too small. Pick a larger image size or a ResNet.")
         model = _load_torchvision(model_name, pretrained)
-        small = image_size < SMALL_IMAGE_LIMIT
+        small = _small_stem(image_size, small_stem)
         if small:
             small_image_stem(model_name, model)
         # ConvNeXt normalises the pooled features before its classifier: keep that LayerNorm.
@@ -229,14 +235,16 @@ def _vit(size: str):
     return build
 
 
+STEM_OPTION = {"small_stem": None}  # None: automatic (under 64 px)
+
 BACKBONES: dict[str, BackboneSpec] = {
-    "resnet18": BackboneSpec("resnet18", "cnn", 512, "ResNet-18 (11 M parameters); the everyday choice.", _resnet("resnet18", 512), pretrained_weights="IMAGENET1K_V1"),
-    "resnet34": BackboneSpec("resnet34", "cnn", 512, "ResNet-34 (21 M parameters).", _resnet("resnet34", 512), pretrained_weights="IMAGENET1K_V1"),
-    "resnet50": BackboneSpec("resnet50", "cnn", 2048, "ResNet-50 (25 M parameters); the papers' reference encoder.", _resnet("resnet50", 2048), pretrained_weights="IMAGENET1K_V2"),
-    "convnext_tiny": BackboneSpec("convnext_tiny", "cnn", 768, "ConvNeXt-Tiny (28 M parameters); a modern CNN, strong with AdamW.", _features_cnn("convnext_tiny", 768), pretrained_weights="IMAGENET1K_V1"),
-    "mobilenet_v3_small": BackboneSpec("mobilenet_v3_small", "cnn", 576, "MobileNetV3-Small (1.5 M parameters); for phones and quick tries.", _features_cnn("mobilenet_v3_small", 576), pretrained_weights="IMAGENET1K_V1"),
-    "mobilenet_v3_large": BackboneSpec("mobilenet_v3_large", "cnn", 960, "MobileNetV3-Large (3 M parameters); fast on small devices.", _features_cnn("mobilenet_v3_large", 960), pretrained_weights="IMAGENET1K_V1"),
-    "efficientnet_b0": BackboneSpec("efficientnet_b0", "cnn", 1280, "EfficientNet-B0 (4 M parameters); accurate for its size.", _features_cnn("efficientnet_b0", 1280), pretrained_weights="IMAGENET1K_V1"),
+    "resnet18": BackboneSpec("resnet18", "cnn", 512, "ResNet-18 (11 M parameters); the everyday choice.", _resnet("resnet18", 512), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
+    "resnet34": BackboneSpec("resnet34", "cnn", 512, "ResNet-34 (21 M parameters).", _resnet("resnet34", 512), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
+    "resnet50": BackboneSpec("resnet50", "cnn", 2048, "ResNet-50 (25 M parameters); the papers' reference encoder.", _resnet("resnet50", 2048), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V2"),
+    "convnext_tiny": BackboneSpec("convnext_tiny", "cnn", 768, "ConvNeXt-Tiny (28 M parameters); a modern CNN, strong with AdamW.", _features_cnn("convnext_tiny", 768), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
+    "mobilenet_v3_small": BackboneSpec("mobilenet_v3_small", "cnn", 576, "MobileNetV3-Small (1.5 M parameters); for phones and quick tries.", _features_cnn("mobilenet_v3_small", 576), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
+    "mobilenet_v3_large": BackboneSpec("mobilenet_v3_large", "cnn", 960, "MobileNetV3-Large (3 M parameters); fast on small devices.", _features_cnn("mobilenet_v3_large", 960), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
+    "efficientnet_b0": BackboneSpec("efficientnet_b0", "cnn", 1280, "EfficientNet-B0 (4 M parameters); accurate for its size.", _features_cnn("efficientnet_b0", 1280), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
     "vit_tiny": BackboneSpec("vit_tiny", "vit", 192, "ViT-Tiny (5.5 M parameters), 3 heads of 64.", _vit("vit_tiny"), options={"patch_size": None, "num_layers": None}),
     "vit_small": BackboneSpec("vit_small", "vit", 384, "ViT-Small (22 M parameters), 6 heads of 64.", _vit("vit_small"), options={"patch_size": None, "num_layers": None}),
     "vit_base": BackboneSpec("vit_base", "vit", 768, "ViT-Base (86 M parameters), 12 heads of 64.", _vit("vit_base"), options={"patch_size": None, "num_layers": None}, pretrained_weights="IMAGENET1K_V1"),
