@@ -93,12 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    import os
-    import sys
-
     main()
-    # Skip the interpreter's final garbage collection: PySide6 6.12 with pyqtgraph can abort in
-    # it ("none_dealloc"), after the measurement is printed (pyqtgraph.exit() does the same).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

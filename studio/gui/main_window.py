@@ -28,6 +28,7 @@ from studio.gui.workers import DistributedTrainingJob, TrainingJob, start_task, 
 SETTINGS_ORG = "ssl-studio"
 SETTINGS_APP = "SSL Studio"
 MAX_RECENT = 8
+POLL_TURN_MS = 15  # between two store reads that a status change asks for
 PAGE_SHORTCUTS = ("Ctrl+1", "Ctrl+2", "Ctrl+3", "Ctrl+4", "Ctrl+5", "Ctrl+6")
 
 
@@ -124,6 +125,8 @@ class MainWindow(QMainWindow):
         self.resize(1280, 800)
         self.project = None
         self.jobs: dict[int, TrainingJob] = {}
+        self._closing = False  # set by closeEvent: staggered poll timers must not start after it
+        self._pages_warmed = False  # the Run page is laid out and painted once, when the window first shows
         self._pages: dict[str, QWidget] = {}
         self._factories: dict[str, object] = {}
         self._holders: dict[str, QWidget] = {}
@@ -202,6 +205,7 @@ class MainWindow(QMainWindow):
         self._actions_timer.timeout.connect(self._update_actions)
         self._actions_timer.start()
         self._update_actions()
+        self._stagger_polls(curve_ms)
         hints = QGuiApplication.styleHints()
         if hasattr(hints, "colorSchemeChanged"):
             hints.colorSchemeChanged.connect(self._on_system_scheme_changed)
@@ -837,10 +841,19 @@ class MainWindow(QMainWindow):
         self.run_page.on_progress(run_id, step, total, ips)
 
     def _on_job_status(self, run_id: int, status: str, reason: str) -> None:
-        self.panel.refresh()
+        calls = [self.panel.refresh, self._update_actions]
         if run_id == self.run_page.run_id:
-            self.run_page.refresh()
-        self._update_actions()
+            calls.insert(1, self.run_page.refresh)
+        self._one_per_turn(calls)
+
+    def _one_per_turn(self, calls: list) -> None:
+        """Call the first of `calls` now and each next one on a later event-loop turn: each reads
+        the store, and while a run trains several reads in one turn make one long stall."""
+        if not calls or self._closing:
+            return
+        calls[0]()
+        if calls[1:]:
+            QTimer.singleShot(POLL_TURN_MS, self, lambda: self._one_per_turn(calls[1:]))
 
     def _on_job_finished(self, run_id: int, result: dict) -> None:
         job = self.jobs.pop(run_id, None)
@@ -857,12 +870,11 @@ class MainWindow(QMainWindow):
                         + (f", final loss {loss:.4g}" if isinstance(loss, float) else "") + ".")
         elif status in ("failed", "diverged"):
             self.notify(f"Run {run_id} {status}", reason or "see the run's log.", failed=True)
-        self.panel.refresh()
+        calls = [self.panel.refresh, self._update_actions]
         if run_id == self.run_page.run_id:
             self.run_page.set_live(False)
-            self.run_page.refresh()
-            self.run_details.refresh()
-        self._update_actions()
+            calls[1:1] = [self.run_page.refresh, self.run_details.refresh]
+        self._one_per_turn(calls)
 
     def _confirm_stop_jobs(self) -> bool:
         answer = QMessageBox.question(self, "SSL Studio", "A run is training. Stop it (its checkpoint is kept) and go on?")
@@ -889,7 +901,7 @@ class MainWindow(QMainWindow):
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().showEvent(event)
-        if not getattr(self, "_pages_warmed", False):
+        if not self._pages_warmed:
             self._pages_warmed = True
             QTimer.singleShot(0, self._warm_run_page)
 
@@ -902,7 +914,20 @@ class MainWindow(QMainWindow):
             return
         self.run_page.warm_up(holder.size())
 
+    def _stagger_polls(self, curve_ms: int) -> None:
+        """The Run page, the side panel and the actions each poll the store on a timer. Started
+        together they fire in the same event-loop pass, and their reads add up to one long
+        stall while a run trains; started a third of the curves' interval apart, on precise
+        timers (coarse ones may be aligned by Qt), each pass does one of them."""
+        timers = (self.run_page.timer, self.panel.timer, self._actions_timer)
+        for phase, timer in enumerate(timers):
+            timer.setTimerType(Qt.TimerType.PreciseTimer)
+            if phase:
+                timer.stop()
+                QTimer.singleShot(phase * curve_ms // len(timers), timer, lambda t=timer: self._closing or t.start())
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self._closing = True
         self.save_layout()
         if self.jobs:
             self.statusBar().showMessage("Stopping the training run…")

@@ -13,7 +13,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QWidget,
+    QComboBox, QGraphicsItem, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QWidget,
 )
 
 from studio.gui.style import CURVE_COLOURS, colour, status_colour
@@ -23,6 +23,9 @@ from studio.gui.widgets import RunTitleRow, format_duration, page_with_empty_sta
 MAIN_PLOTS = {"loss": "loss", "lr": "lr", "images_per_s": "throughput"}
 PREFERRED_MONITOR = "knn_top1"
 DRAW_TURN_MS = 30  # between two plots' redraws
+Y_SHRINK = 0.4  # the y range is refitted when the values span less than this fraction of it
+Y_PAD = 0.1  # of the values' span, above and below
+Y_TRAVEL = 0.5  # of the values' span, on the side the values left the view by
 
 
 def plot_title(text: str) -> str:
@@ -47,6 +50,15 @@ class MetricPlot(pg.PlotWidget):
         item.setMenuEnabled(False)
         self.legend = item.addLegend(offset=(-10, 10), labelTextColor=colour("#3a4350")) if legend else None
         self.curves: dict[str, pg.PlotDataItem] = {}
+        # The axes and their grid are kept as pixmaps, reused while the view stands still (see
+        # fit_view): a repaint then costs about 1 ms of the GUI thread instead of 10-30 ms.
+        for side in ("left", "bottom"):
+            item.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.following = True  # fit_view moves the view; off once the user pans or zooms
+        self._x_span: float | None = None
+        self._y_span: tuple[float, float] | None = None
+        item.getViewBox().sigRangeChangedManually.connect(self._on_manual_range)
+        item.autoBtn.clicked.connect(lambda *_: self.reset_view())
         self.apply_theme()
 
     def set_title(self, text: str) -> None:
@@ -77,6 +89,48 @@ class MetricPlot(pg.PlotWidget):
             c.setClipToView(True)
             self.curves[name] = c
         return self.curves[name]
+
+    def reset_view(self) -> None:
+        """Follow the data again (a new run, or the plot's "A" button after a pan or zoom)."""
+        self.following = True
+        self._x_span = self._y_span = None
+        self.enableAutoRange()
+        self.fit_view()
+
+    def _on_manual_range(self, *_) -> None:
+        self.following = False
+
+    def fit_view(self, total_steps: int | None = None) -> None:
+        """Keep every point in view while moving the view as seldom as possible, so the cached
+        axes are reused: x spans the run's `total_steps` from the start (growing by half when
+        the steps pass it); y is refitted only when a value leaves it, or when the values have
+        shrunk to under Y_SHRINK of it (a loss that settles)."""
+        if not self.following:
+            return
+        xs = [c.xData for c in self.curves.values() if c.xData is not None and len(c.xData)]
+        if not xs:
+            return
+        ys = np.concatenate([np.asarray(c.yData, dtype=float) for c in self.curves.values() if c.yData is not None])
+        ys = ys[np.isfinite(ys)]
+        item = self.getPlotItem()
+        item.getViewBox().disableAutoRange()
+        x_max = max(float(np.nanmax(x)) for x in xs)
+        if self._x_span is None or x_max > self._x_span:
+            self._x_span = float(total_steps) if total_steps and total_steps >= x_max else max(1.0, x_max * 1.5)
+            item.setXRange(0, self._x_span, padding=0.02)
+        if ys.size == 0:
+            return
+        lo, hi = float(ys.min()), float(ys.max())
+        old = self._y_span
+        if old is None or lo < old[0] or hi > old[1] or (hi - lo) < Y_SHRINK * (old[1] - old[0]):
+            span = (hi - lo) or max(abs(hi) * 0.05, 1e-6)
+            # Room ahead on the side the values left by (a falling loss keeps falling); values
+            # that are all >= 0 (losses, rates, throughput) keep the axis at or above zero.
+            below = (Y_TRAVEL if old is not None and lo < old[0] else Y_PAD) * span
+            above = (Y_TRAVEL if old is not None and hi > old[1] else Y_PAD) * span
+            bottom = lo - below if lo < 0 or lo - below >= 0 else 0.0
+            self._y_span = (bottom, hi + above)
+            item.setYRange(*self._y_span, padding=0)
 
     def clear_curves(self) -> None:
         for c in self.curves.values():
@@ -210,7 +264,7 @@ class RunPage(QWidget):
         self._dirty.clear()
         for p in (*self.plots.values(), self.other_plot):
             p.clear_curves()
-            p.enableAutoRange()
+            p.reset_view()
         self.other_combo.blockSignals(True)
         self.other_combo.clear()
         self.other_combo.blockSignals(False)
@@ -313,6 +367,7 @@ class RunPage(QWidget):
                 x = np.asarray(self.series_steps[name], dtype=float)
                 y = np.asarray(self.series_values[name], dtype=float)
                 self.plots[target].curve(name).setData(x, y)
+                self.plots[target].fit_view(self._total_steps())
 
     def flush_drawing(self) -> None:
         """Draw every plot still waiting for its turn (for readers that need the curves now)."""
@@ -322,7 +377,7 @@ class RunPage(QWidget):
 
     def _on_other_choice(self) -> None:
         self.other_plot.clear_curves()
-        self.other_plot.enableAutoRange()
+        self.other_plot.reset_view()
         self._draw_other()
 
     def _draw_other(self) -> None:
@@ -340,6 +395,10 @@ class RunPage(QWidget):
         c = self.other_plot.curve(name)
         c.setData(x, y, symbol="o" if len(x) < 50 else None, symbolSize=5,
                   symbolBrush=CURVE_COLOURS[0], symbolPen=None)
+        self.other_plot.fit_view(self._total_steps())
+
+    def _total_steps(self) -> int | None:
+        return (self.run.total_steps or None) if self.run is not None else None
 
     def _place_other_combo(self) -> None:
         combo = self.other_combo

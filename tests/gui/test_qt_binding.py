@@ -49,7 +49,50 @@ def test_repainting_a_live_plot_keeps_none_alive(qtbot):
     before = _none_refs()
     for n in range(100, 301):  # a growing curve rescales the axes, which are redrawn each time
         curve.setData(steps[:n], loss[:n])
-        plot.repaint()
+        plot.viewport().repaint()
     lost = before - _none_refs()
     assert lost < 100, f"200 repaints released {lost} references to None"
     assert curve.xData is not None and len(curve.xData) == 300
+
+
+def test_live_plot_keeps_every_point_in_a_view_that_seldom_moves(qtbot):
+    """The Run page's plots move their view only when they must, so their cached axes are reused
+    between repaints; every point stays visible, and a pan or zoom by the user is kept."""
+    from studio.gui.run_page import MetricPlot
+
+    plot = MetricPlot("Training loss", "loss")
+    qtbot.addWidget(plot)
+    plot.resize(600, 240)
+    plot.show()
+    curve = plot.curve("loss")
+    vb = plot.getPlotItem().getViewBox()
+    steps = np.arange(1, 201, dtype=float)
+    loss = 6 * np.exp(-steps / 40) + 1.0  # 6.85 down to 1.0
+    moves = 0
+    last = None
+    for n in range(2, 201):
+        curve.setData(steps[:n], loss[:n])
+        plot.fit_view(total_steps=200)
+        (x0, x1), (y0, y1) = vb.viewRange()
+        assert x0 <= 1 and x1 >= 200 and x1 < 210  # the whole run, from the first point
+        assert y0 <= loss[:n].min() and y1 >= loss[:n].max()
+        moves += (x0, x1, y0, y1) != last
+        last = (x0, x1, y0, y1)
+    assert moves <= 10, f"the view moved {moves} times in 199 updates"  # 8 here; autorange: 199
+    # Settled values are refitted: the view is no taller than 1 / Y_SHRINK of their span.
+    curve.setData(steps, np.r_[loss[:100], np.full(100, 1.0) + 0.01 * np.sin(steps[100:])])
+    plot.fit_view(total_steps=200)
+    plot.fit_view(total_steps=200)
+    # A step past the planned total (a resumed run with more steps) widens x.
+    curve.setData(np.r_[steps, 260.0], np.r_[loss, 1.0])
+    plot.fit_view(total_steps=200)
+    assert vb.viewRange()[0][1] >= 260
+    # After the user zooms, updates leave the view alone; the "A" button follows the data again.
+    vb.scaleBy((0.5, 0.5))
+    vb.sigRangeChangedManually.emit(vb.state["mouseEnabled"])
+    zoomed = vb.viewRange()
+    curve.setData(np.r_[steps, 260.0, 261.0], np.r_[loss, 1.0, 50.0])
+    plot.fit_view(total_steps=200)
+    assert vb.viewRange() == zoomed
+    plot.reset_view()
+    assert vb.viewRange()[1][1] >= 50.0
