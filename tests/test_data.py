@@ -177,3 +177,40 @@ def test_other_extensions_are_read(tmp_path, ext):
     Image.new("RGB", (5, 5), (9, 99, 199)).save(root / f"a{ext}")
     src = FolderSource(root)
     assert len(src) == 1 and src.load(0).size == (5, 5)
+
+
+def test_presets_crop_at_least_0_4_of_tiny_images_and_keep_the_papers_scales_from_32_px():
+    from studio.engine.data.views import byol_views, dino_views, mae_view, moco_v2_view, simclr_view
+
+    def scales(size):
+        dino = dino_views(size, local_crops=2)
+        return {"simclr": simclr_view(size).scale, "byol": byol_views(size)[0].scale,
+                "moco": moco_v2_view(size).scale, "mae": mae_view(size).scale,
+                "dino_global": dino[0].scale, "dino_local": dino[-1].scale}
+
+    tiny, cifar = scales(16), scales(32)
+    assert all(s[0] >= 0.4 for k, s in tiny.items() if k != "dino_local")
+    assert tiny["dino_local"] == cifar["dino_local"] == (0.05, 0.4)  # parts stay parts
+    assert cifar["simclr"] == (0.08, 1.0) and cifar["byol"] == (0.08, 1.0)
+    assert cifar["moco"] == (0.2, 1.0) and cifar["mae"] == (0.2, 1.0)
+
+
+def test_grey_batches_skip_saturation_and_hue_without_changing_the_view():
+    import torch
+
+    from studio.engine.data import views
+
+    torch.manual_seed(0)
+    grey = torch.randint(0, 256, (16, 1, 12, 12), dtype=torch.uint8).expand(16, 3, 12, 12).contiguous()
+    spec = views.simclr_view(12)
+    torch.manual_seed(1)
+    fast = views.make_view(grey, spec)
+    real = views._is_gray
+    try:
+        views._is_gray = lambda x: False  # the full HSV path
+        torch.manual_seed(1)
+        full = views.make_view(grey, spec)
+    finally:
+        views._is_gray = real
+    assert torch.allclose(fast, full, atol=1e-4)
+    assert views._is_gray(grey) and not views._is_gray(torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8))

@@ -282,9 +282,8 @@ def test_monitor_metrics_are_written_during_a_run(trained):
 
 @pytest.mark.timeout(1800)  # the shared module fixture trains; slow on a loaded 2-core machine
 def test_evaluate_run_scores_the_same_encoder_at_random_init_beside_the_trained_one(trained):
-    # Issue 4 asks that a short run on the sample beat random init in kNN; no setting found so far
-    # does so within a test's budget (random conv features on 8 px digits score about 0.83), so this
-    # checks the comparison itself: both scores, on the same held-out split, stored with the run.
+    # The comparison itself: both scores, on the same held-out split, stored with the run (that
+    # training beats random init is the test below, on the sample).
     from studio.services.evaluation import evaluate_run
 
     project, run_id = trained
@@ -297,6 +296,32 @@ def test_evaluate_run_scores_the_same_encoder_at_random_init_beside_the_trained_
     baseline = [e for e in evals if e.kind == "baseline"]
     assert knn and knn[-1].metrics["top1"] == pytest.approx(out["knn_top1"])
     assert baseline and baseline[-1].metrics["knn_random_top1"] == pytest.approx(out["knn_random_top1"])
+
+
+# Issue 4: a short run on the built-in sample must beat its own random init in kNN top-1. Random
+# ResNet features on the digits already score 0.83-0.96 (k 200-20), and short runs barely move
+# them; a 2-layer ViT's random features are weak (0.33-0.51 at k 200), so that is the encoder here.
+# With these settings the trained encoder led by +0.13 to +0.15 at the default k=200 over seeds
+# 0, 3 and 7 (30 steps: +0.07 to +0.24 over seeds 0-7); before the tiny-image crops of views.py,
+# 30 steps gave only +0.01 to +0.03.
+SAMPLE_RUN = dict(method="simclr", backbone="vit_tiny", backbone_options={"num_layers": 2, "patch_size": 4},
+                  image_size=16, steps=60, batch_size=128, lr=1e-3, optimizer="adamw",
+                  method_config={"temperature": 0.2}, monitor_every=-1, log_every=10)
+SAMPLE_MARGIN = 0.08
+
+
+@pytest.mark.timeout(900)
+def test_a_short_run_on_the_sample_beats_the_same_encoder_at_random_init_in_knn(project):
+    from studio.services.evaluation import evaluate_run
+    from studio.services.training import create_run, execute_run
+
+    run = create_run(project, "sample", tiny_train_config(**SAMPLE_RUN))
+    result = execute_run(project, run.id)
+    assert result.status == "finished", result.reason
+    out = evaluate_run(project, run.id, knn=True, linear=False, baseline=True, device="cpu")
+    assert out["checkpoint_step"] == SAMPLE_RUN["steps"]
+    assert out["knn_random_top1"] < 0.6  # the weak random features this test relies on
+    assert out["knn_top1"] > out["knn_random_top1"] + SAMPLE_MARGIN, out
 
 
 @pytest.mark.timeout(1800)  # the shared module fixture trains; slow on a loaded 2-core machine
