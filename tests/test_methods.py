@@ -1,6 +1,6 @@
 """Every pretext method: its loss against the paper's equation written out in plain torch, its
 schedules at the first and last step, and a short training on the sample that must lower the
-loss without collapsing the embeddings."""
+loss, learn to match two views of an image, and not collapse the embeddings."""
 
 from __future__ import annotations
 
@@ -259,28 +259,47 @@ def test_mae_refuses_a_cnn_with_a_clear_message(tmp_path):
 
 # -- a short training on the sample ----------------------------------------------------------
 
-# Small heads and AdamW keep 20 steps of batch 32 short and moving. Barlow Twins trains resnet18
-# (small-image stem) at 16 px, the others a 2-layer ViT (MAE needs one; on it BYOL's, SimSiam's and
-# VICReg's losses fall fast). Measured on seed 0, mean of the first five steps -> last five:
-# Barlow Twins 281 -> 228, MAE 1.47 -> 0.87, BYOL -0.21 -> -0.56, VICReg 23.1 -> 22.1, SimSiam
-# -0.009 -> -0.061 (its loss lives in [-1, 1] and starts near 0: the fall is judged on that scale).
-# SimCLR, MoCo and DINO need the settings below to fall within 20 steps (seeds 0, 1, 2):
-# SimCLR 6.71 -> 6.06, 7.66 -> 6.17, 6.84 -> 6.23; MoCo 3.73 -> 3.51, 3.86 -> 3.52, 3.96 -> 3.51;
-# DINO 5.04 -> 4.20, 4.90 -> 4.20, 4.69 -> 4.16. What falls there is the objective, not yet a learned
-# discrimination: SimCLR's and MoCo's losses start above chance (the random encoder's similarities
-# are spread while its positives are barely closer than the negatives) and MoCo's and DINO's end at
-# their degenerate level (log(K+1) with K queued keys; log K for a uniform teacher). The papers' loss
-# equations are checked above; this checks that 20 steps of the real training lower each loss.
+# Three checks on one short run per method (batch 32 of the 640-image sample at 16 px, AdamW):
+# - the loss falls (mean of the first five steps -> the last five);
+# - learning: the backbone's features match two views of an image better than at step 0
+#   (`view_matching_auc` on all 640 images, with the method's own views at 50-100 % crops);
+# - no collapse: the loss-space outputs stay spread (`spread`, 1 = healthy, 0 = one constant vector).
+# A falling loss alone proves little here: with the positive pairs shuffled (views of different
+# images) SimCLR's loss falls almost as much, 7.49 -> 6.22 against 6.49 -> 4.77 (seed 0). Spread
+# alone neither: the shuffled run spreads its outputs too (0.18 -> 0.95), and so does a frozen one
+# (lr 1e-12: 0.18 -> 0.70, the projector's batch-norm statistics move). View matching is what
+# separates them. Measured with the settings below, seed 0 unless said ("AUC" is view matching,
+# 0.5 = chance, at step 0 -> at the end; the 2-layer ViT's class token starts nearly constant,
+# cosine 0.95-0.97 between images, spread ~0.18):
+#   SimCLR, 50 steps, seeds 0/1/2: loss 6.49 -> 4.77, 6.36 -> 5.00, 6.58 -> 5.00; AUC 0.577 -> 0.663,
+#     0.569 -> 0.615, 0.581 -> 0.635; spread 0.18 -> 0.79, 0.21 -> 0.85, 0.39 -> 0.91. Shuffled pairs:
+#     AUC 0.577 -> 0.566, 0.569 -> 0.553; frozen: unchanged (0.577, 0.569).
+#   MoCo, 40 steps, no queue: loss 4.32 -> 4.09; AUC 0.577 -> 0.607 (seed 0; on 256 images seeds
+#     1 and 2 +0.002, +0.001); spread 0.18 -> 0.13 (seed 1 on 256 images: 0.056, collapsed). With the
+#     queue on (32 keys, tau 0.07, lr 3e-4, 20 steps) the queries collapse: spread 0.17 -> 0.06,
+#     cosine between images 0.996, loss at log(K+1); it also did with 128 keys at tau 0.2 and
+#     momentum 0.9 (0.04), and at momentum 0 (0.10, 40 steps): stale near-identical keys leave the
+#     query nothing to tell apart. The collapse check fails on that state.
+#   DINO: loss 5.04 -> 4.20 while the outputs collapse (spread 0.18 -> 0.006, cosine 1.000; the
+#     teacher goes uniform, loss near log K); AUC 0.556 -> 0.539. Also at the paper's centre EMA 0.9
+#     with teacher temperature 0.04 and momentum 0.9 (spread 0.003 after 40 steps).
+#   BYOL: loss -0.21 -> -0.56, AUC 0.556 -> 0.551, spread 0.17 -> 0.18. SimSiam: -0.007 -> -0.154,
+#     AUC 0.577 -> 0.564, spread 0.19 -> 0.54. VICReg: 22.80 -> 21.90, AUC 0.556 -> 0.549, spread
+#     0.17 -> 0.64. Barlow Twins (resnet18): 269 -> 166, AUC 0.631 -> 0.645, spread 0.12 -> 0.62.
+#   MAE: loss 1.48 -> 0.87; AUC 0.656 -> 0.716; its class token narrows, spread 0.22 -> 0.08.
+# So within this budget SimCLR and MAE learn to match views; the others are listed below as not
+# yet (strict xfail: the day one does, the test says so), and DINO as collapsing. Earlier settings
+# (20 steps, seeds 0-2) had SimCLR's, MoCo's and DINO's losses fall with matching at chance.
 CNN = dict(backbone="resnet18")
 VIT = dict(backbone="vit_tiny", backbone_options={"num_layers": 2, "patch_size": 4})
 ADAMW = dict(optimizer="adamw", lr=1e-3, weight_decay=1e-4)
 TRAIN = {
     # tau 0.1 (the paper's ImageNet value): at the CIFAR 0.5 the loss stays flat (4.11 -> 4.07).
-    "simclr": dict(VIT, method_config={"hidden_dim": 256, "temperature": 0.1}, **ADAMW),
-    # tau 0.07 (MoCo v1) and a queue of one batch, filled with real keys after the first step; lr
-    # 3e-4: at 1e-3 it went -2 to +8 % over seeds 0-5, at 3e-4 6 to 12 %. At tau 0.2 it does not fall.
-    "moco": dict(VIT, method_config={"hidden_dim": 256, "queue_size": 32, "temperature": 0.07},
-                 **dict(ADAMW, lr=3e-4)),
+    "simclr": dict(VIT, steps=50, method_config={"hidden_dim": 256, "temperature": 0.1}, **ADAMW),
+    # No queue: the keys of the batch are the negatives, both ways (MoCo v3's form). With a queue
+    # (32 or 128 keys; tau 0.07, 0.1 or 0.2; momentum 0, 0.9 or 0.99) the queries collapsed.
+    "moco": dict(VIT, steps=40, method_config={"hidden_dim": 256, "queue_size": 0, "symmetric": True,
+                                               "temperature": 0.1, "momentum": 0.9}, **dict(ADAMW, lr=3e-4)),
     "byol": dict(VIT, method_config={"hidden_dim": 256}, **ADAMW),
     "simsiam": dict(VIT, method_config={"hidden_dim": 256, "output_dim": 256, "predictor_hidden_dim": 64}, **ADAMW),
     # A constant teacher temperature here: its warm-up raises the loss by design (tested above). The
@@ -295,27 +314,108 @@ TRAIN = {
     "mae": dict(VIT, method_config={"decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4}, **ADAMW),
 }
 BATCH = 32
-STEPS = 20
+STEPS = 20  # unless TRAIN says otherwise
 # The loss must fall by this fraction of its early level (BYOL's is negative: of its magnitude).
 MARGIN = 0.02
+# View matching (see `view_matching_auc`) must rise by this much over the same encoder at step 0:
+# SimCLR's smallest rise over seeds 0-2 is +0.046; shuffled pairs or a frozen encoder give -0.016 to 0.
+LEARN_MARGIN = 0.04
+# The loss-space outputs' spread, as a fraction of a healthy one (see `spread`), must stay above this.
+MIN_SPREAD = 0.1
+PROBE_IMAGES = 640  # the whole sample: with 256 the measure moved by 0.03 between draws of the views
+# Methods whose encoder does not yet learn to match views, or whose outputs collapse, in this
+# budget (measured: the comment above). Strict: the day one starts to, the test says so.
+NO_LEARNING_YET = {"moco", "byol", "simsiam", "dino", "barlowtwins", "vicreg"}
+COLLAPSES_YET = {
+    "dino": "its outputs collapse in this budget (the teacher goes uniform)",
+    # MAE's loss is on the patch tokens; the class token, the studio's embedding, narrows meanwhile.
+    "mae": "its class token narrows (spread 0.22 -> 0.08) while its view matching improves",
+}
 
 
 def first_judged_step(name: str) -> int:
     """MoCo's queue starts as random unit vectors (as the paper's code): nearly orthogonal to every
-    query, they make the first steps' loss far below chance (0.06 at step 0 against log 33 = 3.50
-    after). Its early level is taken once the queue holds only keys."""
+    query, they make the first steps' loss far below chance. Its early level is taken once the
+    queue holds only keys (with no queue, from the start)."""
     if name == "moco":
         return math.ceil(TRAIN[name]["method_config"]["queue_size"] / BATCH)
     return 0
 
 
+def loss_space_output(method, x: torch.Tensor) -> torch.Tensor:
+    """Where each method's loss is computed (and where collapse shows first, SimSiam sec. 4.1):
+    the projector's output; MAE has none and gets its encoder's feature."""
+    if hasattr(method, "projection_head"):
+        return method.projection_head(method.backbone(x))
+    return method.embed(x)
+
+
+def spread(z: torch.Tensor) -> tuple[float, float]:
+    """(per-dimension std of the L2-normalised outputs x sqrt(d), mean cosine between different
+    images). Spread evenly over the sphere the std is 1/sqrt(d), so the first is ~1 when healthy and
+    0 for a constant output (SimSiam's collapse measure, fig. 2); the second is ~1 when collapsed."""
+    z = F.normalize(z.float(), dim=1)
+    n, d = z.shape
+    cos = z @ z.T
+    return z.std(dim=0).mean().item() * math.sqrt(d), ((cos.sum() - cos.diagonal().sum()) / (n * (n - 1))).item()
+
+
+def view_matching_auc(a: torch.Tensor, b: torch.Tensor) -> float:
+    """How often view 2 of image i is closer (cosine) to view 1 of image i than view 2 of another
+    image j is: 0.5 is chance, 1 a perfect match. A ranking measure, so it does not reward a mere
+    shrinking or shifting of the embeddings."""
+    sim = F.normalize(a.float(), dim=1) @ F.normalize(b.float(), dim=1).T
+    pos = sim.diagonal()[:, None]
+    off = ~torch.eye(len(sim), dtype=torch.bool)
+    return ((pos > sim).float()[off].mean() + 0.5 * (pos == sim).float()[off].mean()).item()
+
+
+def probe(method, images: torch.Tensor, image_size: int) -> dict[str, float]:
+    """View matching on the backbone's features and the spread of the loss-space outputs, on fixed
+    images and fixed views (the method's own two views, crops of 50-100 % of the image: its
+    0.08-1 crops of a 16 px digit often share nothing to match), leaving the RNG as it was."""
+    from dataclasses import replace
+
+    from studio.engine.data.views import eval_view, make_view
+
+    was_training = method.training
+    method.eval()
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        specs = method.view_specs(image_size)
+        s1, s2 = specs[0], specs[1] if len(specs) > 1 else specs[0]
+        v1, v2 = (make_view(images, replace(s, scale=(0.5, 1.0))) for s in (s1, s2))
+        auc = view_matching_auc(method.embed(v1), method.embed(v2))
+        std, cos = spread(loss_space_output(method, eval_view(images, image_size)))
+    method.train(was_training)
+    return {"auc": auc, "spread": std, "cosine": cos}
+
+
 class _Recorder(TrainingCallbacks):
-    def __init__(self):
+    """The metrics, and the probe of the encoder as built (on_start comes before the first step)."""
+
+    def __init__(self, images: torch.Tensor, image_size: int):
         self.series: dict[str, list[float]] = {}
+        self.images, self.image_size = images, image_size
+        self.trainer = None
+        self.start: dict[str, float] = {}
+
+    def on_start(self, info):
+        self.start = probe(self.trainer.method, self.images, self.image_size)
 
     def on_metrics(self, step, epoch, metrics):
         for k, v in metrics.items():
             self.series.setdefault(k, []).append(v)
+
+
+class _ShuffledPairsTrainer:
+    """Mixin: the second (and any further) view of each image goes with another image. The loss
+    still has positives to pull together, but they are views of different images."""
+
+    def make_views(self, x, specs):
+        views = super().make_views(x, specs)
+        perm = torch.randperm(len(x))
+        return views[:1] + [v[perm] for v in views[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -325,36 +425,85 @@ def sample16():
     return decode_images(SampleSource(limit=640), 16)
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_short_training_lowers_the_loss_without_collapse(name, sample16, tmp_path):
-    from studio.engine.data.views import eval_view
+@pytest.fixture(scope="module")
+def short_training(sample16, tmp_path_factory):
+    """run(name, broken=None|"shuffled"|"frozen") -> (trainer, recorder, probe at the end), each
+    training once per module: the loss, learning and collapse tests share it."""
     from studio.engine.train import Trainer
 
-    rec = _Recorder()
-    # No kNN monitor: it is not what this checks, and it would cost a pass over the images.
-    cfg = tiny_train_config(method=name, steps=STEPS, batch_size=BATCH, monitor_every=-1, **TRAIN[name])
-    trainer = Trainer(cfg, sample16, tmp_path, callbacks=rec)
-    result = trainer.run()
-    assert result.status == "finished", result.reason
+    done = {}
+
+    def run(name: str, broken: str | None = None, seed: int = 0):
+        key = (name, broken, seed)
+        if key not in done:
+            settings = dict(TRAIN[name])
+            steps = settings.pop("steps", STEPS)
+            if broken == "frozen":
+                settings["lr"] = 1e-12  # the smallest the config takes: nothing moves
+            # No kNN monitor: it is not what this checks, and it would cost a pass over the images.
+            cfg = tiny_train_config(method=name, steps=steps, batch_size=BATCH, monitor_every=-1, seed=seed, **settings)
+            images = torch.from_numpy(sample16.images[:PROBE_IMAGES])
+            rec = _Recorder(images, cfg.image_size)
+            cls = type("ShuffledTrainer", (_ShuffledPairsTrainer, Trainer), {}) if broken == "shuffled" else Trainer
+            trainer = cls(cfg, sample16, tmp_path_factory.mktemp(name), callbacks=rec)
+            rec.trainer = trainer
+            result = trainer.run()
+            assert result.status == "finished", result.reason
+            done[key] = (trainer, rec, probe(trainer.method, images, cfg.image_size))
+        return done[key]
+
+    return run
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_short_training_lowers_the_loss(name, short_training):
+    trainer, rec, _ = short_training(name)
+    steps = trainer.config.steps
     loss = rec.series["loss"]
-    assert len(loss) == STEPS and all(math.isfinite(v) for v in loss)
+    assert len(loss) == steps and all(math.isfinite(v) for v in loss)
     first = first_judged_step(name)
     early, late = sum(loss[first:first + 5]) / 5, sum(loss[-5:]) / 5
     scale = 1.0 if name == "simsiam" else abs(early)
     assert late < early - MARGIN * scale, f"{name}: loss went {early:.4f} -> {late:.4f}, not falling"
 
     method = trainer.method
-    method.eval()
-    with torch.no_grad():
-        x = eval_view(torch.from_numpy(sample16.images[:128]), cfg.image_size)
-        f = F.normalize(method.embed(x), dim=1)
-    dim = f.shape[1]
-    per_dim_std = f.std(dim=0).mean().item()
-    # A collapsed encoder gives the same vector for every image: std ~1e-4/sqrt(d) or less.
-    assert per_dim_std > 0.005 / math.sqrt(dim), f"{name}: embeddings collapsed (std {per_dim_std:.5f})"
-
     if hasattr(method.config, "momentum"):
         m = rec.series["momentum"]
         assert m[0] == pytest.approx(method.config.momentum) and m[-1] == pytest.approx(1.0)
     if name == "dino":
-        assert rec.series["teacher_temp"] == pytest.approx([0.07] * STEPS)
+        assert rec.series["teacher_temp"] == pytest.approx([0.07] * steps)
+
+
+def _marked(names, reason):
+    reasons = names if isinstance(names, dict) else dict.fromkeys(names, reason)
+    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=reasons[n])) if n in reasons else n for n in ALL]
+
+
+@pytest.mark.parametrize("name", _marked(NO_LEARNING_YET, "does not learn to match views in this budget"))
+def test_short_training_learns_to_match_views(name, short_training):
+    """Training must make two views of an image closer than views of different images, more than
+    the same encoder did at step 0: what lowering the loss is for (MAE too, though it is not
+    trained on view pairs: its encoder learns what a digit is from its patches)."""
+    _, rec, end = short_training(name)
+    before, after = rec.start["auc"], end["auc"]
+    assert after >= before + LEARN_MARGIN, f"{name}: view matching {before:.3f} -> {after:.3f}"
+
+
+@pytest.mark.parametrize("name", _marked(COLLAPSES_YET, ""))
+def test_short_training_does_not_collapse_the_outputs(name, short_training):
+    _, rec, end = short_training(name)
+    assert end["spread"] >= MIN_SPREAD, (
+        f"{name}: outputs collapsed: spread {rec.start['spread']:.3f} -> {end['spread']:.3f} of a healthy one, "
+        f"mean cosine between images {rec.start['cosine']:.3f} -> {end['cosine']:.3f}")
+
+
+def test_the_checks_fail_on_broken_training(short_training):
+    """Each check can fail: SimCLR with its positive pairs shuffled lowers its loss but learns no
+    view matching (frozen, broken="frozen", neither: the comment above); an encoder whose output is
+    one constant vector fails the collapse check, as do MoCo's queries when its queue is on."""
+    _, rec, end = short_training("simclr", broken="shuffled")
+    loss = rec.series["loss"]
+    assert sum(loss[-5:]) < sum(loss[:5]) - MARGIN * 5 * abs(loss[0])  # the loss check alone passes
+    assert end["auc"] < rec.start["auc"] + LEARN_MARGIN
+    assert spread(torch.ones(64, 16) + 1e-6 * torch.randn(64, 16))[0] < MIN_SPREAD
+    assert spread(torch.randn(64, 16))[0] > 0.9  # and a spread one passes
