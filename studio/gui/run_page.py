@@ -102,8 +102,8 @@ class MetricPlot(pg.PlotWidget):
 
     def fit_view(self, total_steps: int | None = None) -> None:
         """Keep every point in view while moving the view as seldom as possible, so the cached
-        axes are reused: x spans the run's `total_steps` from the start (growing by half when
-        the steps pass it); y is refitted only when a value leaves it, or when the values have
+        axes are reused: x spans `total_steps` (growing by half past the data when it is not
+        known); y is refitted only when a value leaves it, or when the values have
         shrunk to under Y_SHRINK of it (a loss that settles)."""
         if not self.following:
             return
@@ -115,8 +115,12 @@ class MetricPlot(pg.PlotWidget):
         item = self.getPlotItem()
         item.getViewBox().disableAutoRange()
         x_max = max(float(np.nanmax(x)) for x in xs)
-        if self._x_span is None or x_max > self._x_span:
-            self._x_span = float(total_steps) if total_steps and total_steps >= x_max else max(1.0, x_max * 1.5)
+        if total_steps and total_steps >= x_max:
+            if self._x_span != float(total_steps):
+                self._x_span = float(total_steps)
+                item.setXRange(0, self._x_span, padding=0.02)
+        elif self._x_span is None or x_max > self._x_span:
+            self._x_span = max(1.0, x_max * 1.5)
             item.setXRange(0, self._x_span, padding=0.02)
         if ys.size == 0:
             return
@@ -398,7 +402,12 @@ class RunPage(QWidget):
         self.other_plot.fit_view(self._total_steps())
 
     def _total_steps(self) -> int | None:
-        return (self.run.total_steps or None) if self.run is not None else None
+        """The x span of the plots: the steps a live run will reach (its plots span them from the
+        start), or the last step a run that has ended logged."""
+        r = self.run
+        if r is not None and r.status in ("queued", "running", "paused"):
+            return r.total_steps or None
+        return max((s[-1] for s in self.series_steps.values() if s), default=None)
 
     def _place_other_combo(self) -> None:
         combo = self.other_combo

@@ -96,3 +96,17 @@ def test_live_plot_keeps_every_point_in_a_view_that_seldom_moves(qtbot):
     assert vb.viewRange() == zoomed
     plot.reset_view()
     assert vb.viewRange()[1][1] >= 50.0
+
+
+def test_a_stopped_run_narrows_x_to_the_steps_it_made(qtbot):
+    from studio.gui.run_page import MetricPlot
+
+    plot = MetricPlot("Training loss", "loss")
+    qtbot.addWidget(plot)
+    steps = np.arange(1, 46, dtype=float)
+    plot.curve("loss").setData(steps, 5 - steps / 100)
+    plot.fit_view(total_steps=120)  # while it runs: the whole planned run
+    assert plot.getPlotItem().getViewBox().viewRange()[0][1] >= 120
+    plot.fit_view(total_steps=45)  # stopped at 45 (the Run page passes the last logged step)
+    x0, x1 = plot.getPlotItem().getViewBox().viewRange()[0]
+    assert x0 <= 1 and 45 <= x1 < 50
