@@ -841,10 +841,9 @@ class MainWindow(QMainWindow):
         self.run_page.on_progress(run_id, step, total, ips)
 
     def _on_job_status(self, run_id: int, status: str, reason: str) -> None:
-        calls = [self.panel.refresh, self._update_actions]
-        if run_id == self.run_page.run_id:
-            calls.insert(1, self.run_page.refresh)
-        self._one_per_turn(calls)
+        # The shown run first: it is what the user watches.
+        calls = [self.run_page.refresh] if run_id == self.run_page.run_id else []
+        self._one_per_turn(calls + [self.panel.refresh, self._update_actions])
 
     def _one_per_turn(self, calls: list) -> None:
         """Call the first of `calls` now and each next one on a later event-loop turn: each reads
@@ -870,11 +869,11 @@ class MainWindow(QMainWindow):
                         + (f", final loss {loss:.4g}" if isinstance(loss, float) else "") + ".")
         elif status in ("failed", "diverged"):
             self.notify(f"Run {run_id} {status}", reason or "see the run's log.", failed=True)
-        calls = [self.panel.refresh, self._update_actions]
+        calls = []
         if run_id == self.run_page.run_id:
             self.run_page.set_live(False)
-            calls[1:1] = [self.run_page.refresh, self.run_details.refresh]
-        self._one_per_turn(calls)
+            calls = [self.run_page.refresh, self.run_details.refresh]
+        self._one_per_turn(calls + [self.panel.refresh, self._update_actions])
 
     def _confirm_stop_jobs(self) -> bool:
         answer = QMessageBox.question(self, "SSL Studio", "A run is training. Stop it (its checkpoint is kept) and go on?")
