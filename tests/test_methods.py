@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from conftest import tiny_train_config
 from studio.engine.errors import ConfigError
+from studio.engine.eval.health import STD_RATIO_COLLAPSE_THRESHOLD, embedding_std
 from studio.engine.methods import METHODS, StepState, build_config
 from studio.engine.train import TrainingCallbacks
 
@@ -336,8 +337,9 @@ MARGIN = 0.02
 # View matching (see `view_matching_auc`) must rise by this much over the same encoder at step 0:
 # SimCLR's smallest rise over seeds 0-2 is +0.046; shuffled pairs or a frozen encoder give -0.016 to 0.
 LEARN_MARGIN = 0.04
-# The loss-space outputs' spread, as a fraction of a healthy one (see `spread`), must stay above this.
-MIN_SPREAD = 0.1
+# The loss-space outputs' spread, as a fraction of a healthy one (see `spread`), must stay above
+# the live monitor's collapse threshold.
+MIN_SPREAD = STD_RATIO_COLLAPSE_THRESHOLD
 PROBE_IMAGES = 640  # the whole sample: with 256 the measure moved by 0.03 between draws of the views
 # Methods whose encoder does not yet learn to match views, or whose outputs collapse, in this
 # budget (measured: the comment above). Strict: the day one starts to, the test says so.
@@ -367,13 +369,13 @@ def loss_space_output(method, x: torch.Tensor) -> torch.Tensor:
 
 
 def spread(z: torch.Tensor) -> tuple[float, float]:
-    """(per-dimension std of the L2-normalised outputs x sqrt(d), mean cosine between different
-    images). Spread evenly over the sphere the std is 1/sqrt(d), so the first is ~1 when healthy and
-    0 for a constant output (SimSiam's collapse measure, fig. 2); the second is ~1 when collapsed."""
-    z = F.normalize(z.float(), dim=1)
+    """(the monitor's std ratio: per-dimension std of the L2-normalised outputs x sqrt(d), mean
+    cosine between different images). The first is ~1 when healthy and 0 for a constant output
+    (SimSiam's collapse measure, fig. 2); the second is ~1 when collapsed."""
     n, d = z.shape
+    z = F.normalize(z.float(), dim=1)
     cos = z @ z.T
-    return z.std(dim=0).mean().item() * math.sqrt(d), ((cos.sum() - cos.diagonal().sum()) / (n * (n - 1))).item()
+    return embedding_std(z) * math.sqrt(d), ((cos.sum() - cos.diagonal().sum()) / (n * (n - 1))).item()
 
 
 def view_matching_auc(a: torch.Tensor, b: torch.Tensor) -> float:
