@@ -34,6 +34,14 @@ def sample_images(size: int):
     return decode_images(SampleSource(), size)
 
 
+STEMS = {"auto": None, "small": True, "standard": False}  # --stem -> the CNN backbones' small_stem option
+
+
+def add_stem_argument(parser) -> None:
+    parser.add_argument("--stem", choices=tuple(STEMS), default="auto",
+                        help="a CNN's stem: small (stride 1, the default under 64 px) or torchvision's standard one")
+
+
 def simclr_project(tmp: str, steps: int, batch_size: int, image_size: int, backbone: str = "resnet18",
                    small_stem: bool | None = None):
     """A project holding the sample, a SimCLR config for the speed benchmarks, and the decoded images.

@@ -74,15 +74,14 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=28)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--backbone", default="resnet18")
-    ap.add_argument("--stem", choices=("auto", "small", "standard"), default="auto",
-                    help="a CNN's stem: small (stride 1, the default under 64 px) or torchvision's standard one")
+    _common.add_stem_argument(ap)
     args = ap.parse_args()
     steps, rounds = (args.steps or 6, 1) if args.quick else (args.steps or 20, 2)
     warmup = 2
 
     with tempfile.TemporaryDirectory() as tmp:
         project, config, images = _common.simclr_project(tmp, steps, args.batch_size, args.image_size, args.backbone,
-                                                                {"auto": None, "small": True, "standard": False}[args.stem])
+                                                         _common.STEMS[args.stem])
         studio, ref = [], []
         for _ in range(rounds):
             ref.append(reference_images_per_s(config, images, warmup, args.workers))
