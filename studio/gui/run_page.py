@@ -116,12 +116,14 @@ class MetricPlot(pg.PlotWidget):
         item.getViewBox().disableAutoRange()
         x_max = max(float(np.nanmax(x)) for x in xs)
         if total_steps and total_steps >= x_max:
-            if self._x_span != float(total_steps):
-                self._x_span = float(total_steps)
-                item.setXRange(0, self._x_span, padding=0.02)
+            x_span = float(total_steps)
         elif self._x_span is None or x_max > self._x_span:
-            self._x_span = max(1.0, x_max * 1.5)
-            item.setXRange(0, self._x_span, padding=0.02)
+            x_span = max(1.0, x_max * 1.5)
+        else:
+            x_span = self._x_span
+        if x_span != self._x_span:
+            self._x_span = x_span
+            item.setXRange(0, x_span, padding=0.02)
         if ys.size == 0:
             return
         lo, hi = float(ys.min()), float(ys.max())
