@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from conftest import tiny_train_config, write_image_folder
+from studio.engine.train import TrainingCallbacks
 
 
 # -- synthetic features ---------------------------------------------------------------------------
@@ -111,6 +112,69 @@ def test_monitors_skip_knn_without_labels():
     assert [type(m) for m in monitors] == [HealthMonitor]
     assert build_monitors(tiny_train_config(monitor_every=-1), d) == []
 
+
+class _Log(TrainingCallbacks):
+    def __init__(self):
+        self.health: list[tuple[int, float, float]] = []
+        self.lines: list[tuple[str, str]] = []
+
+    def on_metrics(self, step, epoch, metrics):
+        if "collapse" in metrics:
+            self.health.append((step, metrics["embedding_std_ratio"], metrics["collapse"]))
+
+    def on_log(self, message, level="info"):
+        self.lines.append((level, message))
+
+
+def test_the_health_monitor_judges_the_methods_output_and_the_log_says_when_it_collapses(tmp_path):
+    """SimSiam's collapse measure is on the projector's output, and so is the monitor: a ViT's
+    class token has a part every image shares, so its own spread is low in a healthy run (SimCLR:
+    measured 0.12 against the output's 0.92). DINO in 20 steps on the sample collapses (its teacher
+    goes uniform, as lightly's own example does here: tests/test_methods.py), and the run's log
+    says so once."""
+    from studio.engine.data import SampleSource, decode_images
+    from studio.engine.train import Trainer
+    from studio.engine.train.monitor import HealthMonitor, build_monitors
+
+    data = decode_images(SampleSource(limit=320), 16)
+    vit = dict(backbone="vit_tiny", backbone_options={"num_layers": 2, "patch_size": 4},
+               optimizer="adamw", lr=1e-3, weight_decay=1e-4, batch_size=32, monitor_every=10)
+    runs = {
+        "simclr": dict(vit, steps=40, method_config={"hidden_dim": 256, "temperature": 0.1}),
+        "dino": dict(vit, steps=20, method_config={"hidden_dim": 256, "bottleneck_dim": 64, "output_dim": 64, "local_crops": 2,
+                                                   "warmup_teacher_temp_epochs": 0, "center_momentum": 0.0}),
+    }
+    seen = {}
+    for name, settings in runs.items():
+        config = tiny_train_config(method=name, **settings)
+        log = _Log()
+        trainer = Trainer(config, data, tmp_path / name, callbacks=log, monitors=build_monitors(config, data))
+        assert trainer.run().status == "finished"
+        trainer.method.eval()
+        with torch.no_grad():
+            backbone = HealthMonitor(data, image_size=16)(trainer.method.backbone, 0)["embedding_std_ratio"]
+        seen[name] = (log, backbone)
+
+    log, backbone = seen["simclr"]
+    assert [c for _, _, c in log.health] == [0.0] * 4
+    assert log.health[-1][1] > 0.5 > backbone  # the monitor measured the output, not the backbone
+    assert not [m for _, m in log.lines if "collaps" in m]
+
+    log, _ = seen["dino"]
+    assert log.health[-1][2] == 1.0 and log.health[-1][1] < 0.1
+    warnings = [m for level, m in log.lines if level == "warning" and "collapsing" in m]
+    assert len(warnings) == 1 and warnings[0].startswith(f"step {log.health[0][0]}:")
+
+
+def test_the_log_says_when_collapsed_outputs_spread_again(tmp_path):
+    from studio.engine.train import Trainer
+
+    log = _Log()
+    trainer = Trainer(tiny_train_config(), _decoded(), tmp_path, callbacks=log)
+    for step, collapse in ((10, 0.0), (20, 1.0), (30, 1.0), (40, 0.0), (50, 0.0)):
+        trainer._report_collapse(step, {"collapse": collapse, "embedding_std_ratio": 0.02 if collapse else 0.6})
+    assert [(level, m.split(":")[0]) for level, m in log.lines] == [("warning", "step 20"), ("info", "step 40")]
+    assert "spread 0.020" in log.lines[0][1] and "spread again (spread 0.600" in log.lines[1][1]
 
 # -- embeddings and fine-tuning --------------------------------------------------------------------
 def test_embed_images_matches_a_direct_forward_in_the_given_order():

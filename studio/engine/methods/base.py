@@ -216,6 +216,13 @@ class Method(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """The method's output where its loss is computed: the projection head's (SimSiam's z, on
+        which its collapse monitor looks, section 4.1; collapse shows there first), or the backbone's
+        feature for a method without one (MAE)."""
+        head = getattr(self, "projection_head", None)
+        return self.backbone(x) if head is None else head(self.backbone(x))
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {

@@ -1,12 +1,18 @@
 """Monitors the Trainer calls every epoch (or every `monitor_every` steps): kNN accuracy and
-representation health, each `monitor(backbone, step) -> {name: float}`.
+representation health, each `monitor(encoder, step) -> {name: float}`; a monitor's `looks_at`
+says which encoder the Trainer hands it: "backbone" (the features a user keeps) or "output" (the
+method's output where its loss is computed, `Method.output`).
 
 * kNN top-1 (Wu et al. 2018; k and temperature from TrainConfig.knn_k / knn_temperature) of a
   held-out split against a memory bank of the other images, both through the deterministic eval
   view. Only when the images carry labels.
-* Health (studio.engine.eval.health): SimSiam's std of normalised embeddings, effective rank,
-  Wang & Isola's alignment (on two augmented views of each image) and uniformity, plus
-  `collapse` = 1.0 when the representation is collapsing (the GUI shows a warning on it).
+* Health (studio.engine.eval.health) of the method's output, as SimSiam monitors its projector's
+  output z: the std of normalised outputs, effective rank, Wang & Isola's alignment (on two
+  augmented views of each image) and uniformity, plus `collapse` = 1.0 when the outputs are
+  collapsing (the Trainer then logs a warning, which the Run page shows). Not the backbone's
+  features: a ViT's class token has a large part shared by every image (cosine 0.95 at init), so
+  its spread sat at 0.075 after a SimCLR run that raised kNN top-1 from 0.63 to 0.79, under the
+  collapse threshold, while the projector's output was at 0.84.
 
 Both work on fixed, seeded subsets (at most MAX_BANK memory-bank and MAX_HELDOUT held-out /
 health images) chosen once, so a check costs a few seconds whatever the dataset's size and the
@@ -47,6 +53,8 @@ def _subsample(indices: np.ndarray, limit: int, seed: int) -> np.ndarray:
 class KNNMonitor:
     """Weighted kNN top-1 of held-out images against a bank of the others (metric `knn_top1`)."""
 
+    looks_at = "backbone"
+
     def __init__(self, images: DecodedImages, k: int = 200, temperature: float = 0.1, image_size: int | None = None,
                  seed: int = 0, max_bank: int | None = None, max_heldout: int | None = None):
         labels = np.asarray(images.labels, dtype=np.int64)
@@ -75,6 +83,8 @@ class HealthMonitor:
     Metrics: embedding_std, embedding_std_ratio (std·√D, ~1 healthy, ~0 collapsed),
     effective_rank, alignment, uniformity, collapse (1.0 collapsing, 0.0 healthy).
     """
+
+    looks_at = "output"
 
     def __init__(self, images: DecodedImages, image_size: int | None = None, seed: int = 0,
                  max_images: int | None = None):

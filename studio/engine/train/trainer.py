@@ -24,6 +24,7 @@ from studio.engine.data.cache import DecodedImages
 from studio.engine.data.views import make_view
 from studio.engine.device import DeviceInfo, resolve_device
 from studio.engine.errors import ConfigError, DiskFullError, DivergedError, StudioError
+from studio.engine.eval.health import STD_RATIO_COLLAPSE_THRESHOLD
 from studio.engine.methods import StepState, build_config, method_class
 from studio.engine.train.callbacks import CallbackList, RunInfo, TrainingCallbacks, TrainResult
 from studio.engine.train.checkpoint import load_checkpoint, save_checkpoint
@@ -31,8 +32,20 @@ from studio.engine.train.config import TrainConfig
 from studio.engine.train.control import TrainingControl
 from studio.engine.train.schedules import warmup_cosine
 
-# A monitor looks at the encoder now and then (kNN accuracy, collapse) and returns metrics.
+# A monitor looks at the encoder now and then (kNN accuracy, collapse) and returns metrics; its
+# `looks_at` ("backbone", the default, or "output") says which (studio.engine.train.monitor).
 Monitor = Callable[[torch.nn.Module, int], dict[str, float]]
+
+
+class _MethodOutput(torch.nn.Module):
+    """A method's `output` as an encoder module, for the monitors that look at it."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.method.output(x)
 
 
 def build_method(config: TrainConfig, world_size: int = 1):
@@ -99,6 +112,7 @@ class Trainer:
         self.control = control or TrainingControl()
         self.resume_from = Path(resume_from) if resume_from else None
         self.monitors = list(monitors)
+        self._collapsed = False  # the health monitor's last verdict, to log its changes
         self.world_size = world_size
         self.rank = rank
         self.last_checkpoint: str | None = None
@@ -371,14 +385,35 @@ class Trainer:
     def _run_monitors(self, method, step: int, steps_per_epoch: int) -> None:
         method.eval()
         metrics: dict[str, float] = {}
+        encoders = {"backbone": method.backbone, "output": _MethodOutput(method)}
         with torch.no_grad():
             for monitor in self.monitors:
                 try:
-                    metrics.update(monitor(method.backbone, step))
+                    metrics.update(monitor(encoders[getattr(monitor, "looks_at", "backbone")], step))
                 except StudioError as exc:
                     self.callbacks.on_log(f"monitor skipped: {exc}", "warning")
         if metrics:
             self.callbacks.on_metrics(step, step / steps_per_epoch, metrics)
+        self._report_collapse(step, metrics)
+
+    def _report_collapse(self, step: int, metrics: dict[str, float]) -> None:
+        """One line in the run's log when the health monitor's collapse verdict turns on, and one
+        when it turns off again: the curve alone is easy to miss."""
+        if "collapse" not in metrics:
+            return
+        collapsed = metrics["collapse"] >= 0.5
+        if collapsed == self._collapsed:
+            return
+        self._collapsed = collapsed
+        ratio = metrics.get("embedding_std_ratio")
+        spread = f"spread {ratio:.3f} of a healthy ~1" if ratio is not None else "not finite"
+        if collapsed:
+            self.callbacks.on_log(
+                f"step {step}: the outputs are collapsing towards one point ({spread}; under "
+                f"{STD_RATIO_COLLAPSE_THRESHOLD} counts as collapse). If it lasts, the run learns nothing: "
+                f"try a lower learning rate, or the method's defaults.", "warning")
+        else:
+            self.callbacks.on_log(f"step {step}: the outputs have spread again ({spread}).")
 
     def _finish(self, status, reason, step, steps_per_epoch, final_loss, throughput, error=None) -> TrainResult:
         epochs = int(step // steps_per_epoch) if steps_per_epoch else 0
