@@ -264,7 +264,8 @@ def test_mae_refuses_a_cnn_with_a_clear_message(tmp_path):
 # - the loss falls (mean of the first five steps -> the last five);
 # - learning: the backbone's features match two views of an image better than at step 0
 #   (`view_matching_auc` on all 640 images, with the method's own views at 50-100 % crops);
-# - no collapse: the loss-space outputs stay spread (`spread`, 1 = healthy, 0 = one constant vector).
+# - no collapse: the loss-space outputs (`Method.output`, what the live health monitor measures) stay
+#   spread (`spread`, 1 = healthy, 0 = one constant vector).
 # A falling loss alone proves little here: with the positive pairs shuffled (views of different
 # images) SimCLR's loss falls almost as much, 7.49 -> 6.22 against 6.49 -> 4.77 (seed 0). Spread
 # alone neither: the shuffled run spreads its outputs too (0.18 -> 0.95), and so does a frozen one
@@ -293,6 +294,15 @@ def test_mae_refuses_a_cnn_with_a_clear_message(tmp_path):
 #     steps) too: centre EMA 0.9 and teacher temperature 0.04, seed 2: AUC 0.603 -> 0.538, spread 0.007;
 #     the same at lr 3e-4 and momentum 0.9, seed 0: 0.631 -> 0.565, spread 0.067; centre 0, momentum
 #     0.9, lr 1e-3, seed 0: 0.631 -> 0.533, spread 0.013 (the loss rises in all three).
+#     Not the studio's doing: lightly's own DINO example (examples/pytorch/dino.py: head 512-64-2048,
+#     Adam lr 1e-3, teacher temperature 0.04, momentum 0.996 -> 1, last layer frozen one epoch), on
+#     the same ViT, sample and views (batch 64, 2 local crops), goes the same way: loss at log K
+#     (7.625) from step 150, kNN top-1 (k 20, held-out fifth) 0.63 -> 0.46, output spread 0.14 ->
+#     0.003; at the paper's lr for the batch (1.25e-4) kNN 0.63 -> 0.55 after 200 steps, spread
+#     0.06. The studio's DINO with the paper's lr (20 steps, batch 32): loss 3.7 -> 4.3, spread 0.05;
+#     100 steps with centre EMA 0.9 and momentum 0.9, 0.99 or 0.996, teacher temperature 0.04 or
+#     0.07, K 64 or 1024, with or without local crops: spread 0.001-0.033, loss at log K. It needs
+#     a longer run on larger images than a test can afford.
 #   BYOL: loss -0.21 -> -0.56, AUC 0.556 -> 0.551, spread 0.17 -> 0.18; on resnet18 (20 steps) the
 #     matching falls: seeds 0/1/2 AUC 0.631 -> 0.524, 0.616 -> 0.536, 0.603 -> 0.544 (lr 3e-4 and
 #     momentum 0.9, seed 0: 0.631 -> 0.540), spread 0.51-0.69. SimSiam: -0.007 -> -0.154,
@@ -301,6 +311,11 @@ def test_mae_refuses_a_cnn_with_a_clear_message(tmp_path):
 #     Barlow Twins (resnet18): 269 -> 166, AUC 0.631 -> 0.645, spread 0.12 -> 0.62; at 25 steps
 #     seeds 0/1/2 +0.067, -0.057, +0.034.
 #   MAE: loss 1.48 -> 0.87; AUC 0.656 -> 0.716; its class token narrows, spread 0.22 -> 0.08.
+#     A passing phase (kNN top-1 k 20 on a held-out fifth, and spread, start -> end; lr 1e-3):
+#     batch 32 for 20/40/60/100 steps 0.635 -> 0.669/0.618/0.607/0.577, spread 0.077/0.057/0.051/
+#     0.059; batch 64 for 100 steps 0.599, 0.067 and for 200 steps 0.655, 0.179, spread again.
+#     The mean of its patch tokens (what MAE's fine-tuning pools) narrows the same way (0.17 ->
+#     0.04-0.06, back to 0.17 at 200 steps).
 # So within this budget SimCLR, MoCo (on resnet18) and MAE learn to match views; the others are
 # listed below as not yet (strict xfail: the day one does, the test says so), and DINO as
 # collapsing. Earlier settings (20 steps, seeds 0-2) had SimCLR's, MoCo's and DINO's losses fall
@@ -345,9 +360,10 @@ PROBE_IMAGES = 640  # the whole sample: with 256 the measure moved by 0.03 betwe
 # budget (measured: the comment above). Strict: the day one starts to, the test says so.
 NO_LEARNING_YET = {"byol", "simsiam", "dino", "barlowtwins", "vicreg"}
 COLLAPSES_YET = {
-    "dino": "its outputs collapse in this budget (the teacher goes uniform)",
-    # MAE's loss is on the patch tokens; the class token, the studio's embedding, narrows meanwhile.
-    "mae": "its class token narrows (spread 0.22 -> 0.08) while its view matching improves",
+    "dino": "its outputs collapse in this budget (the teacher goes uniform), as lightly's own example does here",
+    # MAE's loss is on the patch tokens; the class token, the studio's embedding, narrows meanwhile
+    # and spreads again after ~200 steps of batch 64 (the comment above).
+    "mae": "its class token narrows for the first ~100 steps (spread 0.22 -> 0.08) while its view matching improves",
 }
 
 
@@ -358,14 +374,6 @@ def first_judged_step(name: str) -> int:
     if name == "moco":
         return math.ceil(TRAIN[name]["method_config"]["queue_size"] / BATCH)
     return 0
-
-
-def loss_space_output(method, x: torch.Tensor) -> torch.Tensor:
-    """Where each method's loss is computed (and where collapse shows first, SimSiam sec. 4.1):
-    the projector's output; MAE has none and gets its encoder's feature."""
-    if hasattr(method, "projection_head"):
-        return method.projection_head(method.backbone(x))
-    return method.embed(x)
 
 
 def spread(z: torch.Tensor) -> tuple[float, float]:
@@ -404,7 +412,7 @@ def probe(method, images: torch.Tensor, image_size: int) -> dict[str, float]:
         s1, s2 = specs[0], specs[1] if len(specs) > 1 else specs[0]
         v1, v2 = (make_view(images, replace(s, scale=(0.5, 1.0))) for s in (s1, s2))
         auc = view_matching_auc(method.embed(v1), method.embed(v2))
-        std, cos = spread(loss_space_output(method, eval_view(images, image_size)))
+        std, cos = spread(method.output(eval_view(images, image_size)))
     method.train(was_training)
     return {"auc": auc, "spread": std, "cosine": cos}
 
