@@ -3,10 +3,13 @@ each with its training speed and the kNN top-1 of its backbone on a held-out spl
 
 The images are split 80/20 (stratified); a method trains on the 80 % without labels, then the
 backbone embeds both parts and the weighted kNN of Wu et al. (k=20) classifies the 20 % from the
-80 %. An untrained backbone gives the baseline line (method "random").
+80 %. Each backbone untrained gives a baseline line (method "random"). `output_spread` is the
+health monitor's spread of the method's output on the held-out images (~1 healthy, < 0.1
+collapsed).
 
     python bench/methods.py                       # the built-in sample, 32 px, 200 steps each
     python bench/methods.py --folder ~/photos --image-size 64 --steps 1000 --device cuda
+    python bench/methods.py --backbone vit_tiny --vit-layers 2 --image-size 16 --steps 300 --batch-size 64
 """
 
 from __future__ import annotations
@@ -54,6 +57,20 @@ def knn(backbone, data, train_idx, test_idx, size, device) -> float:
                     num_classes=len(data.class_names), k=20, temperature=0.1)
 
 
+@torch.no_grad()
+def output_spread(method, images: np.ndarray, size: int, device) -> float:
+    """The health monitor's spread of the method's output (`Method.output`) on the given images:
+    ~1 healthy, under 0.1 collapsed (studio.engine.eval.health)."""
+    import math
+
+    from studio.engine.data.views import eval_view
+    from studio.engine.eval.health import embedding_std
+
+    method.eval()
+    z = method.output(eval_view(torch.from_numpy(np.ascontiguousarray(images)).to(device), size)).float().cpu()
+    return embedding_std(torch.nn.functional.normalize(z, dim=1)) * math.sqrt(z.shape[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", help="an image folder with class sub-folders (default: the built-in sample)")
@@ -84,22 +101,25 @@ def main() -> None:
     train = subset(data, train_idx)
     vit_options = {"num_layers": args.vit_layers} if args.vit_layers else {}
 
-    torch.manual_seed(args.seed)
-    base = build_backbone(args.backbone, args.image_size,
-                          **(vit_options if backbone_spec(args.backbone).kind == "vit" else {}))
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    _common.emit("methods", method="random", backbone=args.backbone, steps=0, images_per_s=None,
-                 knn_top1=round(knn(base.to(device), data, train_idx, test_idx, args.image_size, device), 4))
+    names = args.methods.split(",")
 
-    for name in args.methods.split(","):
-        cls = method_class(name)
+    def backbone_for(name: str) -> tuple[str, dict]:
         backbone = args.backbone
-        options = {}
-        if backbone_spec(backbone).kind not in cls.backbone_kinds:
+        if backbone_spec(backbone).kind not in method_class(name).backbone_kinds:
             backbone = args.vit_backbone
-        if backbone_spec(backbone).kind == "vit":
-            options = vit_options
+        return backbone, (vit_options if backbone_spec(backbone).kind == "vit" else {})
+
+    # The same backbones untrained, one line each: what training has to beat.
+    for backbone, options in dict(backbone_for(n) for n in names).items():
+        torch.manual_seed(args.seed)
+        base = build_backbone(backbone, args.image_size, **options).to(device)
+        _common.emit("methods", method="random", backbone=backbone, steps=0, images_per_s=None,
+                     knn_top1=round(knn(base, data, train_idx, test_idx, args.image_size, device), 4))
+
+    for name in names:
+        backbone, options = backbone_for(name)
         config = TrainConfig(method=name, backbone=backbone, backbone_options=options, steps=args.steps,
                              batch_size=args.batch_size, image_size=args.image_size, device=args.device,
                              seed=args.seed, log_every=20, monitor_every=-1)
@@ -111,8 +131,9 @@ def main() -> None:
                       final_loss=result.final_loss, knn_top1=None)
         if result.status == "finished":
             method = trainer.method
-            fields["knn_top1"] = round(knn(method.backbone, data, train_idx, test_idx, args.image_size,
-                                           next(method.parameters()).device), 4)
+            device_of = next(method.parameters()).device
+            fields["knn_top1"] = round(knn(method.backbone, data, train_idx, test_idx, args.image_size, device_of), 4)
+            fields["output_spread"] = round(output_spread(method, data.images[test_idx[:512]], args.image_size, device_of), 3)
         else:
             fields["reason"] = result.reason
         _common.emit("methods", **fields)
