@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from studio.gui.style import CURVE_COLOURS, colour, status_colour
 from studio.gui.widgets import RunTitleRow, format_duration, page_with_empty_state
+from studio.store import ACTIVE_STATUSES
 
 # Where each stored metric is drawn; every other name goes to the "other metrics" plot.
 MAIN_PLOTS = {"loss": "loss", "lr": "lr", "images_per_s": "throughput"}
@@ -407,7 +408,7 @@ class RunPage(QWidget):
         """The x span of the plots: the steps a live run will reach (its plots span them from the
         start), or the last step a run that has ended logged."""
         r = self.run
-        if r is not None and r.status in ("queued", "running", "paused"):
+        if r is not None and r.status in ACTIVE_STATUSES:
             return r.total_steps or None
         return max((s[-1] for s in self.series_steps.values() if s), default=None)
 
@@ -440,6 +441,7 @@ class RunPage(QWidget):
         if r is None:
             return
         self.heading.show_run(r)
+        self._update_health()
         bits = [f"dataset {r.dataset}", f"batch {r.config.get('batch_size', '?')}",
                 f"{r.config.get('image_size', '?')} px"]
         if r.device:
@@ -456,6 +458,18 @@ class RunPage(QWidget):
         self.reason_label.style().unpolish(self.reason_label)
         self.reason_label.style().polish(self.reason_label)
 
+    def _update_health(self) -> None:
+        """The heading's "collapsing" pill follows the health monitor's latest verdict."""
+        verdicts = self.series_values.get("collapse")
+        if not verdicts or verdicts[-1] < 0.5:
+            self.heading.show_health(None)
+            return
+        step = self.series_steps["collapse"][-1]
+        spread_steps = self.series_steps.get("embedding_std_ratio") or []
+        # A non-finite spread is not written: then the last one on record is from another check.
+        spread = self.series_values["embedding_std_ratio"][-1] if spread_steps and spread_steps[-1] == step else None
+        self.heading.show_health(step, spread, ended=self.run is not None and self.run.status not in ACTIVE_STATUSES)
+
     def _update_progress(self) -> None:
         r = self.run
         if r is None:
@@ -463,7 +477,7 @@ class RunPage(QWidget):
         step, total = r.steps or 0, r.total_steps or 0
         ips_values = self.series_values.get("images_per_s")
         ips = ips_values[-1] if ips_values else (r.images_per_s or 0.0)
-        if self._live_progress is not None and r.status in ("queued", "running", "paused"):
+        if self._live_progress is not None and r.status in ACTIVE_STATUSES:
             lstep, ltotal, lips = self._live_progress
             if lstep >= step:
                 step, total = lstep, ltotal or total
@@ -495,7 +509,7 @@ class RunPage(QWidget):
     def _update_controls(self) -> None:
         r = self.run
         status = r.status if r is not None else ""
-        active = status in ("queued", "running", "paused")
+        active = status in ACTIVE_STATUSES
         self.pause_button.setEnabled(self.live and self.can_pause and status == "running")
         resumable_here = (not self.live and status in ("stopped", "interrupted")
                           and (r.steps or 0) < (r.total_steps or 0))

@@ -176,10 +176,28 @@ class RunTitleRow(QHBoxLayout):
         self.title_label = QLabel()
         self.title_label.setObjectName("PageTitle")
         self.status_pill = StatusPill()
+        # Beside the status while the health monitor's latest verdict is "collapsed".
+        self.health_pill = QLabel("collapsing")
+        self.health_pill.setObjectName("HealthPill")
+        self.health_pill.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.health_pill.hide()
         self.addWidget(self.title_label)
         self.addSpacing(8)
         self.addWidget(self.status_pill, 0, Qt.AlignmentFlag.AlignVCenter)
+        self.addSpacing(4)
+        self.addWidget(self.health_pill, 0, Qt.AlignmentFlag.AlignVCenter)
         self.addStretch(1)
+
+    def show_health(self, collapse_step: int | None, spread: float | None = None, ended: bool = False) -> None:
+        """Show the pill when the latest health check (at `collapse_step`) found the outputs
+        collapsed ("collapsing" while the run goes on, "collapsed" once it has ended); None hides it."""
+        self.health_pill.setVisible(collapse_step is not None)
+        if collapse_step is not None:
+            self.health_pill.setText("collapsed" if ended else "collapsing")
+            measure = f"spread {spread:.3f} of a healthy ~1" if spread is not None else "spread not finite"
+            self.health_pill.setToolTip(
+                f"At step {collapse_step:,} the method's outputs were collapsing towards one point "
+                f"({measure}; under 0.1 counts as collapse). The run's log below says when it began.")
 
     def show_run(self, run) -> None:
         from studio.engine.methods import METHODS

@@ -136,6 +136,37 @@ def test_a_run_written_by_another_process_appears_and_draws(make_window, qtbot, 
         cli.close()
 
 
+def test_the_run_heading_says_collapsing_while_the_health_monitor_does(make_window, qtbot, project):
+    import time
+
+    from conftest import tiny_train_config
+
+    from studio.services.training import create_run
+
+    run = create_run(project, "sample", tiny_train_config(steps=40))
+    project.set_run_status(run.id, "running")
+    t = time.time()
+    health = lambda step, collapse, spread: [(run.id, step, step / 10, "collapse", collapse, t),  # noqa: E731
+                                             (run.id, step, step / 10, "embedding_std_ratio", spread, t)]
+    project.add_metrics([(run.id, s, s / 10, "loss", 5.0 - 0.1 * s, t) for s in range(1, 21)]
+                        + health(10, 0.0, 0.62) + health(20, 1.0, 0.02))
+    w = make_window(project.root)
+    w.panel.select_run(run.id)
+    pill = w.run_page.heading.health_pill
+    qtbot.waitUntil(lambda: pill.isVisible(), timeout=10_000)
+    assert pill.text() == "collapsing"
+    assert "step 20" in pill.toolTip() and "spread 0.020" in pill.toolTip()
+
+    # The next check finds the outputs spread again: the pill goes. A run that ended collapsed
+    # keeps it, in the past tense.
+    project.add_metrics(health(30, 0.0, 0.4))
+    qtbot.waitUntil(lambda: not pill.isVisible(), timeout=10_000)
+    assert w.run_page.status_pill.isVisible()
+    project.add_metrics(health(40, 1.0, 0.01))
+    project.set_run_status(run.id, "finished")
+    qtbot.waitUntil(lambda: pill.isVisible() and pill.text() == "collapsed", timeout=10_000)
+
+
 def test_screenshot_writes_the_window_as_a_png(project, tmp_path):
     import os
     import subprocess
