@@ -59,16 +59,14 @@ def knn(backbone, data, train_idx, test_idx, size, device) -> float:
 
 @torch.no_grad()
 def output_spread(method, images: np.ndarray, size: int, device) -> float:
-    """The health monitor's spread of the method's output (`Method.output`) on the given images:
-    ~1 healthy, under 0.1 collapsed (studio.engine.eval.health)."""
-    import math
-
+    """The health monitor's spread (std ratio) of the method's output (`Method.output`) on the
+    given images: ~1 healthy, under 0.1 collapsed (studio.engine.eval.health)."""
     from studio.engine.data.views import eval_view
-    from studio.engine.eval.health import embedding_std
+    from studio.engine.eval.health import health_report
 
     method.eval()
-    z = method.output(eval_view(torch.from_numpy(np.ascontiguousarray(images)).to(device), size)).float().cpu()
-    return embedding_std(torch.nn.functional.normalize(z, dim=1)) * math.sqrt(z.shape[1])
+    z = method.output(eval_view(torch.from_numpy(np.ascontiguousarray(images)).to(device), size))
+    return health_report(z)["std_ratio"]
 
 
 def main() -> None:

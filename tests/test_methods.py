@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from conftest import tiny_train_config
 from studio.engine.errors import ConfigError
-from studio.engine.eval.health import STD_RATIO_COLLAPSE_THRESHOLD, embedding_std
+from studio.engine.eval.health import STD_RATIO_COLLAPSE_THRESHOLD, health_report
 from studio.engine.methods import METHODS, StepState, build_config
 from studio.engine.train import TrainingCallbacks
 
@@ -380,10 +380,11 @@ def spread(z: torch.Tensor) -> tuple[float, float]:
     """(the monitor's std ratio: per-dimension std of the L2-normalised outputs x sqrt(d), mean
     cosine between different images). The first is ~1 when healthy and 0 for a constant output
     (SimSiam's collapse measure, fig. 2); the second is ~1 when collapsed."""
-    n, d = z.shape
+    n = len(z)
+    ratio = health_report(z)["std_ratio"]
     z = F.normalize(z.float(), dim=1)
     cos = z @ z.T
-    return embedding_std(z) * math.sqrt(d), ((cos.sum() - cos.diagonal().sum()) / (n * (n - 1))).item()
+    return ratio, ((cos.sum() - cos.diagonal().sum()) / (n * (n - 1))).item()
 
 
 def view_matching_auc(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -468,7 +468,7 @@ class RunPage(QWidget):
         spread_steps = self.series_steps.get("embedding_std_ratio") or []
         # A non-finite spread is not written: then the last one on record is from another check.
         spread = self.series_values["embedding_std_ratio"][-1] if spread_steps and spread_steps[-1] == step else None
-        self.heading.show_health(step, spread, ended=self.run is not None and self.run.status not in ACTIVE_STATUSES)
+        self.heading.show_health(step, spread, ended=self.run.status not in ACTIVE_STATUSES)
 
     def _update_progress(self) -> None:
         r = self.run

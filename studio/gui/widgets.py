@@ -194,10 +194,12 @@ class RunTitleRow(QHBoxLayout):
         self.health_pill.setVisible(collapse_step is not None)
         if collapse_step is not None:
             self.health_pill.setText("collapsed" if ended else "collapsing")
-            measure = f"spread {spread:.3f} of a healthy ~1" if spread is not None else "spread not finite"
+            from studio.engine.eval.health import STD_RATIO_COLLAPSE_THRESHOLD, spread_text
+
             self.health_pill.setToolTip(
                 f"At step {collapse_step:,} the method's outputs were collapsing towards one point "
-                f"({measure}; under 0.1 counts as collapse). The run's log below says when it began.")
+                f"({spread_text(spread)}; under {STD_RATIO_COLLAPSE_THRESHOLD} counts as collapse). "
+                f"The run's log below says when it began.")
 
     def show_run(self, run) -> None:
         from studio.engine.methods import METHODS

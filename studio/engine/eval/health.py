@@ -113,6 +113,11 @@ def uniformity(z, t: float = 2) -> float:
     return float(log_sum - math.log(n * (n - 1) / 2))
 
 
+def spread_text(std_ratio: float | None) -> str:
+    """The std ratio as the run's log and the Run page word it."""
+    return "spread not finite" if std_ratio is None else f"spread {std_ratio:.3f} of a healthy ~1"
+
+
 def health_report(z, z2=None, max_points: int | None = HEALTH_MAX_POINTS, seed: int = 0) -> dict:
     """All health metrics of one batch as plain values, plus a `collapsed` verdict.
 

@@ -24,7 +24,7 @@ from studio.engine.data.cache import DecodedImages
 from studio.engine.data.views import make_view
 from studio.engine.device import DeviceInfo, resolve_device
 from studio.engine.errors import ConfigError, DiskFullError, DivergedError, StudioError
-from studio.engine.eval.health import STD_RATIO_COLLAPSE_THRESHOLD
+from studio.engine.eval.health import STD_RATIO_COLLAPSE_THRESHOLD, spread_text
 from studio.engine.methods import StepState, build_config, method_class
 from studio.engine.train.callbacks import CallbackList, RunInfo, TrainingCallbacks, TrainResult
 from studio.engine.train.checkpoint import load_checkpoint, save_checkpoint
@@ -405,8 +405,7 @@ class Trainer:
         if collapsed == self._collapsed:
             return
         self._collapsed = collapsed
-        ratio = metrics.get("embedding_std_ratio")
-        spread = f"spread {ratio:.3f} of a healthy ~1" if ratio is not None else "not finite"
+        spread = spread_text(metrics.get("embedding_std_ratio"))
         if collapsed:
             self.callbacks.on_log(
                 f"step {step}: the outputs are collapsing towards one point ({spread}; under "
