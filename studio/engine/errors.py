@@ -12,7 +12,14 @@ class DatasetError(StudioError):
 
 
 class ConfigError(StudioError):
-    """A run's configuration is invalid (unknown method, backbone, field, or an unusable pair)."""
+    """A run's configuration is invalid (unknown method, backbone, field, or an unusable pair).
+
+    `setting` names the field at fault, so that a front door can point at its own control for it
+    (the CLI names the flag, the form its row); the message itself speaks of settings."""
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
 
 
 class DivergedError(StudioError):

@@ -23,8 +23,11 @@ from studio.store import models as m
 
 DB_NAME = "project.db"
 from studio.store.migrations import SCHEMA_VERSION  # noqa: E402  (one number, kept with the migrations)
-RUN_STATUSES = ("queued", "running", "paused", "finished", "stopped", "interrupted", "diverged", "failed")
-ACTIVE_STATUSES = ("queued", "running", "paused")
+from studio.status import ACTIVE, LIVE, RunStatus  # noqa: E402
+
+# Kept for callers that iterate them; the rules themselves are RunStatus's.
+RUN_STATUSES = tuple(s.value for s in RunStatus)
+ACTIVE_STATUSES = tuple(s.value for s in RunStatus if s in ACTIVE)
 
 
 class ProjectError(Exception):
@@ -53,7 +56,7 @@ class RunRecord:
     method: str
     backbone: str
     config: dict[str, Any]
-    status: str
+    status: RunStatus
     reason: str | None
     device: str | None
     steps: int
@@ -327,7 +330,8 @@ class Project:
     # -- runs -------------------------------------------------------------------------------
     def _run_record(self, s: Session, row: m.Run) -> RunRecord:
         ds = s.get(m.Dataset, row.dataset_id)
-        return _record(RunRecord, row, dataset=ds.name if ds else "?", config=dict(row.config or {}))
+        return _record(RunRecord, row, dataset=ds.name if ds else "?", config=dict(row.config or {}),
+                       status=RunStatus.of(row.status))
 
     def create_run(
         self,
@@ -344,7 +348,7 @@ class Project:
                 method=method,
                 backbone=backbone,
                 config=config,
-                status="queued",
+                status=RunStatus.QUEUED.value,
                 total_steps=total_steps,
                 parent_run_id=parent_run_id,
             )
@@ -369,25 +373,25 @@ class Project:
             s.execute(update(m.Run).where(m.Run.id == run_id).values(**fields))
 
     def set_run_status(self, run_id: int, status: str, reason: str | None = None, **fields: Any) -> None:
-        if status not in RUN_STATUSES:
-            raise ValueError(f"unknown run status {status!r}")
+        status = RunStatus.of(status)
         now = m.utcnow()
         values: dict[str, Any] = {"status": status, "reason": reason, "heartbeat_at": now, **fields}
-        if status == "running":
+        values["status"] = status.value
+        if status is RunStatus.RUNNING:
             values.setdefault("pid", os.getpid())
             values.setdefault("host", socket.gethostname())
             values["finished_at"] = None
-        elif status not in ACTIVE_STATUSES:
+        elif status.has_ended:
             values["finished_at"] = now
         with self.session() as s:
             row = s.get(m.Run, run_id)
             if row is None:
                 raise ProjectError(f"no run {run_id} in this project.")
-            if status == "running" and row.started_at is None:
+            if status is RunStatus.RUNNING and row.started_at is None:
                 values["started_at"] = now
             s.execute(update(m.Run).where(m.Run.id == run_id).values(**values))
             msg = f"status: {status}" + (f" ({reason})" if reason else "")
-            level = "error" if status in ("failed", "diverged") else "info"
+            level = "error" if status in (RunStatus.FAILED, RunStatus.DIVERGED) else "info"
             s.add(m.RunEvent(run_id=run_id, level=level, message=msg))
 
     def delete_run(self, run_id: int) -> None:
@@ -412,7 +416,7 @@ class Project:
         host = socket.gethostname()
         found = []
         with self.session() as s:
-            rows = s.scalars(select(m.Run).where(m.Run.status.in_(("running", "paused")))).all()
+            rows = s.scalars(select(m.Run).where(m.Run.status.in_([st.value for st in LIVE]))).all()
             for row in rows:
                 alive = False
                 fresh = row.heartbeat_at is not None and (m.utcnow() - row.heartbeat_at).total_seconds() < stale_after_s
@@ -424,7 +428,7 @@ class Project:
                 if not alive:
                     found.append(row.id)
         for run_id in found:
-            self.set_run_status(run_id, "interrupted", "the process running it stopped unexpectedly")
+            self.set_run_status(run_id, RunStatus.INTERRUPTED, "the process running it stopped unexpectedly")
         return found
 
     # -- log --------------------------------------------------------------------------------

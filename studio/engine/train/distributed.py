@@ -40,6 +40,7 @@ from studio.engine.data.cache import DecodedImages
 from studio.engine.data.views import make_view
 from studio.engine.errors import ConfigError
 from studio.engine.train.checkpoint import load_checkpoint
+from studio.engine.train.config import check_batch_split
 from studio.engine.train.trainer import Trainer, _StepModule
 
 
@@ -321,9 +322,7 @@ class DistributedTrainer(Trainer):
     def _plan(self) -> tuple[int, int, int]:
         """(global batch, steps per epoch, total steps); the global batch splits evenly."""
         n, world, cfg = len(self.data), self.world_size, self.config
-        if cfg.batch_size % world:
-            raise ConfigError(f"the batch size {cfg.batch_size} does not split evenly over {world} processes; "
-                              f"--batch-size is the global batch, so choose a multiple of {world}.")
+        check_batch_split(cfg.batch_size, world)
         batch, steps_per_epoch, total = super()._plan()
         if batch % world:  # lowered to the number of images
             batch -= batch % world

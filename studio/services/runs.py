@@ -1,0 +1,135 @@
+"""What may be done with a run, and why not: the one place both front doors ask.
+
+Each rule answers with a `Verdict`: whether the action is allowed, the reason when it is not
+(the CLI prints it as its error, the GUI shows it as the disabled control's tooltip) and a
+warning to show when it is allowed but risky.
+
+The resume rule: a run that ended before its planned end (stopped, interrupted, failed or
+diverged) can be continued from its last checkpoint on disk; a diverged run's last checkpoint
+was written before the loss stopped being finite, and resuming it warns that the same settings
+may diverge again. A finished run cannot be resumed (duplicate it to train longer), nor can a run
+that a process holds (queued, running, paused). With a chosen checkpoint `step`, any ended run
+can be continued from that checkpoint as long as it lies before the planned end; the metric
+points after it are then replaced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from studio.status import RESUMABLE, RunStatus
+from studio.store import Project, RunRecord
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str = ""  # why not, when not ok
+    warning: str = ""  # what to say although it is ok
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+YES = Verdict(True)
+
+
+def _no(reason: str) -> Verdict:
+    return Verdict(False, reason)
+
+
+def is_active(run: RunRecord) -> bool:
+    """A process holds the run (or is about to): it cannot be resumed, deleted or changed now."""
+    return RunStatus.of(run.status).is_active
+
+
+def _held(run: RunRecord) -> Verdict:
+    status = RunStatus.of(run.status)
+    if status is RunStatus.QUEUED:
+        return _no(f"run {run.id} is queued: it has not started yet.")
+    where = f" (process {run.pid} on {run.host})" if run.pid else ""
+    return _no(f"run {run.id} is {status}{where}; stop it first.")
+
+
+def can_resume(project: Project, run: RunRecord, step: int | None = None, busy: bool = False) -> Verdict:
+    """Whether `run` can be continued here, from its newest checkpoint or from the one at `step`.
+
+    `busy`: this front door already runs it (the GUI's own job)."""
+    status = RunStatus.of(run.status)
+    if busy or status.is_active:
+        return _held(run)
+    if step is not None:
+        if not any(c.step == step and project.abs(c.path).is_file() for c in project.checkpoints(run.id)):
+            return _no(f"run {run.id} has no checkpoint at step {step} on disk.")
+        if run.total_steps and step >= run.total_steps:
+            return _no(f"the checkpoint at step {step:,} is the end of run {run.id}: there is nothing to resume. "
+                       "Duplicate the run to train longer.")
+        return YES
+    if status is RunStatus.FINISHED:
+        return _no(f"run {run.id} is finished: there is nothing to resume. Duplicate it to train longer.")
+    if status not in RESUMABLE:
+        return _no(f"run {run.id} is {status} and cannot be resumed.")
+    if project.latest_checkpoint(run.id) is None:
+        return _no(f"run {run.id} has no checkpoint to resume from; start a new run instead.")
+    if status is RunStatus.DIVERGED:
+        return Verdict(True, warning=(f"run {run.id} diverged; it continues from its last good checkpoint with the "
+                                      "same settings, which may diverge again (a lower learning rate helps)."))
+    return YES
+
+
+def can_start_queued(run: RunRecord) -> Verdict:
+    """Whether a stored run that has not started can be trained now with its own settings."""
+    status = RunStatus.of(run.status)
+    if status is RunStatus.QUEUED:
+        return YES
+    hint = (" Continue it with resume instead." if status in RESUMABLE else " Start a new run instead.")
+    return _no(f"run {run.id} is {status}; only a run that has not started yet (queued) can be started.{hint}")
+
+
+def can_delete(run: RunRecord, busy: bool = False) -> Verdict:
+    if busy or is_active(run):
+        return _held(run)
+    return YES
+
+
+def can_pause(run: RunRecord, busy: bool = True) -> Verdict:
+    """Pause and stop reach only a run this front door trains (`busy`)."""
+    if not busy:
+        return _no(f"run {run.id} is not trained by this window.")
+    if RunStatus.of(run.status) is not RunStatus.RUNNING:
+        return _no(f"run {run.id} is {run.status}.")
+    return YES
+
+
+def can_stop(run: RunRecord, busy: bool = True) -> Verdict:
+    if not busy:
+        return _no(f"run {run.id} is not trained by this window.")
+    if not RunStatus.of(run.status).is_active:
+        return _no(f"run {run.id} has already ended ({run.status}).")
+    return YES
+
+
+def can_continue_paused(run: RunRecord, busy: bool = True) -> Verdict:
+    if busy and RunStatus.of(run.status) is RunStatus.PAUSED:
+        return YES
+    return _no(f"run {run.id} is not paused.")
+
+
+def can_export(project: Project, run: RunRecord, step: int | None = None) -> Verdict:
+    """Any run with a checkpoint on disk can be exported (a live run's latest checkpoint too)."""
+    cks = [c for c in project.checkpoints(run.id) if project.abs(c.path).is_file()]
+    if step is not None:
+        cks = [c for c in cks if c.step == step]
+        if not cks:
+            return _no(f"run {run.id} has no checkpoint at step {step} on disk.")
+    if not cks:
+        return _no(f"run {run.id} has no checkpoint to export yet; train it first.")
+    return YES
+
+
+def can_evaluate(project: Project, run: RunRecord, step: int | None = None) -> Verdict:
+    """Evaluation reads a checkpoint, as export does."""
+    verdict = can_export(project, run, step)
+    if not verdict:
+        return _no(verdict.reason.replace("to export", "to evaluate"))
+    return verdict
