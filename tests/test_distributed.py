@@ -70,13 +70,12 @@ def _worker(rank: int, world: int, port: int, project_path: str, out_path: str) 
     torch.set_num_threads(1)
     from studio.engine.train.distributed import init_distributed, shutdown_distributed, torchrun_env
     from studio.services.distributed import train_distributed
-    from studio.services.training import create_run
 
     ctx = init_distributed(torchrun_env(), "cpu")
     results = {}
     try:
         for method in METHODS:
-            outcome = train_distributed(ctx, project_path, lambda p, m=method: create_run(p, "sample", _config(m)),
+            outcome = train_distributed(ctx, project_path, {"new": ("sample", _config(method))},
                                         trainer_factory=_trainer_classes()[1])
             results[method] = {"run_id": outcome.run_id, "status": outcome.result.status,
                                "reason": outcome.result.reason, "checkpoint": outcome.checkpoint}
@@ -200,17 +199,30 @@ def test_gpus_refused_without_enough_cuda_devices(project):
     assert project.runs() == []
 
 
-def test_forwarded_command_line_drops_gpus():
-    from studio.cli import build_parser
-    from studio.cli.train import _forwarded_args
+def test_gpus_stores_the_run_and_hands_torchrun_its_id(project, monkeypatch):
+    """`train --gpus N` stores the run once here (every setting, --set included) and starts torchrun
+    with `train P --run-id ID`: the processes train that stored run, the launcher's flags are not
+    re-parsed by them, and --gpus is not forwarded (it would launch again)."""
+    import studio.services.distributed as distributed
+    from studio.cli import build_parser, main
 
-    args = build_parser().parse_args(["train", "P", "--dataset", "d", "--method", "simclr", "--backbone", "resnet18",
-                                      "--steps", "3", "--set", "temperature=0.2", "--device", "cpu", "--json", "--gpus", "2"])
-    forwarded = _forwarded_args(args)
-    assert "--gpus" not in forwarded
-    again = build_parser().parse_args(forwarded)
-    for name in ("project", "dataset", "method", "backbone", "steps", "set", "device", "json"):
-        assert getattr(again, name) == getattr(args, name), name
+    seen = {}
+
+    def fake_launch(count, studio_args):
+        seen["count"], seen["args"] = count, list(studio_args)
+        return 0
+
+    monkeypatch.setattr(distributed, "launch_torchrun", fake_launch)
+    code = main(["train", str(project.root), "--dataset", "sample", "--method", "simclr", "--backbone", "resnet18",
+                 "--steps", "3", "--set", "temperature=0.2", "--device", "cpu", "--json", "--gpus", "2"])
+    assert code == 0
+    [run] = project.runs()
+    assert run.status == "queued" and run.config["steps"] == 3
+    assert run.config["method_config"]["temperature"] == 0.2
+    assert seen["count"] == 2 and "--gpus" not in seen["args"]
+    again = build_parser().parse_args(seen["args"])
+    assert (again.command, again.project, again.run_id, again.device, again.json) == (
+        "train", str(project.root), run.id, "cpu", True)
 
 
 def test_stored_run_command_reaches_studio_through_torchrun(monkeypatch):

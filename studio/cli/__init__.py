@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from studio import __version__
 
 COMMAND_MODULES = (
+    "studio.cli.gui",
     "studio.cli.project",
     "studio.cli.train",
     "studio.cli.info",
@@ -40,13 +41,6 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _gui(args: argparse.Namespace) -> int:
-    from studio.gui.app import run_gui
-
-    return run_gui(project=args.project, screenshot=args.screenshot, sample=args.sample, page=args.page,
-                   theme=args.theme)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-studio", description="Train self-supervised image encoders on your own images.")
     parser.add_argument("--version", action="version", version=f"ssl-studio {__version__}")
@@ -54,14 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--self-test", action="store_true",
                         help="check the installation: imports, one very short training on the sample (offscreen); prints OK")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    gui = sub.add_parser("gui", help="open the GUI")
-    gui.add_argument("project", nargs="?", help="project folder to open")
-    gui.add_argument("--screenshot", metavar="PNG", help="render the main window to PNG once shown, then exit")
-    gui.add_argument("--sample", action="store_true", help="open (creating it if needed) the sample project")
-    gui.add_argument("--page", metavar="NAME", help="the page to show: welcome, dataset, new-run, run, run-details, explorer, compare")
-    gui.add_argument("--theme", choices=("system", "light", "dark"), help="the colour theme for this session")
-    gui.set_defaults(func=_gui)
 
     for name in COMMAND_MODULES:
         try:
@@ -78,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_debug_everywhere(sub: argparse._SubParsersAction) -> None:
     """`--debug` is accepted after the command too (`ssl-studio train ... --debug`)."""
     for command in sub.choices.values():
+        if "-" not in command.prefix_chars:
+            continue  # `gui` hands its arguments to the GUI's own parser, --debug included
         if "--debug" not in command._option_string_actions:
             command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
         for action in command._actions:
@@ -87,6 +75,17 @@ def _add_debug_everywhere(sub: argparse._SubParsersAction) -> None:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def _setting_hint(args: argparse.Namespace, exc: BaseException) -> str:
+    """Errors below the front door name a setting; here it is named by the option that sets it."""
+    setting = getattr(exc, "setting", None)
+    if not setting or getattr(args, "command", None) != "train":
+        return ""
+    from studio.cli.train import flag_of
+
+    flag = flag_of(setting)
+    return f" ({flag})" if flag else f" (--set {setting}=...)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return self_test()
     if getattr(args, "func", None) is None:
         if args.command is None:
-            args = parser.parse_args(["gui", *([] if argv is None else argv)])
+            args = parser.parse_args(["gui", *(() if argv is None else argv)])
         else:
             parser.print_help(sys.stderr)
             return 2
@@ -125,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StudioError, ProjectError, SchemaVersionError, OSError) as exc:
         if args.debug:
             raise
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}{_setting_hint(args, exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

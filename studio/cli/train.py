@@ -14,17 +14,22 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 from studio.cli import UsageError, emit_json, say
+from studio.status import RunStatus
 
-# Options whose value is taken from the stored run when resuming; giving them with --resume is
-# refused rather than silently ignored.
-_RUN_SETTINGS = (
-    "dataset", "method", "backbone", "epochs", "steps", "batch_size", "lr", "image_size", "set",
-    "backbone_option", "checkpoint_every", "seed", "optimizer", "weight_decay", "warmup_epochs",
-    "pretrained", "no_amp", "compile", "max_grad_norm",
-)
+
+def _rel(root: Path, path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+# The run's own settings (TrainConfig's basic and advanced fields) become options generated from
+# their descriptions; these are named by hand because they are not plain fields.
+_STRUCTURE_OPTIONS = ("dataset", "method", "backbone", "set", "backbone_option", "pretrained")
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -57,10 +62,45 @@ def _option_value(text: str) -> Any:
     return text
 
 
+def config_options():
+    """TrainConfig's fields that are plain options (`--batch-size`, `--no-amp`, ...)."""
+    from studio.engine.train import TrainConfig
+
+    return [f for f in TrainConfig.fields() if f.group != "structure"]
+
+
+def flag_of(setting: str | None) -> str | None:
+    """The option that sets a TrainConfig field, for error messages (`batch_size` -> `--batch-size`)."""
+    from studio.engine.train import TrainConfig
+
+    for f in TrainConfig.fields():
+        if f.name == setting:
+            return f.flag
+    return None
+
+
+def _add_config_option(parser: argparse.ArgumentParser, info) -> None:
+    """One generated option: text in, checked against the field's description by TrainConfig."""
+    unit = f" ({info.unit})" if info.unit else ""
+    default = info.none if info.default is None and info.none else info.default
+    helptext = f"{info.help}{unit}; default {default}"
+    if info.type == "bool" and not info.optional:
+        # --compile turns a default-off switch on; --no-amp a default-on one off.
+        parser.add_argument(info.flag, dest=info.name, action="store_const", const=not info.default, default=None,
+                            help=info.help)
+        return
+    metavar = "|".join(map(str, info.choices)) if info.choices else info.type.upper().replace("STR", "TEXT")
+    if info.optional and info.type == "bool":
+        metavar = "auto|true|false"
+    parser.add_argument(info.flag, dest=info.name, metavar=metavar, default=None, help=helptext)
+
+
 def config_from_args(args: argparse.Namespace):
-    """The TrainConfig the options describe; anything not given keeps TrainConfig's default."""
+    """The TrainConfig the options describe; anything not given keeps TrainConfig's default.
+    Values arrive as text and are checked against each field's description."""
     from studio.engine.backbones import backbone_spec
     from studio.engine.errors import ConfigError
+    from studio.engine.settings import parse_value
     from studio.engine.train import TrainConfig
 
     missing = [f"--{name}" for name in ("dataset", "method", "backbone") if getattr(args, name) is None]
@@ -78,21 +118,23 @@ def config_from_args(args: argparse.Namespace):
         "backbone": args.backbone,
         "method_config": dict(args.set or []),  # build_config checks names and types
         "backbone_options": backbone_options,
-        "epochs": args.epochs,
-        "steps": args.steps,
     }
-    for name in ("batch_size", "lr", "image_size", "device", "seed", "checkpoint_every", "optimizer",
-                 "weight_decay", "warmup_epochs", "log_every", "max_grad_norm"):
-        value = getattr(args, name)
-        if value is not None:
-            values[name] = value
     if args.pretrained:
         values["pretrained"] = True
-    if args.no_amp:
-        values["amp"] = False
-    if args.compile:
-        values["compile"] = True
-    return TrainConfig(**values)
+    values.update(_given_settings(args))
+    return TrainConfig(**{k: (parse_value(_info(k), v) if k in _option_names() else v) for k, v in values.items()})
+
+
+def _option_names() -> set[str]:
+    return {f.name for f in config_options()}
+
+
+def _info(name: str):
+    return next(f for f in config_options() if f.name == name)
+
+
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {f.name: getattr(args, f.name) for f in config_options() if getattr(args, f.name, None) is not None}
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -105,8 +147,8 @@ def _fmt_eta(seconds: float) -> str:
 class ProgressPrinter:
     """Engine callbacks that write a line to stderr per metrics window (TrainConfig.log_every)."""
 
-    def __init__(self, project, run_id: int):
-        self.project = project
+    def __init__(self, project_root, run_id: int | None = None):
+        self.root = Path(project_root)
         self.run_id = run_id
         self.total = 0
         self.start_step = 0
@@ -117,7 +159,7 @@ class ProgressPrinter:
         self.total, self.start_step = info.total_steps, info.start_step
         self.started = time.perf_counter()
         amp = f", mixed precision {info.amp}" if info.amp else ""
-        say(f"run {self.run_id}: {info.images} images, batch {info.batch_size}, {info.total_steps} steps "
+        say(f"{'run ' + str(self.run_id) + ': ' if self.run_id else ''}{info.images} images, batch {info.batch_size}, {info.total_steps} steps "
             f"({info.steps_per_epoch} per epoch) on {info.device_name}{amp}; "
             f"{info.parameters / 1e6:.1f} M encoder parameters, features of {info.feature_dim}")
         if info.start_step:
@@ -141,10 +183,10 @@ class ProgressPrinter:
         say("  ".join(parts))
 
     def on_checkpoint(self, path: str, step: int, epoch: float) -> None:
-        say(f"checkpoint at step {step}: {self.project.rel(path)}")
+        say(f"checkpoint at step {step}: {_rel(self.root, path)}")
 
     def on_status(self, status: str, reason: str | None = None) -> None:
-        if status == "paused":
+        if status == RunStatus.PAUSED:
             say("paused")
 
     def on_log(self, message: str, level: str = "info") -> None:
@@ -157,7 +199,8 @@ class ProgressPrinter:
 
 @contextmanager
 def stop_on_signals(control) -> Iterator[None]:
-    """Ctrl-C / SIGTERM ask the run to stop between steps; a second Ctrl-C aborts at once."""
+    """Ctrl-C, SIGTERM and SIGHUP (the terminal closed) ask the run to stop between steps, with a
+    checkpoint; a second Ctrl-C aborts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -165,10 +208,15 @@ def stop_on_signals(control) -> Iterator[None]:
     def handler(signum, frame):
         if control.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        say("stopping after this step and writing a checkpoint (Ctrl-C again to abort)")
+        if not control.stop_requested:
+            try:
+                say("stopping after this step and writing a checkpoint (Ctrl-C again to abort)")
+            except OSError:  # the terminal is gone (SIGHUP): stop all the same
+                pass
         control.stop()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:
@@ -176,61 +224,62 @@ def stop_on_signals(control) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def queued_run(project, run_id: int):
-    """A stored run that has not started yet (created by the GUI, or another script), for --run-id."""
-    from studio.engine.errors import ConfigError
+def _request(args: argparse.Namespace) -> dict[str, Any]:
+    """What `prepare_run` is asked for: a new run from the options, or a stored one to continue
+    (`--resume`) or start (`--run-id`), given only the settings a stored run may take anew."""
+    from studio.services.training import RUNTIME_SETTINGS
 
-    run = project.run(run_id)
-    if run.status != "queued":
-        hint = (" Continue it with --resume instead." if run.status in ("stopped", "interrupted")
-                else " Start a new run instead.")
-        raise ConfigError(f"run {run_id} is {run.status}; --run-id trains a run that has not started yet (queued).{hint}")
-    return run
+    resume, stored = args.resume is not None, args.run_id is not None
+    if resume and stored:
+        raise UsageError("--run-id and --resume cannot be combined: --run-id starts a queued run, --resume continues one")
+    if not (resume or stored):
+        return {"new": (args.dataset, config_from_args(args))}
+    given = [n for n in _STRUCTURE_OPTIONS if getattr(args, n) not in (None, False, [])]
+    given += [n for n in _given_settings(args) if n not in RUNTIME_SETTINGS]
+    if given:
+        flags = [flag_of(n) or f"--{n.replace('_', '-')}" for n in given]
+        raise UsageError(f"{', '.join(flags)} cannot be changed on {'--resume' if resume else '--run-id'}: "
+                         "the run keeps its own settings")
+    overrides = {n: v for n, v in _given_settings(args).items() if n in RUNTIME_SETTINGS}
+    if resume:
+        return {"resume": args.resume, "overrides": overrides}
+    return {"queued": args.run_id, "overrides": overrides}
+
+
+def _decoding(done: int, total: int) -> None:
+    if done == total or done % 4096 == 0:
+        say(f"preparing images {done}/{total}")
+
+
+def _announce(prepared, processes: int = 1, backend: str = "") -> None:
+    from studio.services.training import describe_start
+
+    for line in describe_start(prepared, processes, backend):
+        say(line)
 
 
 def _train(args: argparse.Namespace) -> int:
     from studio.engine.train import TrainingControl
-    from studio.services.training import check_resumable, create_run, execute_run
+    from studio.engine.train.distributed import torchrun_env
+    from studio.services.training import execute_run, prepare_run
     from studio.store import Project
 
-    resume = args.resume is not None
-    stored = getattr(args, "run_id", None) is not None
-    if resume and stored:
-        raise UsageError("--run-id and --resume cannot be combined: --run-id starts a queued run, --resume continues one")
-    if resume or stored:
-        given = [f"--{n.replace('_', '-')}" for n in _RUN_SETTINGS if getattr(args, n) not in (None, False, [])]
-        if given:
-            raise UsageError(f"{', '.join(given)} cannot be changed on {'--resume' if resume else '--run-id'}: "
-                             "the run keeps its own settings")
-
-    from studio.engine.train.distributed import torchrun_env
-
+    request = _request(args)
     env = torchrun_env()
     if env is not None:
-        return _train_distributed(args, env)
-    if getattr(args, "gpus", None) and args.gpus > 1:
-        return _launch_gpus(args)
+        return _train_distributed(args, env, request)
+    if args.gpus and args.gpus > 1:
+        return _launch_gpus(args, request)
 
     with Project.open(args.project) as project:
-        if resume or stored:
-            run = check_resumable(project, args.resume) if resume else queued_run(project, args.run_id)
-            if args.device is not None and args.device != run.config.get("device"):
-                project.update_run(run.id, config={**run.config, "device": args.device})
-            if args.log_every is not None:
-                project.update_run(run.id, config={**project.run(run.id).config, "log_every": args.log_every})
-        else:
-            run = create_run(project, args.dataset, config_from_args(args))
-            say(f"run {run.id}: {run.method} on {run.backbone}, dataset {run.dataset!r}")
-
-        def decoding(done: int, total: int) -> None:
-            if done == total or done % 4096 == 0:
-                say(f"preparing images {done}/{total}")
-
+        prepared = prepare_run(project, **request)
+        _announce(prepared)
+        run = prepared.run
         control = TrainingControl()
-        printer = ProgressPrinter(project, run.id)
+        printer = ProgressPrinter(project.root, run.id)
         with stop_on_signals(control):
-            result = execute_run(project, run.id, control=control, callbacks=[printer], resume=resume, progress=decoding)
-
+            result = execute_run(project, run.id, control=control, callbacks=[printer], resume=prepared.resume,
+                                 checkpoint_step=prepared.checkpoint_step, progress=_decoding)
         checkpoint = project.rel(result.checkpoint) if result.checkpoint else None
     return report_result(args, run.id, result, checkpoint, f"ssl-studio train {args.project} --resume {run.id}")
 
@@ -251,13 +300,13 @@ def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str
     }
     if args.json:
         emit_json(payload)
-    if result.status in ("failed", "diverged"):
+    if RunStatus.of(result.status).is_error:
         print(f"error: run {run_id} {result.status}: {result.reason}", file=sys.stderr)
         return 1
     if not args.json:
         loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""
         say(f"run {run_id} {result.status} at step {result.steps}{loss}; checkpoint {checkpoint}")
-        if result.status == "stopped":
+        if result.status == RunStatus.STOPPED:
             say(f"continue it with: {resume_hint}")
     return 0
 
@@ -335,33 +384,25 @@ def _metrics(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     t = sub.add_parser("train", help="train a method on a dataset (or --resume a run)",
-                       description="Train a self-supervised method on one of the project's datasets.")
+                       description="Train a self-supervised method on one of the project's datasets. "
+                                   "Every setting below is checked against its bounds before a run is stored.")
     t.add_argument("project")
     t.add_argument("--dataset", help="dataset name (see 'dataset list')")
     t.add_argument("--method", help="pretext method (see 'methods')")
     t.add_argument("--backbone", help="encoder (see 'backbones')")
-    length = t.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=_positive_int, help="passes over the dataset (default 100)")
-    length.add_argument("--steps", type=_positive_int, help="optimiser steps instead of epochs")
-    t.add_argument("--batch-size", type=_positive_int)
-    t.add_argument("--lr", type=float, help="base learning rate (default: the method's, scaled by batch/256)")
-    t.add_argument("--image-size", type=_positive_int, help="side of the training images in px (default 32)")
-    t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default auto: CUDA, then MPS, then CPU")
     t.add_argument("--set", action="append", type=_key_value, metavar="FIELD=VALUE",
                    help="a field of the method's config (see 'methods'); repeat for several")
     t.add_argument("--backbone-option", action="append", type=_key_value, metavar="NAME=VALUE",
-                   help="a backbone option, e.g. num_layers=4 or patch_size=4 for ViTs")
-    t.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--optimizer", choices=("sgd", "adamw", "lars"), help="default: the method's")
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay (at most a tenth of the run)")
-    t.add_argument("--max-grad-norm", type=float, help="clip gradients to this norm")
+                   help="a backbone option, e.g. num_layers=4 or patch_size=4 for ViTs, small_stem=true for CNNs")
     t.add_argument("--pretrained", action="store_true", help="start from ImageNet weights where they exist")
-    t.add_argument("--no-amp", action="store_true", help="train in float32 even where mixed precision is available")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model")
-    t.add_argument("--log-every", type=_positive_int, metavar="STEPS", help="steps between progress lines and metric points (default 10)")
-    t.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stopped or interrupted run from its latest checkpoint")
+    basic = t.add_argument_group("training settings")
+    advanced = t.add_argument_group("advanced settings")
+    length = basic.add_mutually_exclusive_group()  # a run's length is one or the other
+    for info in config_options():
+        group = length if info.name in ("epochs", "steps") else basic if info.group == "basic" else advanced
+        _add_config_option(group, info)
+    t.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stopped, interrupted, failed or diverged "
+                   "run from its latest checkpoint")
     t.add_argument("--run-id", type=int, metavar="RUN_ID",
                    help="train a run already stored in the project and not started yet (queued), with its own settings "
                         "(the GUI starts its multi-GPU runs this way)")
@@ -370,8 +411,6 @@ def register(sub) -> None:
                    help="data-parallel training on N GPUs of this machine (starts torchrun; "
                         "--batch-size is the global batch); with --device cpu, N processes on the CPU")
     t.set_defaults(func=_train)
-    global _TRAIN_PARSER
-    _TRAIN_PARSER = t
 
     r = sub.add_parser("runs", help="list the project's runs")
     r.add_argument("project")
@@ -388,86 +427,48 @@ def register(sub) -> None:
 
 
 # -- many GPUs (torchrun) ---------------------------------------------------------------------
-_TRAIN_PARSER: argparse.ArgumentParser | None = None
-
-
-def _forwarded_args(args: argparse.Namespace) -> list[str]:
-    """The `train` command line again, without --gpus: what each torchrun process runs."""
-    assert _TRAIN_PARSER is not None
-    out = ["train"]
-    for action in _TRAIN_PARSER._actions:
-        dest = action.dest
-        if dest in ("help", "gpus") or not hasattr(args, dest):
-            continue
-        value = getattr(args, dest)
-        if not action.option_strings:
-            out.append(str(value))
-            continue
-        flag = action.option_strings[-1]
-        if isinstance(action, argparse._StoreTrueAction):
-            if value:
-                out.append(flag)
-        elif isinstance(action, argparse._AppendAction):
-            for item in value or []:
-                out += [flag, "=".join(map(str, item)) if isinstance(item, tuple) else str(item)]
-        elif value is not None:
-            out += [flag, str(value)]
-    return out
-
-
-def _launch_gpus(args: argparse.Namespace) -> int:
+def _launch_gpus(args: argparse.Namespace, request: dict[str, Any]) -> int:
+    """Store (or check) the run here, then have torchrun's processes train it by its id."""
     from studio.services.distributed import check_gpus, launch_torchrun
+    from studio.services.training import prepare_run
+    from studio.store import Project
 
-    check_gpus(args.gpus, args.device)
-    say(f"starting {args.gpus} processes with torchrun ({'CPU, gloo' if args.device == 'cpu' else 'one per GPU, NCCL'})")
-    code = launch_torchrun(args.gpus, _forwarded_args(args))
+    device = args.device or (request["new"][1].device if "new" in request else None)
+    check_gpus(args.gpus, device)
+    with Project.open(args.project) as project:
+        prepared = prepare_run(project, **request, processes=args.gpus)
+        _announce(prepared, args.gpus, "CPU, gloo" if device == "cpu" else "one per GPU, NCCL")
+    forwarded = ["train", str(args.project), "--resume" if prepared.resume else "--run-id", str(prepared.run.id)]
+    if device:
+        forwarded += ["--device", device]
+    if args.log_every is not None:
+        forwarded += ["--log-every", str(args.log_every)]
+    if args.json:
+        forwarded.append("--json")
+    code = launch_torchrun(args.gpus, forwarded)
     return 0 if code == 0 else 1
 
 
-def _train_distributed(args: argparse.Namespace, env) -> int:
+def _train_distributed(args: argparse.Namespace, env, request: dict[str, Any]) -> int:
     """One of the processes torchrun started: rank 0 records the run and prints; the others train."""
     from studio.engine.train import TrainingControl
     from studio.engine.train.distributed import init_distributed, shutdown_distributed
     from studio.services.distributed import PeerFailed, train_distributed
-    from studio.services.training import check_resumable, create_run
 
-    resume = args.resume is not None
-    stored = getattr(args, "run_id", None) is not None
     ctx = init_distributed(env, args.device)
-
-    def prepare(project):
-        if resume or stored:
-            run = check_resumable(project, args.resume) if resume else queued_run(project, args.run_id)
-            if args.log_every is not None:
-                project.update_run(run.id, config={**run.config, "log_every": args.log_every})
-                run = project.run(run.id)
-            if stored:
-                say(f"run {run.id}: {run.method} on {run.backbone}, dataset {run.dataset!r}, "
-                    f"{ctx.world_size} processes ({ctx.backend}), global batch {run.config.get('batch_size')}")
-            return run
-        run = create_run(project, args.dataset, config_from_args(args))
-        say(f"run {run.id}: {run.method} on {run.backbone}, dataset {run.dataset!r}, "
-            f"{ctx.world_size} processes ({ctx.backend}), global batch {run.config.get('batch_size')}")
-        return run
-
-    def decoding(done: int, total: int) -> None:
-        if done == total or done % 4096 == 0:
-            say(f"preparing images {done}/{total}")
-
     control = TrainingControl()
+    printer = ProgressPrinter(args.project)
     try:
         with stop_on_signals(control):
-            outcome = train_distributed(
-                ctx, args.project, prepare, resume=resume, control=control, progress=decoding,
-                callbacks_factory=lambda project, run: [ProgressPrinter(project, run.id)],
-            )
+            outcome = train_distributed(ctx, args.project, request, control=control, progress=_decoding,
+                                        callbacks=[printer])
     except PeerFailed:
         return 1  # rank 0 prints the reason
     finally:
         shutdown_distributed()
     result = outcome.result
     if not ctx.is_main:
-        return 1 if result.status in ("failed", "diverged") else 0
+        return 1 if result.status in (RunStatus.FAILED, RunStatus.DIVERGED) else 0
     return report_result(args, outcome.run_id, result, outcome.checkpoint,
                          f"torchrun ... -m studio train {args.project} --resume {outcome.run_id}",
                          processes=ctx.world_size)

@@ -129,11 +129,53 @@ def show_named_page(window, name: str) -> None:
             page.run_list.item(i).setCheckState(Qt.CheckState.Checked)
 
 
-def main() -> int:
-    """The `ssl-studio-gui` launcher: the same arguments as `ssl-studio gui`."""
-    from studio.cli import main as cli_main
+def build_parser(prog: str = "ssl-studio gui"):
+    """The GUI's arguments (CLI.md: `ssl-studio gui [PROJECT] [--screenshot PNG] [--page PAGE] [--theme ...]`),
+    parsed here so that `ssl-studio gui` and the `ssl-studio-gui` launcher share one description."""
+    import argparse
 
-    return cli_main(["gui", *sys.argv[1:]])
+    parser = argparse.ArgumentParser(prog=prog, description="Open the SSL Studio desktop app.")
+    parser.add_argument("project", nargs="?", help="project folder to open")
+    parser.add_argument("--screenshot", metavar="PNG", help="render the main window to PNG once shown, then exit")
+    parser.add_argument("--sample", action="store_true", help="open (creating it if needed) the sample project")
+    parser.add_argument("--page", metavar="NAME", choices=("welcome", *PAGE_NAMES),
+                        help="the page to show: welcome, " + ", ".join(PAGE_NAMES))
+    parser.add_argument("--theme", choices=("system", "light", "dark"), help="the colour theme for this session")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser
+
+
+def display_problem() -> str | None:
+    """Why no window can open here, or None: Qt aborts the process (exit 134) without a display,
+    so the launcher says so first. An offscreen platform (tests, --screenshot) needs none."""
+    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal", "vnc", "eglfs", "linuxfb"):
+        return None
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return ("no display found (neither DISPLAY nor WAYLAND_DISPLAY is set); run the studio on a desktop, "
+                "under a virtual X server (xvfb-run ssl-studio gui), or use the command line (ssl-studio --help).")
+    return None
+
+
+def main(argv=None, prog: str = "ssl-studio-gui") -> int:
+    """The GUI's entry point: `ssl-studio-gui` and `ssl-studio gui` both end here."""
+    args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else list(argv))
+    problem = display_problem()
+    if problem and args.screenshot:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no screen
+    elif problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    from studio.engine.errors import StudioError
+    from studio.store import ProjectError
+
+    try:
+        return run_gui(project=args.project, screenshot=args.screenshot, sample=args.sample, page=args.page,
+                       theme=args.theme)
+    except (StudioError, ProjectError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

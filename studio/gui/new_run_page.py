@@ -98,7 +98,8 @@ class NewRunPage(QWidget):
         self.length_unit.addItem("steps", "steps")
         self.length_spin = QSpinBox()
         self.length_spin.setObjectName("length")
-        self.length_spin.setRange(1, 10_000_000)
+        self.length_unit.currentIndexChanged.connect(self._length_bounds)
+        self._length_bounds()
         self.length_spin.setValue(100)
         length.addWidget(self.length_spin, 1)
         length.addWidget(self.length_unit)
@@ -430,6 +431,13 @@ class NewRunPage(QWidget):
     # -- the config ----------------------------------------------------------------------------
     def method_values(self) -> dict[str, Any]:
         return {name: e.value() for name, e in self.field_editors.items()}
+
+    def _length_bounds(self) -> None:
+        """The length box takes what TrainConfig allows for the chosen unit (epochs or steps)."""
+        from studio.engine.settings import field_info
+
+        info = field_info(TrainConfig, self.length_unit.currentData() or "epochs")
+        self.length_spin.setRange(int(info.min or 1), int(info.max or 2**31 - 1))
 
     def config(self) -> TrainConfig:
         lr_text = self.lr_edit.text().strip().replace(",", ".")

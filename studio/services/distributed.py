@@ -10,12 +10,13 @@ group. Only rank 0 records the run (RunRecorder) and writes checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -24,8 +25,8 @@ from studio.engine.errors import ConfigError
 from studio.engine.train import TrainConfig, TrainingCallbacks, TrainingControl, TrainResult
 from studio.engine.train.distributed import DistributedContext, DistributedTrainer, broadcast_object
 from studio.services.datasets import load_images
-from studio.services.training import execute_run
-from studio.store import Project, RunRecord
+from studio.services.training import describe_start, execute_run, prepare_run
+from studio.store import Project
 
 Progress = Callable[[int, int], None]
 
@@ -44,15 +45,16 @@ class DistributedOutcome:
 def train_distributed(
     ctx: DistributedContext,
     project_path: str | Path,
-    prepare: Callable[[Project], RunRecord],
+    request: dict[str, Any],
     *,
-    resume: bool = False,
     control: TrainingControl | None = None,
-    callbacks_factory: Callable[[Project, RunRecord], Sequence[TrainingCallbacks]] = lambda project, run: (),
+    callbacks: Sequence[TrainingCallbacks] = (),
     progress: Progress | None = None,
     trainer_factory: type[DistributedTrainer] = DistributedTrainer,
 ) -> DistributedOutcome:
-    """Train the run `prepare` gives (on rank 0) with every rank of `ctx`; call it on each rank."""
+    """Train the run that `request` names (the keywords of `prepare_run`: a new run, a run to
+    resume, or a queued run's id) with every rank of `ctx`; call it on each rank. Rank 0 prepares
+    the run and reports through `callbacks`; the others only train."""
     control = control or TrainingControl()
     if not ctx.is_main:
         return _follow(ctx, control, trainer_factory)
@@ -60,16 +62,24 @@ def train_distributed(
     project: Project | None = None
     try:
         project = Project.open(project_path)
-        run = prepare(project)
-        if run.config.get("device") != ctx.device_type:
-            # Where the processes run is the launcher's choice; the stored config says where it ran.
-            project.update_run(run.id, config={**run.config, "device": ctx.device_type})
-            run = project.run(run.id)
+        overrides = {**request.get("overrides", {}), "device": ctx.device_type}
+        if "new" in request:
+            dataset, config = request["new"]
+            prepared = prepare_run(project, new=(dataset, dataclasses.replace(config, device=ctx.device_type)),
+                                   processes=ctx.world_size)
+        else:
+            prepared = prepare_run(project, **{**request, "overrides": overrides}, processes=ctx.world_size)
+        run = prepared.run
+        for line in describe_start(prepared, ctx.world_size, ctx.backend):
+            for cb in callbacks:
+                cb.on_log(line.removeprefix("warning: "), "warning" if line.startswith("warning: ") else "info")
         config = TrainConfig.from_dict(run.config)
         images = load_images(project, project.dataset(run.dataset_id), config.image_size, progress)
         resume_from = None
-        if resume:
+        if prepared.resume:
             ck = project.latest_checkpoint(run.id)
+            if prepared.checkpoint_step is not None:
+                ck = next((c for c in project.checkpoints(run.id) if c.step == prepared.checkpoint_step), None)
             resume_from = str(project.abs(ck.path)) if ck is not None else None
         plan = {
             "run_id": run.id,
@@ -87,8 +97,8 @@ def train_distributed(
     broadcast_object(plan, ctx)
     try:
         result = execute_run(
-            project, run.id, control=control, callbacks=list(callbacks_factory(project, run)), resume=resume,
-            trainer_factory=trainer_factory, trainer_kwargs={"context": ctx},
+            project, run.id, control=control, callbacks=list(callbacks), resume=prepared.resume,
+            checkpoint_step=prepared.checkpoint_step, trainer_factory=trainer_factory, trainer_kwargs={"context": ctx},
         )
         checkpoint = project.rel(result.checkpoint) if result.checkpoint else None
     finally:

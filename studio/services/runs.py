@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from studio.engine.errors import CheckpointError, ConfigError, StudioError
 from studio.status import RESUMABLE, RunStatus
 from studio.store import Project, RunRecord
 
@@ -26,16 +27,23 @@ class Verdict:
     ok: bool
     reason: str = ""  # why not, when not ok
     warning: str = ""  # what to say although it is ok
+    error: type[StudioError] = ConfigError  # what `check` raises
 
     def __bool__(self) -> bool:
         return self.ok
+
+    def check(self) -> "Verdict":
+        """Raise the refusal as a typed error (for code paths that act rather than show)."""
+        if not self.ok:
+            raise self.error(self.reason)
+        return self
 
 
 YES = Verdict(True)
 
 
-def _no(reason: str) -> Verdict:
-    return Verdict(False, reason)
+def _no(reason: str, error: type[StudioError] = ConfigError) -> Verdict:
+    return Verdict(False, reason, error=error)
 
 
 def is_active(run: RunRecord) -> bool:
@@ -60,7 +68,7 @@ def can_resume(project: Project, run: RunRecord, step: int | None = None, busy: 
         return _held(run)
     if step is not None:
         if not any(c.step == step and project.abs(c.path).is_file() for c in project.checkpoints(run.id)):
-            return _no(f"run {run.id} has no checkpoint at step {step} on disk.")
+            return _no(f"run {run.id} has no checkpoint at step {step} on disk.", CheckpointError)
         if run.total_steps and step >= run.total_steps:
             return _no(f"the checkpoint at step {step:,} is the end of run {run.id}: there is nothing to resume. "
                        "Duplicate the run to train longer.")
@@ -70,7 +78,7 @@ def can_resume(project: Project, run: RunRecord, step: int | None = None, busy: 
     if status not in RESUMABLE:
         return _no(f"run {run.id} is {status} and cannot be resumed.")
     if project.latest_checkpoint(run.id) is None:
-        return _no(f"run {run.id} has no checkpoint to resume from; start a new run instead.")
+        return _no(f"run {run.id} has no checkpoint to resume from; start a new run instead.", CheckpointError)
     if status is RunStatus.DIVERGED:
         return Verdict(True, warning=(f"run {run.id} diverged; it continues from its last good checkpoint with the "
                                       "same settings, which may diverge again (a lower learning rate helps)."))
@@ -121,9 +129,9 @@ def can_export(project: Project, run: RunRecord, step: int | None = None) -> Ver
     if step is not None:
         cks = [c for c in cks if c.step == step]
         if not cks:
-            return _no(f"run {run.id} has no checkpoint at step {step} on disk.")
+            return _no(f"run {run.id} has no checkpoint at step {step} on disk.", CheckpointError)
     if not cks:
-        return _no(f"run {run.id} has no checkpoint to export yet; train it first.")
+        return _no(f"run {run.id} has no checkpoint to export yet; train it first.", CheckpointError)
     return YES
 
 
@@ -131,5 +139,5 @@ def can_evaluate(project: Project, run: RunRecord, step: int | None = None) -> V
     """Evaluation reads a checkpoint, as export does."""
     verdict = can_export(project, run, step)
     if not verdict:
-        return _no(verdict.reason.replace("to export", "to evaluate"))
+        return _no(verdict.reason.replace("to export", "to evaluate"), verdict.error)
     return verdict

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from studio.engine.errors import CheckpointError, ConfigError
@@ -14,37 +14,108 @@ from studio.store import Project, RunRecord, RunRecorder
 Progress = Callable[[int, int], None]
 
 
-def validate_config(config: TrainConfig) -> TrainConfig:
-    """Everything that can be checked before Start: fields, method x backbone, image size."""
+# Settings that change where or how verbosely a stored run trains, never what it learns: the
+# only ones a resumed or queued run may be given anew.
+RUNTIME_SETTINGS = ("device", "log_every")
+
+
+def validate_config(config: TrainConfig, processes: int = 1) -> TrainConfig:
+    """Everything that can be checked before Start: fields, method x backbone, backbone options,
+    and, for data-parallel runs, the batch split over `processes`. Returns the config with its
+    method settings as their typed values (text from the command line becomes numbers)."""
     from studio.engine.backbones import backbone_spec
     from studio.engine.methods import build_config, method_class
+    from studio.engine.train.config import check_batch_split
 
     config.validate()
     cls = method_class(config.method)
-    build_config(cls.config_class, config.method_config)
+    built = build_config(cls.config_class, config.method_config)
     spec = backbone_spec(config.backbone)
     cls.check_backbone(spec.kind, config.backbone)
-    return config
+    check_batch_split(config.batch_size, processes)
+    typed = {name: getattr(built, name) for name in config.method_config}
+    return config if typed == config.method_config else dataclasses.replace(config, method_config=typed)
 
 
-def create_run(project: Project, dataset: str | int, config: TrainConfig, parent_run_id: int | None = None) -> RunRecord:
-    validate_config(config)
+def create_run(project: Project, dataset: str | int, config: TrainConfig, parent_run_id: int | None = None,
+               processes: int = 1) -> RunRecord:
+    config = validate_config(config, processes)
     ds = project.dataset(dataset)
     return project.create_run(ds.id, config.method, config.backbone, config.to_dict(), parent_run_id=parent_run_id)
 
 
-def check_resumable(project: Project, run_id: int) -> RunRecord:
-    """The run, if it can be continued here: not finished, not running in another process, and
-    with a checkpoint on disk."""
+@dataclass(frozen=True)
+class PreparedRun:
+    """A stored run ready for `execute_run`: what to train and how to start it."""
+
+    run: RunRecord
+    resume: bool = False
+    checkpoint_step: int | None = None
+    warning: str = ""  # to show before training (a resumed diverged run)
+    created: bool = False
+
+
+def prepare_run(
+    project: Project,
+    *,
+    new: tuple[str | int, TrainConfig] | None = None,
+    resume: int | None = None,
+    queued: int | None = None,
+    step: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    parent_run_id: int | None = None,
+    processes: int = 1,
+) -> PreparedRun:
+    """The one way a front door gets a run to train: a `new` one (dataset, config), a stopped one
+    to `resume` (from checkpoint `step`, or its newest), or a `queued` one made earlier.
+
+    `overrides` may change only RUNTIME_SETTINGS of a stored run; anything else keeps the
+    run's own settings (a resumed run must learn what it was learning). Refused requests raise
+    ConfigError/CheckpointError and change nothing."""
+    from studio.engine.settings import field_info, parse_value
+    from studio.services.runs import can_resume, can_start_queued
+
+    if sum(x is not None for x in (new, resume, queued)) != 1:
+        raise ValueError("prepare_run takes exactly one of new, resume or queued")
+    overrides = dict(overrides or {})
+    if new is not None:
+        dataset, config = new
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        run = create_run(project, dataset, config, parent_run_id=parent_run_id, processes=processes)
+        return PreparedRun(run, created=True)
+    run_id = resume if resume is not None else queued
     run = project.run(run_id)
-    if run.status in ("running", "paused"):
-        where = f" (process {run.pid} on {run.host})" if run.pid else ""
-        raise ConfigError(f"run {run_id} is still {run.status}{where}; stop it before resuming.")
-    if run.status == "finished":
-        raise ConfigError(f"run {run_id} is finished; there is nothing to resume. Start a new run instead.")
-    if project.latest_checkpoint(run_id) is None:
-        raise CheckpointError(f"run {run_id} has no checkpoint to resume from; start a new run instead.")
-    return run
+    not_runtime = sorted(set(overrides) - set(RUNTIME_SETTINGS))
+    if not_runtime:
+        names = ", ".join(field_info(TrainConfig, n).label for n in not_runtime)
+        raise ConfigError(f"run {run.id} keeps its own settings; {names} cannot be changed when continuing it.",
+                          setting=not_runtime[0])
+    verdict = (can_resume(project, run, step) if resume is not None else can_start_queued(run)).check()
+    config = TrainConfig.from_dict(run.config)
+    changed = {n: parse_value(field_info(TrainConfig, n), v) for n, v in overrides.items()
+               if v is not None and getattr(config, n) != v}
+    if changed:
+        config = validate_config(dataclasses.replace(config, **changed), processes)
+        project.update_run(run.id, config=config.to_dict())
+        run = project.run(run.id)
+    else:
+        validate_config(config, processes)
+    return PreparedRun(run, resume=resume is not None, checkpoint_step=step, warning=verdict.warning)
+
+
+def describe_start(prepared: PreparedRun, processes: int = 1, backend: str = "") -> list[str]:
+    """What a front door says as a run starts: which run, what it trains, and any warning."""
+    run = prepared.run
+    where = f", {processes} processes ({backend}), global batch {run.config.get('batch_size')}" if processes > 1 else ""
+    if prepared.resume:
+        at = f" from its checkpoint at step {prepared.checkpoint_step}" if prepared.checkpoint_step is not None else ""
+        lines = [f"run {run.id}: resuming {run.method} on {run.backbone}{at}{where}"]
+    else:
+        lines = [f"run {run.id}: {run.method} on {run.backbone}, dataset {run.dataset!r}{where}"]
+    if prepared.warning:
+        lines.append(f"warning: {prepared.warning}")
+    return lines
 
 
 def run_monitors(project: Project, run: RunRecord, config: TrainConfig, images) -> list:
