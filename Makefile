@@ -15,7 +15,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# The window needs system libraries pip cannot bring (Qt's xcb plugin): installed here where
+# allowed without a password, else one line names the apt-get/dnf/pacman command.
 run: install
+	$(PY) -m studio.services.doctor --gui-libraries --install
 	$(VENV)/bin/ssl-studio gui --sample
 
 test: install

@@ -33,6 +33,13 @@ def self_test(steps: int = 3) -> int:
             finally:
                 project.close()
 
+            from studio.services.doctor import check_gui_libraries
+
+            gui = check_gui_libraries(platform="xcb")
+            if not gui.ok:
+                # Offscreen still builds the window below; a real screen would not open.
+                print(f"warning: {gui.message()}", file=sys.stderr)
+
             from PySide6.QtWidgets import QApplication
 
             from studio.gui.main_window import MainWindow

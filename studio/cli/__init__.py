@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "studio.cli.info",
     "studio.cli.evaluate",
     "studio.cli.export",
+    "studio.cli.doctor",
 )
 
 
