@@ -28,6 +28,9 @@ GRADIENT_METHODS = {
     "simclr": {},
     "barlowtwins": {"hidden_dim": 64, "output_dim": 32},
     "vicreg": {"hidden_dim": 64, "output_dim": 32},
+    # Keys gathered from every process as negatives; Sinkhorn codes balanced over the global batch.
+    "mocov3": {"hidden_dim": 64, "output_dim": 32},
+    "swav": {"hidden_dim": 64, "output_dim": 32, "prototypes": 16, "local_crops": 0},
 }
 
 
@@ -179,7 +182,7 @@ def _gradient_worker(rank: int, world: int, port: int) -> None:
             share = slice(rank * 4, rank * 4 + 4)
             loss = step([v[share] for v in views], state)["loss"]
             loss.backward()
-            torch.testing.assert_close(loss.detach(), ref.detach(), rtol=1e-10, atol=1e-10, msg=method)
+            torch.testing.assert_close(loss.detach(), ref.detach(), rtol=1e-10, atol=1e-10, msg=lambda m: f"{method}: {m}")
             checked = 0
             for (name, a), (_, b) in zip(one.named_parameters(), many.named_parameters()):
                 if a.grad is not None:

@@ -18,7 +18,8 @@ from studio.engine.eval.health import STD_RATIO_COLLAPSE_THRESHOLD, health_repor
 from studio.engine.methods import METHODS, StepState, build_config
 from studio.engine.train import TrainingCallbacks
 
-ALL = ("simclr", "moco", "byol", "simsiam", "dino", "barlowtwins", "vicreg", "mae")
+ALL = ("simclr", "moco", "mocov3", "nnclr", "byol", "simsiam", "dino", "swav", "barlowtwins", "vicreg", "mae",
+       "simmim")
 
 
 def test_methods_table_lists_every_method_and_describes_it():
@@ -32,8 +33,9 @@ def test_methods_table_lists_every_method_and_describes_it():
             assert f["help"], f"{name}.{f['name']} has no help text"
             assert f["type"] in ("int", "float", "bool", "str")
         build_config(cls.config_class)  # the defaults are valid
-    assert families == {"contrastive", "self-distillation", "redundancy-reduction", "masked-image-modelling"}
-    assert METHODS["mae"].describe()["backbones"] == ["vit"]
+    assert families == {"contrastive", "self-distillation", "clustering", "redundancy-reduction",
+                        "masked-image-modelling"}
+    assert METHODS["mae"].describe()["backbones"] == ["vit"] and METHODS["simmim"].describe()["backbones"] == ["vit"]
 
 
 # -- losses against the papers' equations -----------------------------------------------------
@@ -170,6 +172,100 @@ def test_vicreg_loss_is_invariance_variance_covariance():
     s = ((z1 - z2) ** 2).sum(1).mean() / d  # mean squared distance per dimension
     expected = 25 * s + 25 * (v(z1) + v(z2)) / 2 + 1 * (c(z1) + c(z2))
     assert torch.allclose(vicreg_loss(z1, z2, 25, 25, 1), expected, atol=1e-5)
+
+
+def test_mocov3_loss_is_scaled_infonce_against_the_batchs_keys():
+    from studio.engine.methods.mocov3 import mocov3_loss
+
+    g = _gen(11)
+    q, k = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    tau = 0.2
+    qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    # Algorithm 1: the positive of query i is key i, the batch's other keys its negatives, x 2 tau.
+    expected = sum(-(qn[i] @ kn[i] / tau - torch.logsumexp(qn[i] @ kn.T / tau, 0)) for i in range(6)) / 6 * 2 * tau
+    assert torch.allclose(mocov3_loss(q, k, tau), expected, atol=1e-5)
+
+
+def test_mocov3_keeps_a_vits_random_patch_projection_fixed():
+    from studio.engine.backbones import build_backbone
+    from studio.engine.methods.mocov3 import MoCoV3, MoCoV3Config
+
+    vit = build_backbone("vit_tiny", image_size=16, num_layers=1, patch_size=4)
+    method = MoCoV3(vit, MoCoV3Config(hidden_dim=32, output_dim=16))
+    patch = vit.model.conv_proj.weight.detach().clone()
+    views = [torch.randn(4, 3, 16, 16, generator=_gen(1)) for _ in range(2)]
+    method.training_step(views, StepState(0, 10))["loss"].backward()
+    assert vit.model.conv_proj.weight.grad is None and torch.equal(vit.model.conv_proj.weight, patch)
+    assert any(p.grad is not None for p in vit.model.encoder.parameters())
+    free = MoCoV3(build_backbone("vit_tiny", image_size=16, num_layers=1, patch_size=4),
+                  MoCoV3Config(hidden_dim=32, output_dim=16, freeze_patch_embedding=False))
+    assert free.backbone.model.conv_proj.weight.requires_grad
+
+
+def test_nnclr_loss_is_ntxent_with_the_neighbour_as_positive():
+    from lightly.models.modules import NNMemoryBankModule
+
+    from studio.engine.methods.nnclr import nnclr_loss
+
+    g = _gen(12)
+    support = F.normalize(torch.randn(10, 8, generator=g), dim=1)
+    bank = NNMemoryBankModule(size=(10, 8))
+    bank.bank.copy_(support.T if bank.bank.shape == (8, 10) else support)
+    z, p = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    nn_z = bank(z, update=False)
+    # NN(z_i): the support embedding of highest cosine similarity with z_i.
+    assert torch.allclose(nn_z, support[(F.normalize(z, dim=1) @ support.T).argmax(1)])
+    tau = 0.1
+    out = F.normalize(torch.cat([nn_z, p]), dim=1)
+    sim = out @ out.T / tau
+    n = len(z)
+    expected = 0.0
+    for i in range(2 * n):
+        others = torch.cat([sim[i, :i], sim[i, i + 1:]])
+        expected = expected - (sim[i, (i + n) % (2 * n)] - torch.logsumexp(others, 0))
+    assert torch.allclose(nnclr_loss(nn_z, p, tau), expected / (2 * n), atol=1e-5)
+
+
+def test_swav_loss_is_swapped_prediction_of_sinkhorn_codes():
+    from studio.engine.backbones import build_backbone
+    from studio.engine.methods.swav import SwAV, SwAVConfig, swav_loss
+
+    def sinkhorn(scores, eps=0.05, iters=3):  # the paper's algorithm 1, in plain torch
+        q = torch.exp(scores / eps).T
+        q = q / q.sum()
+        k, b = q.shape
+        for _ in range(iters):
+            q = q / q.sum(1, keepdim=True) / k
+            q = q / q.sum(0, keepdim=True) / b
+        return (q * b).T
+
+    g = _gen(13)
+    high = [torch.randn(6, 5, generator=g) for _ in range(2)]
+    low = [torch.randn(6, 5, generator=g) for _ in range(3)]
+    codes = [sinkhorn(h) for h in high]
+    assert torch.allclose(codes[0].sum(1), torch.ones(6), atol=1e-5)  # each image's code is a distribution
+    method = SwAV(build_backbone("resnet18", image_size=16), SwAVConfig(prototypes=5, hidden_dim=16, output_dim=8))
+    assert torch.allclose(method.criterion(high, low), swav_loss(high + low, codes, 0.1), atol=1e-5)
+
+
+def test_simmim_loss_is_l1_on_the_raw_pixels_of_masked_patches():
+    from lightly.models.utils import patchify
+
+    from studio.engine.methods.simmim import simmim_loss
+
+    g = _gen(14)
+    b, p, side = 2, 4, 8
+    images = torch.randn(b, 3, side, side, generator=g)
+    idx_mask = torch.tensor([[0, 3], [2, 1]])
+    pred = torch.randn(b, 2, 3 * p * p, generator=g)
+    total, count = 0.0, 0
+    for i in range(b):
+        for j, idx in enumerate(idx_mask[i].tolist()):
+            r, col = divmod(idx, side // p)
+            target = images[i, :, r * p:(r + 1) * p, col * p:(col + 1) * p].permute(1, 2, 0).reshape(-1)
+            total += (pred[i, j] - target).abs().sum()
+            count += target.numel()
+    assert torch.allclose(simmim_loss(pred, patchify(images, p), idx_mask), total / count, atol=1e-6)
 
 
 def test_mae_loss_is_mse_on_masked_patches_with_normalised_pixels():
@@ -344,6 +440,12 @@ TRAIN = {
     "barlowtwins": dict(CNN, method_config={"hidden_dim": 256, "output_dim": 256}, **ADAMW),
     "vicreg": dict(VIT, method_config={"hidden_dim": 256, "output_dim": 256}, **ADAMW),
     "mae": dict(VIT, method_config={"decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4}, **ADAMW),
+    # At the paper's tau 0.2 and momentum 0.99 the loss stays at chance over 50 steps (2.805 -> 2.741).
+    "mocov3": dict(VIT, steps=50, method_config={"hidden_dim": 256, "temperature": 0.1, "momentum": 0.9}, **ADAMW),
+    "nnclr": dict(CNN, method_config={"hidden_dim": 256, "predictor_hidden_dim": 256, "support_size": 256}, **ADAMW),
+    "swav": dict(VIT, method_config={"hidden_dim": 256, "prototypes": 64, "local_crops": 2,
+                                     "freeze_prototypes_epochs": 0}, **ADAMW),
+    "simmim": dict(VIT, **ADAMW),
 }
 BATCH = 32
 STEPS = 20  # unless TRAIN says otherwise
@@ -358,12 +460,18 @@ MIN_SPREAD = STD_RATIO_COLLAPSE_THRESHOLD
 PROBE_IMAGES = 640  # the whole sample: with 256 the measure moved by 0.03 between draws of the views
 # Methods whose encoder does not yet learn to match views, or whose outputs collapse, in this
 # budget (measured: the comment above). Strict: the day one starts to, the test says so.
-NO_LEARNING_YET = {"byol", "simsiam", "dino", "barlowtwins", "vicreg"}
+NO_LEARNING_YET = {"byol", "simsiam", "dino", "barlowtwins", "vicreg",
+                   # measured, seed 0: MoCo v3 0.556 -> 0.526 (ViT, 50 steps; resnet18 25 steps: 0.631 -> 0.538),
+                   # NNCLR 0.631 -> 0.583 (its support set starts empty of real neighbours), SwAV
+                   # 0.556 -> 0.533, SimMIM 0.648 -> 0.646; each one's loss falls meanwhile.
+                   "mocov3", "nnclr", "swav", "simmim"}
 COLLAPSES_YET = {
     "dino": "its outputs collapse in this budget (the teacher goes uniform), as lightly's own example does here",
     # MAE's loss is on the patch tokens; the class token, the studio's embedding, narrows meanwhile
     # and spreads again after ~200 steps of batch 64 (the comment above).
     "mae": "its class token narrows for the first ~100 steps (spread 0.22 -> 0.08) while its view matching improves",
+    # SimMIM's loss is on the masked patch tokens only; its class token is never asked for anything.
+    "simmim": "its class token narrows while the patch loss falls (spread 0.165 -> 0.065 in 20 steps)",
 }
 
 

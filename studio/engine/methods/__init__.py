@@ -9,22 +9,30 @@ from studio.engine.methods.byol import BYOL
 from studio.engine.methods.dino import DINO
 from studio.engine.methods.mae import MAE
 from studio.engine.methods.moco import MoCo
+from studio.engine.methods.mocov3 import MoCoV3
+from studio.engine.methods.nnclr import NNCLR
 from studio.engine.methods.simclr import SimCLR
+from studio.engine.methods.simmim import SimMIM
 from studio.engine.methods.simsiam import SimSiam
+from studio.engine.methods.swav import SwAV
 from studio.engine.methods.vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
     "moco": MoCo,
+    "mocov3": MoCoV3,
+    "nnclr": NNCLR,
     "byol": BYOL,
     "simsiam": SimSiam,
     "dino": DINO,
+    "swav": SwAV,
     "barlowtwins": BarlowTwins,
     "vicreg": VICReg,
     "mae": MAE,
+    "simmim": SimMIM,
 }
 
-FAMILIES = ("contrastive", "self-distillation", "redundancy-reduction", "masked-image-modelling")
+FAMILIES = ("contrastive", "self-distillation", "clustering", "redundancy-reduction", "masked-image-modelling")
 
 
 def method_class(name: str) -> type[Method]:
