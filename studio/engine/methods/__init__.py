@@ -7,6 +7,7 @@ from studio.engine.methods.base import FieldInfo, Method, StepState, build_confi
 from studio.engine.methods.barlowtwins import BarlowTwins
 from studio.engine.methods.byol import BYOL
 from studio.engine.methods.dino import DINO
+from studio.engine.methods.ibot import DINOv2, IBOT
 from studio.engine.methods.mae import MAE
 from studio.engine.methods.moco import MoCo
 from studio.engine.methods.mocov3 import MoCoV3
@@ -30,9 +31,12 @@ METHODS: dict[str, type[Method]] = {
     "vicreg": VICReg,
     "mae": MAE,
     "simmim": SimMIM,
+    "ibot": IBOT,
+    "dinov2": DINOv2,
 }
 
-FAMILIES = ("contrastive", "self-distillation", "clustering", "redundancy-reduction", "masked-image-modelling")
+FAMILIES = ("contrastive", "self-distillation", "clustering", "redundancy-reduction", "masked-image-modelling",
+            "combined")
 
 
 def method_class(name: str) -> type[Method]:

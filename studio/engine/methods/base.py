@@ -69,7 +69,8 @@ class Method(nn.Module):
 
     name: ClassVar[str]
     title: ClassVar[str]
-    family: ClassVar[str]  # contrastive | self-distillation | redundancy-reduction | masked-image-modelling
+    family: ClassVar[str]  # one of methods.FAMILIES
+    combines: ClassVar[tuple[str, ...]] = ()  # a "combined" recipe: the objectives it sums
     summary: ClassVar[str]  # one or two sentences: what it is, what it suits
     paper: ClassVar[str]
     config_class: ClassVar[type]
@@ -136,6 +137,7 @@ class Method(nn.Module):
             "family": cls.family,
             "summary": cls.summary,
             "paper": cls.paper,
+            "combines": list(cls.combines),
             "backbones": list(cls.backbone_kinds),
             "optimizer": cls.default_optimizer,
             "lr": cls.default_lr,
