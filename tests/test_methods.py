@@ -39,6 +39,15 @@ def test_methods_table_lists_every_method_and_describes_it():
     assert METHODS["mae"].describe()["backbones"] == ["vit"] and METHODS["simmim"].describe()["backbones"] == ["vit"]
 
 
+def test_the_readme_lists_every_method():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Methods", 1)[1].split("\n## ", 1)[0]
+    for name, cls in METHODS.items():
+        assert f"| `{name}` ({cls.title}) | {cls.family}" in section, f"README's Methods table lacks {name}"
+
+
 # -- losses against the papers' equations -----------------------------------------------------
 
 def _gen(seed=0):
