@@ -50,6 +50,12 @@ def test_the_readme_lists_every_method():
 
 # -- losses against the papers' equations -----------------------------------------------------
 
+def _patch(image: torch.Tensor, idx: int, p: int) -> torch.Tensor:
+    """Patch `idx` (row-major) of a (3, H, W) image as its pixels in (row, column, channel) order."""
+    r, col = divmod(idx, image.shape[-1] // p)
+    return image[:, r * p:(r + 1) * p, col * p:(col + 1) * p].permute(1, 2, 0).reshape(-1)
+
+
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
@@ -271,8 +277,7 @@ def test_simmim_loss_is_l1_on_the_raw_pixels_of_masked_patches():
     total, count = 0.0, 0
     for i in range(b):
         for j, idx in enumerate(idx_mask[i].tolist()):
-            r, col = divmod(idx, side // p)
-            target = images[i, :, r * p:(r + 1) * p, col * p:(col + 1) * p].permute(1, 2, 0).reshape(-1)
+            target = _patch(images[i], idx, p)
             total += (pred[i, j] - target).abs().sum()
             count += target.numel()
     assert torch.allclose(simmim_loss(pred, patchify(images, p), idx_mask), total / count, atol=1e-6)
@@ -323,8 +328,7 @@ def test_mae_loss_is_mse_on_masked_patches_with_normalised_pixels():
     total, count = 0.0, 0
     for i in range(b):
         for j, idx in enumerate(idx_mask[i].tolist()):
-            r, col = divmod(idx, side // p)
-            target = images[i, :, r * p:(r + 1) * p, col * p:(col + 1) * p].permute(1, 2, 0).reshape(-1)
+            target = _patch(images[i], idx, p)
             target = (target - target.mean()) / torch.sqrt(target.var() + 1e-6)
             total += ((pred[i, j] - target) ** 2).sum()
             count += target.numel()
@@ -387,9 +391,12 @@ def test_mae_refuses_a_cnn_with_a_clear_message(tmp_path):
     from studio.engine.data import SampleSource, decode_images
     from studio.engine.train import Trainer, build_method
 
-    with pytest.raises(ConfigError, match="ViT") as info:
-        build_method(tiny_train_config(method="mae", backbone="resnet18"))
-    assert "resnet18" in str(info.value)
+    vit_only = [n for n, cls in METHODS.items() if cls.backbone_kinds == ("vit",)]
+    assert {"mae", "simmim", "ibot", "dinov2"} <= set(vit_only)
+    for name in vit_only:
+        with pytest.raises(ConfigError, match="needs a ViT backbone") as info:
+            build_method(tiny_train_config(method=name, backbone="resnet18"))
+        assert "resnet18 is a CNN" in str(info.value) and METHODS[name].title in str(info.value)
     result = Trainer(tiny_train_config(method="mae", backbone="resnet18"),
                      decode_images(SampleSource(limit=40), 16), tmp_path).run()
     assert result.status == "failed" and "ViT" in result.reason

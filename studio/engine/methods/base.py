@@ -75,6 +75,7 @@ class Method(nn.Module):
     paper: ClassVar[str]
     config_class: ClassVar[type]
     backbone_kinds: ClassVar[tuple[str, ...]] = ("cnn", "vit")
+    vit_reason: ClassVar[str] = ""  # why a ViT-only method needs one ("masks image patches")
     # Optimiser defaults; lr is for a batch of 256 and scales linearly with the batch.
     default_optimizer: ClassVar[str] = "sgd"
     default_lr: ClassVar[float] = 0.06
@@ -89,9 +90,15 @@ class Method(nn.Module):
 
     @classmethod
     def check_backbone(cls, kind: str, name: str = "") -> None:
-        if kind not in cls.backbone_kinds:
-            wanted = " or ".join("a ViT" if k == "vit" else "a CNN" for k in cls.backbone_kinds)
-            raise ConfigError(f"{cls.title} needs {wanted} backbone; {name or kind} is a {kind.upper()}.")
+        if kind in cls.backbone_kinds:
+            return
+        if cls.backbone_kinds == ("vit",):
+            why = f" {cls.vit_reason}, so it" if cls.vit_reason else ""
+            raise ConfigError(f"{cls.title}{why} needs a ViT backbone (vit_tiny, vit_small or vit_base); "
+                              f"{name or 'this backbone'} is a CNN. Choose a ViT, or a method that suits CNNs "
+                              f"such as SimCLR, BYOL or DINO.")
+        wanted = " or ".join("a ViT" if k == "vit" else "a CNN" for k in cls.backbone_kinds)
+        raise ConfigError(f"{cls.title} needs {wanted} backbone; {name or kind} is a {kind.upper()}.")
 
     @classmethod
     def fields(cls) -> list[FieldInfo]:

@@ -15,7 +15,6 @@ from lightly.loss import IBOTPatchLoss, KoLeoLoss
 from lightly.models import utils
 from lightly.models.modules import MaskedVisionTransformerTorchvision
 
-from studio.engine.errors import ConfigError
 from studio.engine.methods.base import StepState, option
 from studio.engine.methods.dino import DINO, DINOConfig
 
@@ -69,6 +68,7 @@ class IBOT(DINO):
     combines = ("dino", "masked-patch self-distillation")
     config_class = IBOTConfig
     backbone_kinds = ("vit",)
+    vit_reason = "masks image patches"
     # Paper (ViT-S): AdamW, lr 5e-4 x batch/256, weight decay 0.04 (cosine to 0.4).
     default_optimizer = "adamw"
     default_lr = 5e-4
@@ -90,12 +90,6 @@ class IBOT(DINO):
                                              student_temp=c.student_temp, center_momentum=c.center_momentum)
         self.koleo = KoLeoLoss()
         self.grid = int(backbone.model.image_size) // int(backbone.model.patch_size)
-
-    @classmethod
-    def check_backbone(cls, kind: str, name: str = "") -> None:
-        if kind not in cls.backbone_kinds:
-            raise ConfigError(f"{cls.title} masks image patches, so it needs a ViT backbone (vit_tiny, vit_small or "
-                              f"vit_base); {name or 'this backbone'} is a CNN. Choose a ViT, or DINO for a CNN.")
 
     def patch_mask(self, b: int, device) -> torch.Tensor:
         """Block masks (B, H, W) for a `mask_probability` share of the images (iBOT's blockwise masking)."""

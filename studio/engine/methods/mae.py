@@ -49,6 +49,7 @@ class MAE(Method):
     paper = "He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022"
     config_class = MAEConfig
     backbone_kinds = ("vit",)
+    vit_reason = "masks image patches"
     # Paper: AdamW (betas 0.9, 0.95), base lr 1.5e-4 x batch/256, weight decay 0.05.
     default_optimizer = "adamw"
     default_lr = 1.5e-4
@@ -75,15 +76,6 @@ class MAE(Method):
         )
         self.mask_token = torch.nn.Parameter(torch.zeros(1, 1, config.decoder_dim))
         torch.nn.init.normal_(self.mask_token, std=0.02)
-
-    @classmethod
-    def check_backbone(cls, kind: str, name: str = "") -> None:
-        if kind not in cls.backbone_kinds:
-            from studio.engine.errors import ConfigError
-
-            raise ConfigError(f"MAE masks image patches, so it needs a ViT backbone (vit_tiny, vit_small or vit_base); "
-                              f"{name or 'this backbone'} is a CNN. Choose a ViT, or a method that suits CNNs "
-                              f"such as SimCLR, BYOL or DINO.")
 
     def view_specs(self, image_size: int) -> list[ViewSpec]:
         return [mae_view(image_size)]

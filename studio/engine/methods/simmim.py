@@ -10,7 +10,6 @@ from lightly.models import utils
 from lightly.models.modules import MaskedVisionTransformerTorchvision
 
 from studio.engine.data.views import ViewSpec, crop_scale, mae_view
-from studio.engine.errors import ConfigError
 from studio.engine.methods.base import Method, StepState, option
 
 
@@ -37,6 +36,7 @@ class SimMIM(Method):
     paper = "Xie et al., SimMIM: A Simple Framework for Masked Image Modeling, CVPR 2022"
     config_class = SimMIMConfig
     backbone_kinds = ("vit",)
+    vit_reason = "masks image patches"
     # Paper (ViT-B): AdamW (betas 0.9, 0.999), base lr 8e-4 x batch/2048 (1e-4 per 256), weight decay 0.05.
     default_optimizer = "adamw"
     default_lr = 1e-4
@@ -55,13 +55,6 @@ class SimMIM(Method):
         self.patch_size = int(vit.patch_size)
         self.sequence_length = int(vit.seq_length)
         self.prediction_head = torch.nn.Linear(vit.hidden_dim, 3 * self.patch_size**2)
-
-    @classmethod
-    def check_backbone(cls, kind: str, name: str = "") -> None:
-        if kind not in cls.backbone_kinds:
-            raise ConfigError(f"SimMIM masks image patches, so it needs a ViT backbone (vit_tiny, vit_small or "
-                              f"vit_base); {name or 'this backbone'} is a CNN. Choose a ViT, or a method that "
-                              f"suits CNNs such as SimCLR, BYOL or DINO.")
 
     def view_specs(self, image_size: int) -> list[ViewSpec]:
         # Paper: a random resized crop of 67-100 % and a flip, nothing else.
