@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.gui.explorer import PALETTE
+from studio.gui.embedding_map import PALETTE
 from studio.gui.widgets import PageLayout, format_duration
 
 COLUMNS = ("Run", "Method", "Backbone", "Dataset", "Status", "Steps", "Duration", "Final loss",
@@ -176,6 +176,13 @@ class CompareRunsPage(QWidget):
             if item.checkState() == Qt.CheckState.Checked:
                 out.append(int(item.data(Qt.ItemDataRole.UserRole)))
         return out
+
+    def run_texts(self) -> list[str]:
+        """The runs as listed, top to bottom."""
+        return [self.run_list.item(i).text() for i in range(self.run_list.count())]
+
+    def check_all(self) -> None:
+        self.set_checked(int(self.run_list.item(i).data(Qt.ItemDataRole.UserRole)) for i in range(self.run_list.count()))
 
     def set_checked(self, run_ids) -> None:
         wanted = {int(r) for r in run_ids}

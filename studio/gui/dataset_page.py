@@ -11,13 +11,14 @@ from PySide6.QtWidgets import (
 )
 
 from studio.gui.widgets import StatCard, section_title, page_with_empty_state
-from studio.gui.workers import start_task
+from studio.gui.tasks import start_task
 
 THUMBNAILS = 16
 THUMB_PX = 84
 
 
-def load_thumbnails(root, kind: str, source: str, count: int = THUMBNAILS) -> list[tuple[str, str, np.ndarray]]:
+def load_thumbnails(root, kind: str, source: str, count: int = THUMBNAILS,
+                    cancelled=None) -> list[tuple[str, str, np.ndarray]]:
     """(name, class, HxWx3 uint8) for `count` images spread over the dataset (so classes show)."""
     from studio.engine.data import open_source
 
@@ -25,6 +26,8 @@ def load_thumbnails(root, kind: str, source: str, count: int = THUMBNAILS) -> li
     n = len(src)
     out = []
     for i in sorted(set(np.linspace(0, max(0, n - 1), min(count, n)).astype(int).tolist())):
+        if cancelled is not None and cancelled():
+            break
         try:
             img = src.load(i)
         except Exception:  # noqa: BLE001 - an unreadable image was counted as skipped already
@@ -148,9 +151,9 @@ class DatasetPage(QWidget):
         if self.project is not None:
             self.loading_label.show()
             token, root = self._token, self.project.root
-            start_task(lambda: load_thumbnails(root, dataset.kind, dataset.source),
+            start_task(lambda state: load_thumbnails(root, dataset.kind, dataset.source, cancelled=state.cancelled),
                        lambda result: self._show_thumbnails(token, result),
-                       lambda error: self._show_thumbnail_error(token, error))
+                       lambda error: self._show_thumbnail_error(token, error), name="thumbnails", parent=self)
 
     def _show_thumbnails(self, token: int, result) -> None:
         if token != self._token:

@@ -1,9 +1,9 @@
-"""The side panel: the project's datasets and runs, re-read from the database by a timer so runs
-started by the CLI in another process appear and update here."""
+"""The side panel: the project's datasets and runs, re-read from the database when the window's
+store poller calls `refresh`, so runs started by the CLI in another process appear and update here."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView, QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QWidget,
 )
@@ -20,7 +20,7 @@ class ProjectPanel(QWidget):
     run_selected = Signal(int)
     runs_changed = Signal()  # a run appeared or changed status
 
-    def __init__(self, parent: QWidget | None = None, interval_ms: int = 1000):
+    def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("SidePanel")
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
@@ -66,10 +66,9 @@ class ProjectPanel(QWidget):
         self.datasets_list.itemSelectionChanged.connect(self._on_dataset_selection)
         self.runs_list.itemSelectionChanged.connect(self._on_run_selection)
 
-        self.timer = QTimer(self)
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(self.refresh)
-        self.timer.start()
+    def add_list_action(self, action) -> None:
+        """An action whose shortcut works while the runs list has the focus (Delete)."""
+        self.runs_list.addAction(action)
 
     def set_project(self, project) -> None:
         self.project = project

@@ -86,7 +86,7 @@ def test_closing_the_window_stops_a_training_run_cleanly(make_window, qtbot, pro
     job = w.jobs[run_id]
     qtbot.waitUntil(lambda: project.run(run_id).status == "running", timeout=WAIT_MS)
     w.close()
-    assert not w.jobs and job.thread.isFinished()
+    assert not w.jobs and not job.is_running()
     with Project.open(project.root) as p:
         assert p.run(run_id).status == "stopped"
         assert p.latest_checkpoint(run_id) is not None
