@@ -51,6 +51,7 @@ class NewRunPage(QWidget):
         self.field_editors: dict[str, ConfigFieldEditor] = {}  # the method's own
         self.setting_editors: dict[str, Any] = {}  # TrainConfig's, by field name
         self._base = TrainConfig()  # what config() starts from: the duplicated run's config
+        self._filled = False  # set_config was called
         self._parent_run_id: int | None = None
         self.project = None
         self.estimate_result = None
@@ -276,6 +277,7 @@ class NewRunPage(QWidget):
         if isinstance(config, dict):
             config = TrainConfig.from_dict(config)
         self._base = config
+        self._filled = True
         self._parent_run_id = parent_run_id
         if dataset:
             self.select_dataset(dataset)
@@ -374,11 +376,15 @@ class NewRunPage(QWidget):
     def method_values(self) -> dict[str, Any]:
         values = {name: e.value() for name, e in self.field_editors.items()}
         stored = self._base.method_config or {}
-        if self._base.method == self.method_name():
-            # An untouched field keeps its stored value exactly (a spin box rounds what it shows).
-            for name, v in values.items():
+        if self._filled and self._base.method == self.method_name():
+            # An untouched field keeps its stored value exactly (a spin box rounds what it shows),
+            # and a stored run's settings keep their shape: unset ones stay unset.
+            defaults = {e.info.name: e.info.default for e in self.field_editors.values()}
+            for name, v in list(values.items()):
                 if name in stored and _close(stored[name], v):
                     values[name] = stored[name]
+                elif name not in stored and _close(defaults[name], v):
+                    del values[name]
         return values
 
     def _length_bounds(self) -> None:
