@@ -23,6 +23,58 @@ class _Settings:
 mw = _Settings()
 
 
+def device_summary() -> str:
+    """The device training uses by default, for the status bar: GPU name and memory, or the CPU."""
+    import os
+
+    try:
+        from studio.engine.device import resolve_device
+
+        info = resolve_device("auto")
+    except Exception:  # noqa: BLE001 - a broken driver still leaves the CPU
+        info = None
+    if info is None or info.type == "cpu":
+        return f"CPU ({os.cpu_count() or 1} cores)"
+    if info.total_memory:
+        return f"{info.name} ({info.total_memory / 2**30:.1f} GiB)"
+    return info.name
+
+
+def versions() -> dict[str, str]:
+    """What the About dialog lists: the studio and the libraries it stands on."""
+    import platform
+
+    import PySide6
+    from PySide6.QtCore import qVersion
+
+    from studio import __version__
+
+    out = {"SSL Studio": __version__}
+    try:
+        import torch
+
+        out["PyTorch"] = torch.__version__
+        out["CUDA"] = (torch.version.cuda or "not built with CUDA") + (
+            "" if torch.cuda.is_available() or not torch.version.cuda else " (no GPU found)")
+        try:
+            import torchvision
+
+            out["torchvision"] = torchvision.__version__
+        except ImportError:
+            pass
+    except ImportError:
+        out["PyTorch"] = "not installed"
+    out["Qt"] = qVersion()
+    out["PySide6"] = PySide6.__version__
+    for name in ("lightly", "pyqtgraph"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001
+            pass
+    out["Python"] = platform.python_version()
+    return out
+
+
 class WindowChrome:
     # -- themes -----------------------------------------------------------------------------
     def theme(self) -> str:
@@ -48,10 +100,10 @@ class WindowChrome:
 
     # -- about, device, notifications -------------------------------------------------------
     def about_text(self) -> str:
-        rows = "".join(f"<tr><td>{k}</td><td>&nbsp;&nbsp;<b>{v}</b></td></tr>" for k, v in mw.versions().items())
+        rows = "".join(f"<tr><td>{k}</td><td>&nbsp;&nbsp;<b>{v}</b></td></tr>" for k, v in versions().items())
         return (f"<h3>SSL Studio</h3><p>Train self-supervised image encoders on your own images, watch them "
                 f"learn, export them.</p><table>{rows}</table>"
-                f"<p>Training device: {mw.device_summary()}</p><p>MIT licence. The built-in sample is scikit-learn's "
+                f"<p>Training device: {device_summary()}</p><p>MIT licence. The built-in sample is scikit-learn's "
                 f"handwritten digits (UCI, CC BY 4.0).</p>")
 
     def show_about(self) -> QMessageBox:
@@ -66,7 +118,7 @@ class WindowChrome:
         return box
 
     def _show_device(self) -> None:
-        text = mw.device_summary()
+        text = device_summary()
         self.device_label.setText(f"Device: {text}  ")
         self.device_label.setToolTip("Training uses this device when the run's device is 'auto'.")
 

@@ -18,18 +18,11 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, Signal, Slot
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QListWidget, QProgressBar, QPushButton,
-    QSpinBox, QSplitter, QVBoxLayout, QWidget,
-)
+from PySide6.QtWidgets import QFileDialog, QWidget
 
 from studio.gui.embedding_map import EmbeddingMapView, array_to_pixmap, file_pixmap
+from studio.gui.explorer_layout import GRID_THUMB, NEIGHBOURS, THUMB
 from studio.gui.tasks import Task
-from studio.gui.widgets import PageLayout
-
-NEIGHBOURS = 16
-THUMB = 80
-GRID_THUMB = 56
 SYNC_KMEANS_LIMIT = 20_000  # above this, k-means for colouring runs on the task
 LIST_LIMIT = 2000  # rows shown in the selection list; the export always holds every file
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -71,121 +64,10 @@ class ExplorerPage(QWidget):
         self.setAcceptDrops(True)
         self.refresh()
 
-    # -- layout ---------------------------------------------------------------------------
     def _build(self) -> None:
-        self.run_box = QComboBox()
-        self.step_box = QComboBox()
-        self.dataset_box = QComboBox()
-        self.map_box = QComboBox()
-        self.map_box.addItems(["pca", "tsne", "umap"])
-        self.colour_box = QComboBox()
-        self.colour_box.addItems(["label", "k-means cluster"])
-        self.k_spin = QSpinBox()
-        self.k_spin.setRange(2, 100)
-        self.k_spin.setValue(10)
-        self.k_spin.setToolTip("clusters for k-means colouring")
-        self.compute_button = QPushButton("Compute")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setTextVisible(True)
-        self.progress.setFormat("")
-        self.progress.setFixedWidth(220)
-        self.progress.hide()  # shown while a job runs
-        self.status = QLabel("Pick a run and press Compute.")
-        self.status.setWordWrap(True)
+        from studio.gui.explorer_layout import build_explorer
 
-        # Two rows, and combo boxes that may shrink below their longest entry, so the page fits a
-        # 1024 px window: what to embed on the first row, how to draw it on the second.
-        for box in (self.run_box, self.step_box, self.dataset_box):
-            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            box.setMinimumContentsLength(14)
-        controls = QVBoxLayout()
-        rows = (((("Run", self.run_box), ("Checkpoint", self.step_box), ("Dataset", self.dataset_box)), ()),
-                ((("Map", self.map_box), ("Colour by", self.colour_box)), (self.k_spin, self.compute_button,
-                                                                          self.cancel_button)))
-        for labelled, plain in rows:
-            row = QHBoxLayout()
-            for label, w in labelled:
-                row.addWidget(QLabel(label))
-                row.addWidget(w, 1 if w in (self.run_box, self.dataset_box) else 0)
-            for w in plain:
-                row.addWidget(w)
-            if plain:  # the first row's run and dataset boxes take its spare width
-                row.addStretch(1)
-            controls.addLayout(row)
-
-        self.map_view = EmbeddingMapView()
-        self.select_check = QCheckBox("Select (or Shift+drag)")
-
-        # Right panel: hover thumbnail, neighbour grid, selection.
-        self.thumb_label = QLabel()
-        self.thumb_label.setFixedSize(THUMB, THUMB)
-        self.thumb_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.thumb_label.setStyleSheet("border: 1px solid #bbb;")
-        self.thumb_caption = QLabel("Hover a point")
-        self.thumb_caption.setWordWrap(True)
-        self.neighbour_title = QLabel("Click a point (or drop an image file) for its 16 nearest neighbours")
-        self.neighbour_title.setWordWrap(True)
-        grid_widget = QWidget()
-        grid = QGridLayout(grid_widget)
-        grid.setSpacing(2)
-        self.neighbour_labels: list[QLabel] = []
-        for i in range(NEIGHBOURS):
-            lab = QLabel()
-            lab.setFixedSize(GRID_THUMB, GRID_THUMB)
-            lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            lab.setStyleSheet("border: 1px solid #ddd;")
-            grid.addWidget(lab, i // 4, i % 4)
-            self.neighbour_labels.append(lab)
-        self.selection_title = QLabel("No selection")
-        self.selection_list = QListWidget()
-        self.selection_list.setMinimumHeight(48)
-        self.export_button = QPushButton("Export list...")
-        self.export_button.setEnabled(False)
-
-        side = QWidget()
-        side_layout = QVBoxLayout(side)
-        top = QHBoxLayout()
-        top.addWidget(self.thumb_label)
-        top.addWidget(self.thumb_caption, 1)
-        side_layout.addLayout(top)
-        side_layout.addWidget(self.neighbour_title)
-        side_layout.addWidget(grid_widget)
-        side_layout.addWidget(self.selection_title)
-        side_layout.addWidget(self.selection_list, 1)
-        side_layout.addWidget(self.export_button)
-
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(self.map_view, 1)
-        left_layout.addWidget(self.select_check)
-
-        splitter = QSplitter()
-        splitter.addWidget(left)
-        splitter.addWidget(side)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 1)
-
-        layout = PageLayout(self)
-        layout.addLayout(controls)
-        status_row = QHBoxLayout()
-        status_row.addWidget(self.status, 1)
-        status_row.addWidget(self.progress)
-        layout.addLayout(status_row)
-        layout.addWidget(splitter, 1)
-
-        self.run_box.currentIndexChanged.connect(self._fill_steps)
-        self.compute_button.clicked.connect(self.compute)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.colour_box.currentIndexChanged.connect(self._recolour)
-        self.k_spin.editingFinished.connect(self._on_k_changed)
-        self.select_check.toggled.connect(lambda on: setattr(self.map_view, "select_mode", on))
-        self.export_button.clicked.connect(self._export_dialog)
-        self.map_view.pointHovered.connect(self.show_hover)
-        self.map_view.pointClicked.connect(self.show_neighbors)
-        self.map_view.boxSelected.connect(self.set_selection)
+        build_explorer(self)
 
     # -- choices --------------------------------------------------------------------------
     def refresh(self) -> None:

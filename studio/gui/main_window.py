@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 
 from studio.gui.actions import build_actions, update_actions
 from studio.gui.chrome import WindowChrome
+from studio.gui.window_projects import ProjectHandling
 from studio.gui.compare import CompareRunsPage
 from studio.gui.dataset_page import DatasetPage
 from studio.gui.explorer import ExplorerPage
@@ -27,7 +28,7 @@ from studio.gui.run_controller import AppState, RunController
 from studio.gui.run_details import RunDetailsPage
 from studio.gui.run_page import RunPage
 from studio.gui.style import THEMES
-from studio.gui.tasks import Progress, start_task, wait_for_tasks
+from studio.gui.tasks import wait_for_tasks
 from studio.gui.welcome_page import WelcomePage
 from studio.status import RunStatus
 
@@ -65,61 +66,7 @@ def remember_project(path) -> list[str]:
     return recent
 
 
-def device_summary() -> str:
-    """The device training uses by default, for the status bar: GPU name and memory, or the CPU."""
-    import os
-
-    try:
-        from studio.engine.device import resolve_device
-
-        info = resolve_device("auto")
-    except Exception:  # noqa: BLE001 - a broken driver still leaves the CPU
-        info = None
-    if info is None or info.type == "cpu":
-        return f"CPU ({os.cpu_count() or 1} cores)"
-    if info.total_memory:
-        return f"{info.name} ({info.total_memory / 2**30:.1f} GiB)"
-    return info.name
-
-
-def versions() -> dict[str, str]:
-    """What the About dialog lists: the studio and the libraries it stands on."""
-    import platform
-
-    import PySide6
-    from PySide6.QtCore import qVersion
-
-    from studio import __version__
-
-    out = {"SSL Studio": __version__}
-    try:
-        import torch
-
-        out["PyTorch"] = torch.__version__
-        out["CUDA"] = (torch.version.cuda or "not built with CUDA") + (
-            "" if torch.cuda.is_available() or not torch.version.cuda else " (no GPU found)")
-        try:
-            import torchvision
-
-            out["torchvision"] = torchvision.__version__
-        except ImportError:
-            pass
-    except ImportError:
-        out["PyTorch"] = "not installed"
-    out["Qt"] = qVersion()
-    out["PySide6"] = PySide6.__version__
-    for name in ("lightly", "pyqtgraph"):
-        try:
-            out[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001
-            pass
-    out["Python"] = platform.python_version()
-    return out
-
-
-
-
-class MainWindow(WindowChrome, QMainWindow):
+class MainWindow(ProjectHandling, WindowChrome, QMainWindow):
     def __init__(self, parent: QWidget | None = None, poll_ms: int = 1000, curve_ms: int = 400):
         super().__init__(parent)
         self.setWindowTitle("SSL Studio")
@@ -311,28 +258,6 @@ class MainWindow(WindowChrome, QMainWindow):
         self.fullscreen_action.setShortcut(QKeySequence(QKeySequence.StandardKey.FullScreen))
         self.fullscreen_action.setCheckable(True)
 
-    def _fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        recent = recent_projects()
-        for path in recent:
-            a = self.recent_menu.addAction(Path(path).name)
-            a.setToolTip(path)
-            a.setStatusTip(path)
-            a.triggered.connect(lambda _=False, p=path: self.try_(lambda: self.open_project(p)))
-        if recent:
-            self.recent_menu.addSeparator()
-            self.recent_menu.addAction("Clear the list", self._clear_recent)
-        self.recent_menu.setEnabled(bool(recent))
-
-    def recent_menu_entries(self) -> list[str]:
-        self._fill_recent_menu()
-        return [a.text() for a in self.recent_menu.actions() if not a.isSeparator()]
-
-    def _clear_recent(self) -> None:
-        settings().setValue("recent_projects", [])
-        self._fill_recent_menu()
-        self.welcome.set_recent([])
-
     def app_state(self) -> AppState:
         run = self.run_page.run if self.project is not None else None
         return AppState(has_project=self.project is not None, run=run, page=self.current_page_title(),
@@ -379,171 +304,6 @@ class MainWindow(WindowChrome, QMainWindow):
     def estimate_from_menu(self) -> None:
         self.show_page("New run")
         self.new_run_page.estimate()
-
-    # -- projects ---------------------------------------------------------------------------
-    def open_project(self, path) -> bool:
-        """Open (or switch to) a project folder; errors reach the caller as ProjectError."""
-        from studio.store import Project
-
-        if self.jobs and not self._confirm_stop_jobs():
-            return False
-        project = Project.open(path)
-        self._close_project()
-        self._set_project(project)
-        self.welcome.set_recent(remember_project(project.root))
-        self.setWindowTitle(f"{project.root.name} — SSL Studio")
-        self.stack.setCurrentWidget(self.splitter)
-        runs = project.runs()
-        if runs:
-            self.panel.select_run(runs[-1].id)
-        elif self.panel.dataset_names():
-            self.panel.select_dataset(self.panel.dataset_names()[0])
-        self.update_actions()
-        return True
-
-    def _set_project(self, project) -> None:
-        self.project = project
-        self.runs.set_project(project)
-        for title, widget in self._pages.items():
-            if title not in self._factories and hasattr(widget, "set_project"):
-                widget.set_project(project)
-        self._rebuild_factory_pages()
-        self.panel.set_project(project)
-        self.new_run_page.set_datasets(self.panel.dataset_names())
-
-    def create_project(self, path) -> bool:
-        from studio.store import Project
-
-        Project.create(path).close()
-        return self.open_project(path)
-
-    def open_sample_project(self) -> bool:
-        from studio.services.datasets import ensure_sample_project
-
-        path = sample_project_path()
-        ensure_sample_project(path).close()
-        return self.open_project(path)
-
-    def try_sample(self) -> bool:
-        """"Try the sample": the sample project, and the New run form ready with SimCLR on it."""
-        from studio.engine.train import TrainConfig
-
-        if not self.open_sample_project():
-            return False
-        self.show_new_run("sample")
-        # The digits are 8 px: 32 px views and 20 epochs learn something in minutes on a CPU.
-        self.new_run_page.set_config(TrainConfig(method="simclr", backbone="resnet18", image_size=32, epochs=20,
-                                                 batch_size=128), dataset="sample")
-        return True
-
-    def _close_project(self) -> None:
-        if self.export_dialog is not None:
-            self.export_dialog.close()
-            self.export_dialog = None
-        if self.project is not None:
-            self.project.close()
-            self.project = None
-
-    def close_project(self) -> bool:
-        """Back to the welcome page (stopping this window's runs, if the user agrees)."""
-        if self.project is None:
-            return True
-        if self.jobs and not self._confirm_stop_jobs():
-            return False
-        self._close_project()
-        self._set_project(None)
-        self.setWindowTitle("SSL Studio")
-        self.welcome.set_recent(recent_projects())
-        self.stack.setCurrentWidget(self.welcome)
-        self.update_actions()
-        return True
-
-    def show_welcome(self) -> None:
-        self.stack.setCurrentWidget(self.welcome)
-
-    def new_project_dialog(self) -> None:
-        path = QFileDialog.getSaveFileName(self, "New project folder", str(Path.home() / "SSL project"))[0]
-        if path:
-            self.try_(lambda: self.create_project(path))
-
-    def open_project_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a project folder", str(Path.home()))
-        if path:
-            self.try_(lambda: self.open_project(path))
-
-    def try_(self, fn) -> None:
-        try:
-            fn()
-        except Exception as exc:  # noqa: BLE001 - a typed error whose text the user can act on
-            QMessageBox.warning(self, "SSL Studio", str(exc))
-
-    # -- datasets ---------------------------------------------------------------------------
-    def add_dataset_source(self, spec: str, name: str | None = None) -> None:
-        """Add a dataset (folder | 'sample' | torchvision:NAME) on a task; it appears when done."""
-        from studio.services.datasets import add_dataset
-        from studio.store import Project
-
-        if self.project is None:
-            return
-        root = self.project.root
-        self.statusBar().showMessage(f"Reading {spec}…")
-        self._adding_datasets += 1
-        self.dataset_progress_bar.setRange(0, 0)  # busy until the first count arrives
-        self.dataset_progress_bar.setFormat("reading images %p%")
-        self.dataset_progress_bar.show()
-
-        def work(state):
-            with Project.open(root) as p:
-                return add_dataset(p, spec, name=name, progress=lambda done, total: state.report("reading", done, total))
-
-        start_task(work, self._on_dataset_added, self._on_dataset_failed, self._on_dataset_progress,
-                   name="add-dataset", parent=self)
-
-    def _on_dataset_progress(self, p: Progress) -> None:
-        if p.total > 0:
-            self.dataset_progress_bar.setRange(0, p.total)
-            self.dataset_progress_bar.setValue(p.done)
-
-    def _dataset_task_ended(self) -> None:
-        self._adding_datasets = max(0, self._adding_datasets - 1)
-        if not self._adding_datasets:
-            self.dataset_progress_bar.hide()
-
-    def add_sample(self) -> None:
-        self.add_dataset_source("sample")
-
-    def add_dataset_folder_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Add a folder of images", str(Path.home()))
-        if path:
-            self.add_dataset_source(path)
-
-    def _on_dataset_added(self, record) -> None:
-        self._dataset_task_ended()
-        if self.project is None:
-            return
-        skipped = f", {record.skipped} skipped" if record.skipped else ""
-        self.statusBar().showMessage(f"Added dataset {record.name}: {record.images:,} images{skipped}.", 8000)
-        self.panel.refresh()
-        self.new_run_page.set_datasets(self.panel.dataset_names())
-        self.panel.select_dataset(record.name)
-
-    def _on_dataset_failed(self, error: str) -> None:
-        self._dataset_task_ended()
-        self.statusBar().showMessage(f"Could not add the dataset: {error}", 15000)
-        if self.isVisible():
-            box = QMessageBox(QMessageBox.Icon.Warning, "Add dataset", error, QMessageBox.StandardButton.Ok, self)
-            box.setTextFormat(Qt.TextFormat.PlainText)
-            box.open()
-
-    def _on_dataset_selected(self, record) -> None:
-        self.dataset_page.show_dataset(record)
-        self.show_page("Dataset")
-
-    def show_new_run(self, dataset: str | None = None) -> None:
-        self.new_run_page.set_datasets(self.panel.dataset_names())
-        if dataset:
-            self.new_run_page.select_dataset(dataset)
-        self.show_page("New run")
 
     # -- runs -------------------------------------------------------------------------------
     def _on_run_selected(self, run_id: int) -> None:
@@ -620,10 +380,15 @@ class MainWindow(WindowChrome, QMainWindow):
         if self.project is not None:
             self.runs.resume(run_id, step)
 
-    def start_run(self, request) -> int | None:
-        """Store the New run form's run (services.training.prepare_run) and train it; its id."""
+    def start_run(self, request, config=None) -> int | None:
+        """Store the New run form's run (services.training.prepare_run) and train it; its id.
+        `request` is the form's StartRequest, or a dataset name with a `config`."""
+        from studio.gui.new_run_page import StartRequest
+
         if self.project is None:
             return None
+        if not isinstance(request, StartRequest):
+            request = StartRequest(request, config)
         try:
             run_id = self.runs.start_new(request.dataset, request.config, request.processes, request.parent_run_id)
         except Exception as exc:  # noqa: BLE001 - a typed refusal, shown under the form
@@ -670,12 +435,16 @@ class MainWindow(WindowChrome, QMainWindow):
                         + (f", final loss {loss:.4g}" if isinstance(loss, float) else "") + ".")
         elif status is not None and RunStatus.of(status).is_error:
             self.notify(f"Run {run_id} {status}", reason or "see the run's log.", failed=True)
-        calls = []
+        if self._closing:
+            return
+        calls = [self.panel.refresh]
         if run_id == self.run_page.run_id:
+            # The shown run's buttons follow at once: it can be resumed the moment its job is gone.
             self.run_page.show_run(run_id, live=False)
-            calls = [self.run_page.refresh, self.run_details.refresh]
-        if not self._closing:
-            self.poller.soon(calls + [self.panel.refresh, self.update_actions])
+            self.run_page.refresh()
+            self.update_actions()
+            calls.insert(0, self.run_details.refresh)
+        self.poller.soon(calls + [self.update_actions])
 
     def _confirm_stop_jobs(self) -> bool:
         answer = QMessageBox.question(self, "SSL Studio", "A run is training. Stop it (its checkpoint is kept) and go on?")
