@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.gui.embedding_map import PALETTE
-from studio.gui.widgets import PageLayout, format_duration
+from studio.gui.widgets import Label, PageLayout, format_duration
 
 COLUMNS = ("Run", "Method", "Backbone", "Dataset", "Status", "Steps", "Duration", "Final loss",
            "kNN top-1", "Linear top-1", "Fine-tune top-1", "Fine-tune (random init)")
@@ -98,10 +98,10 @@ class CompareRunsPage(QWidget):
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
-        ll.addWidget(QLabel("Runs"))
+        ll.addWidget(Label("Runs"))
         ll.addWidget(self.run_list, 1)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Curve"))
+        row.addWidget(Label("Curve"))
         row.addWidget(self.metric_box, 1)
         ll.addLayout(row)
         ll.addWidget(self.refresh_button)

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget,
 )
 
-from studio.gui.widgets import StatCard, section_title, page_with_empty_state
+from studio.gui.widgets import Label, StatCard, page_with_empty_state, plain_tip, section_title
 from studio.gui.tasks import start_task
 
 THUMBNAILS = 16
@@ -60,9 +60,9 @@ class DatasetPage(QWidget):
 
         head = QHBoxLayout()
         titles = QVBoxLayout()
-        self.title_label = QLabel()
+        self.title_label = Label()
         self.title_label.setObjectName("PageTitle")
-        self.source_label = QLabel()
+        self.source_label = Label()
         self.source_label.setObjectName("PageSubtitle")
         self.source_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         titles.addWidget(self.title_label)
@@ -85,13 +85,13 @@ class DatasetPage(QWidget):
         lay.addLayout(cards)
 
         lay.addWidget(section_title("Classes"))
-        self.classes_label = QLabel()
+        self.classes_label = Label()
         self.classes_label.setWordWrap(True)
         lay.addWidget(self.classes_label)
 
         images_head = QHBoxLayout()
         images_head.addWidget(section_title("Some images"))
-        self.loading_label = QLabel("loading…")
+        self.loading_label = Label("loading…")
         self.loading_label.setObjectName("Muted")
         images_head.addWidget(self.loading_label)
         images_head.addStretch(1)
@@ -109,7 +109,7 @@ class DatasetPage(QWidget):
         lay.addWidget(self.thumbs)
 
         lay.addWidget(section_title("Skipped files"))
-        self.skipped_label = QLabel()
+        self.skipped_label = Label()
         self.skipped_label.setObjectName("Muted")
         self.skipped_label.setWordWrap(True)
         self.skipped_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -162,7 +162,7 @@ class DatasetPage(QWidget):
         self.thumbs.clear()
         for name, cls, arr in result:
             item = QListWidgetItem(QIcon(to_pixmap(arr, THUMB_PX)), cls)
-            item.setToolTip(name)
+            item.setToolTip(plain_tip(name))
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
             self.thumbs.addItem(item)
 

@@ -14,6 +14,8 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
 
+from studio.gui.widgets import plain_tip
+
 POINT_SIZE = 5
 HOVER_RADIUS_PX = 8
 
@@ -137,7 +139,7 @@ class EmbeddingMapView(pg.PlotWidget):
             item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
             names = group_names or []
             present = sorted({int(g) for g in np.unique(groups[rows])})
-            item.setToolTip(", ".join(names[g] if g < len(names) else str(g) for g in present[:5]))
+            item.setToolTip(plain_tip(", ".join(names[g] if g < len(names) else str(g) for g in present[:5])))
             self.addItem(item)
             self.scatter_items.append(item)
             self._item_indices.append(rows)

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 from studio.gui.embedding_map import EmbeddingMapView, array_to_pixmap, file_pixmap
 from studio.gui.explorer_layout import GRID_THUMB, NEIGHBOURS, THUMB
 from studio.gui.tasks import Task
+from studio.gui.widgets import plain_tip
 SYNC_KMEANS_LIMIT = 20_000  # above this, k-means for colouring runs on the task
 LIST_LIMIT = 2000  # rows shown in the selection list; the export always holds every file
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -314,7 +315,7 @@ class ExplorerPage(QWidget):
             if i < len(idx):
                 j = int(idx[i])
                 lab.setPixmap(self.thumbnail(j, GRID_THUMB))
-                lab.setToolTip(f"{self.names[j]}\ncosine {float(sims[i]):.3f}")
+                lab.setToolTip(plain_tip(f"{self.names[j]}\ncosine {float(sims[i]):.3f}"))
             else:
                 lab.clear()
                 lab.setToolTip("")

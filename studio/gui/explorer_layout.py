@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.gui.embedding_map import EmbeddingMapView
-from studio.gui.widgets import PageLayout
+from studio.gui.widgets import Label, PageLayout
 
 NEIGHBOURS = 16
 THUMB = 80
@@ -37,7 +37,7 @@ def build_explorer(page) -> None:
     page.progress.setFormat("")
     page.progress.setFixedWidth(220)
     page.progress.hide()  # shown while a job runs
-    page.status = QLabel("Pick a run and press Compute.")
+    page.status = Label("Pick a run and press Compute.")
     page.status.setWordWrap(True)
 
     # Two rows, and combo boxes that may shrink below their longest entry, so the page fits a
@@ -52,7 +52,7 @@ def build_explorer(page) -> None:
     for labelled, plain in rows:
         row = QHBoxLayout()
         for label, w in labelled:
-            row.addWidget(QLabel(label))
+            row.addWidget(Label(label))
             row.addWidget(w, 1 if w in (page.run_box, page.dataset_box) else 0)
         for w in plain:
             row.addWidget(w)
@@ -64,26 +64,26 @@ def build_explorer(page) -> None:
     page.select_check = QCheckBox("Select (or Shift+drag)")
 
     # Right panel: hover thumbnail, neighbour grid, selection.
-    page.thumb_label = QLabel()
+    page.thumb_label = Label()
     page.thumb_label.setFixedSize(THUMB, THUMB)
     page.thumb_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
     page.thumb_label.setStyleSheet("border: 1px solid #bbb;")
-    page.thumb_caption = QLabel("Hover a point")
+    page.thumb_caption = Label("Hover a point")
     page.thumb_caption.setWordWrap(True)
-    page.neighbour_title = QLabel("Click a point (or drop an image file) for its 16 nearest neighbours")
+    page.neighbour_title = Label("Click a point (or drop an image file) for its 16 nearest neighbours")
     page.neighbour_title.setWordWrap(True)
     grid_widget = QWidget()
     grid = QGridLayout(grid_widget)
     grid.setSpacing(2)
     page.neighbour_labels: list[QLabel] = []
     for i in range(NEIGHBOURS):
-        lab = QLabel()
+        lab = Label()
         lab.setFixedSize(GRID_THUMB, GRID_THUMB)
         lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
         lab.setStyleSheet("border: 1px solid #ddd;")
         grid.addWidget(lab, i // 4, i % 4)
         page.neighbour_labels.append(lab)
-    page.selection_title = QLabel("No selection")
+    page.selection_title = Label("No selection")
     page.selection_list = QListWidget()
     page.selection_list.setMinimumHeight(48)
     page.export_button = QPushButton("Export list...")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QTextDocument
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
     QPushButton, QTextBrowser, QVBoxLayout, QWidget,
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import (
 
 from studio.engine.export.card import EMBEDDING_FORMATS, FORMAT_TITLES, FORMATS, MODEL_FORMATS
 from studio.engine.export.embeddings import parquet_available
+from studio.gui.widgets import Label
 from studio.store import Project
 
 FORMAT_HINTS = {
@@ -70,7 +72,7 @@ class ExportDialog(QDialog):
     def _build(self) -> None:
         layout = QVBoxLayout(self)
         esc = html.escape
-        head = QLabel(f"<b>Run {self.run.id}</b>: {esc(self.run.method)} on {esc(self.run.backbone)}, "
+        head = Label(f"<b>Run {self.run.id}</b>: {esc(self.run.method)} on {esc(self.run.backbone)}, "
                       f"dataset {esc(self.run.dataset)}, {self.run.steps} steps ({esc(str(self.run.status))})")
         head.setTextFormat(Qt.TextFormat.RichText)
         layout.addWidget(head)
@@ -90,7 +92,7 @@ class ExportDialog(QDialog):
         form.addRow("Checkpoint", self.checkpoint_combo)
 
         self.dataset_combo = QComboBox()
-        self.dataset_label = QLabel("Dataset")
+        self.dataset_label = Label("Dataset")
         form.addRow(self.dataset_label, self.dataset_combo)
 
         self.heads_check = QCheckBox("Include the method's heads (projection etc.)")
@@ -108,7 +110,7 @@ class ExportDialog(QDialog):
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
-        self.status_label = QLabel("")
+        self.status_label = Label("")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.progress_bar)
@@ -276,7 +278,10 @@ class ExportDialog(QDialog):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         self.status_label.setText(f"Exported to {payload['abs_path']} (card: {payload['card']}).")
-        self.card_view.setMarkdown(payload.get("readme_text", ""))
+        # The card names the dataset and its files: markdown, never the HTML someone put in a name.
+        features = QTextDocument.MarkdownFeature
+        self.card_view.document().setMarkdown(payload.get("readme_text", ""),
+                                              features.MarkdownDialectGitHub | features.MarkdownNoHTML)
         self.exported.emit(payload)
 
     @Slot(str)

@@ -30,6 +30,7 @@ from studio.gui.run_page import RunPage
 from studio.gui.style import THEMES
 from studio.gui.tasks import wait_for_tasks
 from studio.gui.welcome_page import WelcomePage
+from studio.gui.widgets import Label
 from studio.status import RunStatus
 
 SETTINGS_ORG = "ssl-studio"
@@ -119,7 +120,7 @@ class MainWindow(ProjectHandling, WindowChrome, QMainWindow):
         self.dataset_progress_bar.setMaximumHeight(16)
         self.dataset_progress_bar.hide()
         self.statusBar().addPermanentWidget(self.dataset_progress_bar)
-        self.device_label = QLabel()
+        self.device_label = Label()
         self.device_label.setObjectName("Muted")
         self.statusBar().addPermanentWidget(self.device_label)
         self._show_device()
@@ -498,7 +499,7 @@ class MainWindow(ProjectHandling, WindowChrome, QMainWindow):
 
 
 def _placeholder(title: str) -> QWidget:
-    label = QLabel(f"Open a project to use {title}.")
+    label = Label(f"Open a project to use {title}.")
     label.setObjectName("Muted")
     label.setAlignment(Qt.AlignmentFlag.AlignCenter)
     return label

@@ -25,7 +25,7 @@ from studio.engine.methods import METHODS
 from studio.engine.train import TrainConfig
 from studio.gui.estimate_section import CostEstimateSection
 from studio.gui.setting_editors import editor_for
-from studio.gui.widgets import ConfigFieldEditor
+from studio.gui.widgets import ConfigFieldEditor, Label
 
 LENGTH_FIELDS = ("epochs", "steps")  # one "Length" row: a number and its unit
 OWN_ROWS = ("method", "backbone", "method_config", "device")  # rows with controls of their own
@@ -71,9 +71,9 @@ class NewRunPage(CostEstimateSection, QWidget):
         lay = QVBoxLayout(body)
         lay.setContentsMargins(24, 18, 24, 18)
         lay.setSpacing(12)
-        title = QLabel("New training run")
+        title = Label("New training run")
         title.setObjectName("PageTitle")
-        subtitle = QLabel("Pick a dataset, a pretext method and an encoder. Every setting starts at the paper's default.")
+        subtitle = Label("Pick a dataset, a pretext method and an encoder. Every setting starts at the paper's default.")
         subtitle.setObjectName("PageSubtitle")
         subtitle.setWordWrap(True)
         lay.addWidget(title)
@@ -96,7 +96,7 @@ class NewRunPage(CostEstimateSection, QWidget):
         self.method_combo.setToolTip("The self-supervised pretext task.")
         for name, cls in METHODS.items():
             self.method_combo.addItem(f"{cls.title}  ·  {cls.family}", name)
-        self.method_info = QLabel()
+        self.method_info = Label()
         self.method_info.setObjectName("Hint")
         self.method_info.setWordWrap(True)
         self.method_info.setTextFormat(Qt.TextFormat.RichText)  # built from the METHODS table only
@@ -104,7 +104,7 @@ class NewRunPage(CostEstimateSection, QWidget):
         self.backbone_combo.setObjectName("backbone")
         for name, spec in BACKBONES.items():
             self.backbone_combo.addItem(f"{name}  ({spec.kind.upper()}, {spec.feature_dim}-d)", name)
-        self.backbone_info = QLabel()
+        self.backbone_info = Label()
         self.backbone_info.setObjectName("Hint")
         self.backbone_info.setWordWrap(True)
         f.addRow("Dataset", self.dataset_combo)
@@ -198,10 +198,10 @@ class NewRunPage(CostEstimateSection, QWidget):
         self.cancel_estimate_button.hide()
         buttons.addWidget(self.estimate_button)
         buttons.addWidget(self.cancel_estimate_button)
-        self.estimate_label = QLabel("Before you start: estimate what this run will cost.")
+        self.estimate_label = Label("Before you start: estimate what this run will cost.")
         self.estimate_label.setObjectName("Hint")
         self.estimate_label.setWordWrap(True)
-        self.estimate_warning = QLabel()
+        self.estimate_warning = Label()
         self.estimate_warning.setObjectName("ErrorText")
         self.estimate_warning.setWordWrap(True)
         self.estimate_warning.hide()
@@ -209,7 +209,7 @@ class NewRunPage(CostEstimateSection, QWidget):
         texts = QVBoxLayout()
         texts.addWidget(self.estimate_label)
         texts.addWidget(self.estimate_warning)
-        self.error_label = QLabel()
+        self.error_label = Label()
         self.error_label.setObjectName("ErrorText")
         self.error_label.setWordWrap(True)
         texts.addWidget(self.error_label)
@@ -244,7 +244,7 @@ class NewRunPage(CostEstimateSection, QWidget):
         editor = editor_for(info)
         editor.changed.connect(self.validate)
         self.setting_editors[info.name] = editor
-        label = QLabel(info.title + (f" ({info.unit})" if info.unit and info.unit != "px" else ""))
+        label = Label(info.title + (f" ({info.unit})" if info.unit and info.unit != "px" else ""))
         label.setToolTip(editor.widget.toolTip())
         form.addRow(label, editor.widget)
 
@@ -360,11 +360,11 @@ class NewRunPage(CostEstimateSection, QWidget):
             editor = ConfigFieldEditor(info)
             editor.changed.connect(self.validate)
             self.field_editors[info.name] = editor
-            label = QLabel(info.name.replace("_", " "))
+            label = Label(info.name.replace("_", " "))
             label.setToolTip(editor.tooltip())
             self.method_form.addRow(label, editor.widget)
         if not self.field_editors:
-            self.method_form.addRow(QLabel("This method has no settings of its own."))
+            self.method_form.addRow(Label("This method has no settings of its own."))
         # Mark the backbones this method cannot use, so the choice explains itself.
         for i in range(self.backbone_combo.count()):
             spec = BACKBONES[self.backbone_combo.itemData(i)]

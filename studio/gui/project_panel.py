@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.gui.style import status_icon
-from studio.gui.widgets import section_title
+from studio.gui.widgets import Label, plain_tip, section_title
 
 RUN_ID_ROLE = Qt.ItemDataRole.UserRole
 DATASET_ROLE = Qt.ItemDataRole.UserRole
@@ -33,9 +33,9 @@ class ProjectPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(10, 12, 10, 10)
         lay.setSpacing(4)
-        self.project_title = QLabel()
+        self.project_title = Label()
         self.project_title.setObjectName("ProjectTitle")
-        self.project_path = QLabel()
+        self.project_path = Label()
         self.project_path.setObjectName("ProjectPath")
         self.project_path.setWordWrap(True)
         lay.addWidget(self.project_title)
@@ -58,7 +58,7 @@ class ProjectPanel(QWidget):
         # Long entries are elided, never scrolled sideways (the panel is narrow on purpose).
         self.runs_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         lay.addWidget(self.runs_list, 1)
-        self.no_runs_label = QLabel("No runs yet: pick a dataset and start one on the New run page.")
+        self.no_runs_label = Label("No runs yet: pick a dataset and start one on the New run page.")
         self.no_runs_label.setObjectName("Hint")
         self.no_runs_label.setWordWrap(True)
         lay.insertWidget(lay.indexOf(self.runs_list), self.no_runs_label)
@@ -78,7 +78,7 @@ class ProjectPanel(QWidget):
         if project is not None:
             self.project_title.setText(project.root.name)
             self.project_path.setText(str(project.root))
-            self.project_path.setToolTip(str(project.root))
+            self.project_path.setToolTip(plain_tip(str(project.root)))
         self.refresh()
 
     # -- reading the store -----------------------------------------------------------------------
@@ -94,7 +94,7 @@ class ProjectPanel(QWidget):
             self.datasets_list.clear()
             for d in datasets:
                 item = QListWidgetItem(f"{d.name}   ·   {d.images:,} images")
-                item.setToolTip(f"{d.images:,} images · {d.classes} classes · {d.kind}: {d.source}")
+                item.setToolTip(plain_tip(f"{d.images:,} images · {d.classes} classes · {d.kind}: {d.source}"))
                 item.setData(DATASET_ROLE, d)
                 self.datasets_list.addItem(item)
                 if d.name == selected:
@@ -127,7 +127,7 @@ class ProjectPanel(QWidget):
             item.setText(f"#{r.id}  {r.method} · {r.backbone}\n{r.status}  ·  {steps}  ·  {r.dataset}")
             item.setIcon(status_icon(r.status))
             tip = f"Run {r.id} on {r.dataset}: {r.status}" + (f" ({r.reason})" if r.reason else "")
-            item.setToolTip(tip)
+            item.setToolTip(plain_tip(tip))
         self.no_runs_label.setVisible(not runs)
         if changed:
             self.runs_changed.emit()

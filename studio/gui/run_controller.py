@@ -77,6 +77,8 @@ class RunController(QObject):
                 "delete": can_delete(run, busy)}
 
     def resume_from_verdict(self, run: RunRecord, step: int | None) -> Verdict:
+        if self.project is None:
+            return NO_PROJECT
         if step is None:
             return Verdict(False, "Select a checkpoint first.")
         return can_resume(self.project, run, step, busy=self.busy(run.id))

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from studio.gui.widgets import RunTitleRow, page_with_empty_state, section_title
+from studio.gui.widgets import Label, RunTitleRow, page_with_empty_state, section_title
 
 CHECKPOINT_COLUMNS = ["step", "epoch", "file", "size", "saved"]
 EVALUATION_COLUMNS = ["kind", "checkpoint", "dataset", "results", "when"]
@@ -92,7 +92,7 @@ class RunDetailsPage(QWidget):
         for b in (self.duplicate_button, self.export_button, self.delete_button):
             head.addWidget(b)
         lay.addLayout(head)
-        self.subtitle_label = QLabel()
+        self.subtitle_label = Label()
         self.subtitle_label.setObjectName("PageSubtitle")
         self.subtitle_label.setWordWrap(True)
         lay.addWidget(self.subtitle_label)
@@ -129,7 +129,7 @@ class RunDetailsPage(QWidget):
         rl.addWidget(section_title("Evaluations"))
         self.evaluations_table = self._table(EVALUATION_COLUMNS)
         rl.addWidget(self.evaluations_table, 1)
-        self.no_evaluations_label = QLabel("No evaluation yet: `ssl-studio eval PROJECT RUN_ID --knn --linear` adds one.")
+        self.no_evaluations_label = Label("No evaluation yet: `ssl-studio eval PROJECT RUN_ID --knn --linear` adds one.")
         self.no_evaluations_label.setObjectName("Hint")
         rl.addWidget(self.no_evaluations_label)
         split.addWidget(right)
@@ -164,6 +164,7 @@ class RunDetailsPage(QWidget):
 
     def show_run(self, run_id: int | None) -> None:
         self.run_id = run_id
+        self.run = None
         self._signature = None
         self._stack.setCurrentIndex(0 if run_id is None else 1)
         self.refresh()

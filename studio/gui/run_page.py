@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 
 from studio.gui.plots import MetricPlot
 from studio.gui.style import CURVE_COLOURS, status_colour
-from studio.gui.widgets import RunTitleRow, format_duration, page_with_empty_state
+from studio.gui.widgets import Label, RunTitleRow, format_duration, page_with_empty_state
 from studio.status import RunStatus
 
 # Where each stored metric is drawn; every other name goes to the "other metrics" plot.
@@ -63,10 +63,10 @@ class RunPage(QWidget):
             b.setEnabled(False)
             head.addWidget(b)
         lay.addLayout(head)
-        self.subtitle_label = QLabel()
+        self.subtitle_label = Label()
         self.subtitle_label.setObjectName("PageSubtitle")
         lay.addWidget(self.subtitle_label)
-        self.reason_label = QLabel()
+        self.reason_label = Label()
         self.reason_label.setObjectName("ErrorText")
         self.reason_label.setWordWrap(True)
         self.reason_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -75,7 +75,7 @@ class RunPage(QWidget):
         prog = QHBoxLayout()
         self.progress_bar = QProgressBar()
         self.progress_bar.setTextVisible(True)
-        self.progress_label = QLabel()
+        self.progress_label = Label()
         self.progress_label.setObjectName("Muted")
         self.progress_label.setMinimumWidth(300)
         self.progress_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -109,7 +109,7 @@ class RunPage(QWidget):
         lay.addLayout(plots, 1)
         self.plots = {"loss": self.loss_plot, "lr": self.lr_plot, "throughput": self.speed_plot}
 
-        self.latest_label = QLabel()
+        self.latest_label = Label()
         self.latest_label.setObjectName("Muted")
         self.latest_label.setWordWrap(True)
         lay.addWidget(self.latest_label)

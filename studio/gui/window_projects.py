@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from studio.gui.chrome import mw
 from studio.gui.tasks import Progress, start_task
+from studio.gui.widgets import message_box, plain_tip
 
 
 class ProjectHandling:
@@ -19,7 +20,7 @@ class ProjectHandling:
         recent = mw.recent_projects()
         for path in recent:
             a = self.recent_menu.addAction(Path(path).name)
-            a.setToolTip(path)
+            a.setToolTip(plain_tip(path))
             a.setStatusTip(path)
             a.triggered.connect(lambda _=False, p=path: self.try_(lambda: self.open_project(p)))
         if recent:
@@ -131,7 +132,7 @@ class ProjectHandling:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - a typed error whose text the user can act on
-            QMessageBox.warning(self, "SSL Studio", str(exc))
+            message_box(self, "SSL Studio", str(exc))
 
     # -- datasets ---------------------------------------------------------------------------
     def add_dataset_source(self, spec: str, name: str | None = None) -> None:
@@ -187,9 +188,7 @@ class ProjectHandling:
         self._dataset_task_ended()
         self.statusBar().showMessage(f"Could not add the dataset: {error}", 15000)
         if self.isVisible():
-            box = QMessageBox(QMessageBox.Icon.Warning, "Add dataset", error, QMessageBox.StandardButton.Ok, self)
-            box.setTextFormat(Qt.TextFormat.PlainText)
-            box.open()
+            message_box(self, "Add dataset", error)
 
     def _on_dataset_selected(self, record) -> None:
         self.dataset_page.show_dataset(record)
