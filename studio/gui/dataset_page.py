@@ -55,6 +55,7 @@ class DatasetPage(QWidget):
         self.project = None
         self.dataset = None
         self._token = 0
+        self._thumb_task = None
 
         self._stack, lay = page_with_empty_state(self, "Add a dataset: File ▸ Add dataset folder…, or File ▸ Add sample.", 18, 12)
 
@@ -151,9 +152,12 @@ class DatasetPage(QWidget):
         if self.project is not None:
             self.loading_label.show()
             token, root = self._token, self.project.root
-            start_task(lambda state: load_thumbnails(root, dataset.kind, dataset.source, cancelled=state.cancelled),
-                       lambda result: self._show_thumbnails(token, result),
-                       lambda error: self._show_thumbnail_error(token, error), name="thumbnails", parent=self)
+            if self._thumb_task is not None:
+                self._thumb_task.cancel()  # another dataset's: its images are no longer wanted
+            self._thumb_task = start_task(
+                lambda state: load_thumbnails(root, dataset.kind, dataset.source, cancelled=state.cancelled),
+                lambda result: self._show_thumbnails(token, result),
+                lambda error: self._show_thumbnail_error(token, error), name="thumbnails", parent=self)
 
     def _show_thumbnails(self, token: int, result) -> None:
         if token != self._token:
@@ -170,6 +174,10 @@ class DatasetPage(QWidget):
         if token == self._token:
             self.loading_label.hide()
             self.skipped_label.setText(f"The images could not be opened: {error}")
+
+    def shutdown(self) -> None:
+        if self._thumb_task is not None:
+            self._thumb_task.cancel()
 
     def thumbnail_count(self) -> int:
         return self.thumbs.count()

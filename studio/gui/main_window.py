@@ -12,7 +12,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QScrollArea, QSplitter,
-    QStackedWidget, QTabWidget, QWidget,
+    QStackedWidget, QTabWidget, QToolButton, QWidget,
 )
 
 from studio.gui.actions import build_actions, update_actions
@@ -120,6 +120,13 @@ class MainWindow(ProjectHandling, WindowChrome, QMainWindow):
         self.dataset_progress_bar.setMaximumHeight(16)
         self.dataset_progress_bar.hide()
         self.statusBar().addPermanentWidget(self.dataset_progress_bar)
+        self.dataset_cancel_button = QToolButton()
+        self.dataset_cancel_button.setText("Cancel")
+        self.dataset_cancel_button.setToolTip("Stop reading the dataset's images (nothing is stored).")
+        self.dataset_cancel_button.clicked.connect(self.cancel_adding_datasets)
+        self.dataset_cancel_button.hide()
+        self.statusBar().addPermanentWidget(self.dataset_cancel_button)
+        self._dataset_tasks: list = []
         self.device_label = Label()
         self.device_label.setObjectName("Muted")
         self.statusBar().addPermanentWidget(self.device_label)

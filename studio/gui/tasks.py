@@ -46,6 +46,11 @@ def error_text(exc: BaseException) -> str:
     return text
 
 
+class TaskCancelled(Exception):
+    """Raised by `TaskState.check()` once the task was cancelled (for work without a cancel flag
+    of its own: its progress callback checks)."""
+
+
 class TaskState:
     """What the work function sees: report progress, post news, ask whether it was cancelled."""
 
@@ -61,6 +66,10 @@ class TaskState:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def check(self) -> None:
+        if self._cancel.is_set():
+            raise TaskCancelled("cancelled")
 
     def moved(self, p: Progress) -> bool:
         """Whether `p` is news: another stage, or the end reached, at once; another count within

@@ -149,12 +149,20 @@ class ProjectHandling:
         self.dataset_progress_bar.setFormat("reading images %p%")
         self.dataset_progress_bar.show()
 
+        def progress(state, done, total):
+            state.check()  # Cancel: stop reading (nothing is stored until every image was read)
+            state.report("reading", done, total)
+
         def work(state):
             with Project.open(root) as p:
-                return add_dataset(p, spec, name=name, progress=lambda done, total: state.report("reading", done, total))
+                return add_dataset(p, spec, name=name, progress=lambda done, total: progress(state, done, total))
 
-        start_task(work, self._on_dataset_added, self._on_dataset_failed, self._on_dataset_progress,
-                   name="add-dataset", parent=self)
+        task = start_task(work, self._on_dataset_added, self._on_dataset_failed, self._on_dataset_progress,
+                          name="add-dataset", parent=self)
+        task.cancelled.connect(self._on_dataset_cancelled)
+        self._dataset_tasks.append(task)
+        task.ended.connect(lambda: self._dataset_tasks.remove(task))
+        self.dataset_cancel_button.show()
 
     def _on_dataset_progress(self, p: Progress) -> None:
         if p.total > 0:
@@ -165,6 +173,15 @@ class ProjectHandling:
         self._adding_datasets = max(0, self._adding_datasets - 1)
         if not self._adding_datasets:
             self.dataset_progress_bar.hide()
+            self.dataset_cancel_button.hide()
+
+    def cancel_adding_datasets(self) -> None:
+        for task in list(self._dataset_tasks):
+            task.cancel()
+
+    def _on_dataset_cancelled(self) -> None:
+        self._dataset_task_ended()
+        self.statusBar().showMessage("Adding the dataset was cancelled; nothing was stored.", 8000)
 
     def add_sample(self) -> None:
         self.add_dataset_source("sample")

@@ -24,6 +24,7 @@ from PySide6.QtCore import QObject, QProcess, QTimer, Signal, Slot
 
 from studio.engine.train import TrainingCallbacks, TrainingControl
 from studio.gui.tasks import Progress, Task, TaskState
+from studio.status import RunStatus
 
 
 class _StateCallbacks(TrainingCallbacks):
@@ -128,7 +129,7 @@ class TrainingJob(QObject):
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:  # the store itself was out of reach
-        self.finished.emit(self._run_id, {"run_id": self._run_id, "status": "failed", "reason": message})
+        self.finished.emit(self._run_id, {"run_id": self._run_id, "status": RunStatus.FAILED.value, "reason": message})
 
     def start(self) -> None:
         # The training thread and the GUI's share the GIL: with Python's default 5 ms switch
@@ -272,7 +273,7 @@ class DistributedTrainingJob(QObject):
             settle_unrecorded_end(self.project, self._run_id, reason, stop_requested=self.stop_requested)
             out: dict[str, Any] = run_outcome(self.project, self._run_id)
         except Exception as exc:  # noqa: BLE001 - the store is out of reach: report what we know
-            out = {"run_id": self._run_id, "status": "failed", "reason": f"{reason} (and the project could not be read: {exc})"}
+            out = {"run_id": self._run_id, "status": RunStatus.FAILED.value, "reason": f"{reason} (and the project could not be read: {exc})"}
         out["exit_code"] = code
         self._outcome = out
         self.status.emit(self._run_id, out["status"], out.get("reason") or "")
