@@ -158,7 +158,10 @@ class NewRunPage(CostEstimateSection, QWidget):
             "split evenly over the GPUs. Stop saves a checkpoint; pausing is not available.")
         f.addRow("", self.all_gpus_check)
         self._all_gpus_form = f
-        grid.addWidget(how, 0, 1, Qt.AlignmentFlag.AlignTop)
+        right = QVBoxLayout()  # Training, then the advanced settings right under it
+        right.setSpacing(12)
+        right.addWidget(how)
+        grid.addLayout(right, 0, 1, 2, 1)
 
         # -- the method's own fields ---------------------------------------------------------
         self.method_box = QGroupBox("Method settings")
@@ -166,7 +169,7 @@ class NewRunPage(CostEstimateSection, QWidget):
         grid.addWidget(self.method_box, 1, 0, Qt.AlignmentFlag.AlignTop)
 
         # -- advanced, folded away -----------------------------------------------------------
-        self.advanced = QCollapsible("Advanced settings")
+        self.advanced = QCollapsible("Advanced settings", expandedIcon="▾", collapsedIcon="▸")
         self.advanced.setObjectName("AdvancedSettings")
         self.advanced.setDuration(0)
         adv = QWidget()
@@ -175,7 +178,8 @@ class NewRunPage(CostEstimateSection, QWidget):
             if info.group == "advanced":
                 self._add_setting(f, info)
         self.advanced.addWidget(adv)
-        grid.addWidget(self.advanced, 1, 1, Qt.AlignmentFlag.AlignTop)
+        right.addWidget(self.advanced)
+        right.addStretch(1)
         grid.setRowStretch(2, 1)
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
@@ -221,8 +225,13 @@ class NewRunPage(CostEstimateSection, QWidget):
         self.start_button.clicked.connect(self.request_start)
         cost.addSpacing(12)
         cost.addWidget(self.start_button, 0, Qt.AlignmentFlag.AlignTop)
-        lay.addLayout(cost)
         lay.addStretch(1)
+        # The footer stays in view below the scrolling form: the estimate, any error, and Start.
+        footer = QWidget()
+        footer.setObjectName("FormFooter")
+        footer.setLayout(cost)
+        cost.setContentsMargins(24, 8, 24, 12)
+        outer.addWidget(footer)
 
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
         for w in (self.backbone_combo, self.dataset_combo, self.length_unit, self.device_combo):
@@ -244,7 +253,8 @@ class NewRunPage(CostEstimateSection, QWidget):
         editor = editor_for(info)
         editor.changed.connect(self.validate)
         self.setting_editors[info.name] = editor
-        label = Label(info.title + (f" ({info.unit})" if info.unit and info.unit != "px" else ""))
+        title = info.label if info.label[1:2].isupper() else info.title  # "kNN k" keeps its case
+        label = Label(title + (f" ({info.unit})" if info.unit and info.unit != "px" else ""))
         label.setToolTip(editor.widget.toolTip())
         form.addRow(label, editor.widget)
 
