@@ -11,7 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QScrollArea, QSplitter,
+    QApplication, QMainWindow, QMessageBox, QProgressBar, QScrollArea, QSplitter,
     QStackedWidget, QTabWidget, QToolButton, QWidget,
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView, QListWidget, QListWidgetItem, QVBoxLayout, QWidget,
 )
 
 from studio.gui.style import status_icon

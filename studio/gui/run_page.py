@@ -12,7 +12,7 @@ import bisect
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QWidget,
+    QComboBox, QGridLayout, QHBoxLayout, QPlainTextEdit, QProgressBar, QPushButton, QWidget,
 )
 
 from studio.gui.plots import MetricPlot

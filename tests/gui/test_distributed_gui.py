@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from conftest import fill_tiny_form  # noqa: E402
+from conftest import tiny_train_config  # noqa: E402
 
 WAIT_MS = 120_000
 pytestmark = pytest.mark.usefixtures("private_settings")
@@ -29,9 +29,7 @@ def start_on_all_gpus(window, qtbot, steps: int, checkpoint_every: int | None = 
     """Fill the New run form of `window` (2 fake GPUs), tick 'all GPUs', press Start: (run id, job)."""
     window.show_new_run("sample")
     page = window.new_run_page
-    fill_tiny_form(page, steps=steps, device=None)
-    if checkpoint_every is not None:
-        page.checkpoint_spin.setValue(checkpoint_every)
+    page.set_config(tiny_train_config(steps=steps, batch_size=8, checkpoint_every=checkpoint_every or 0))
     page.all_gpus_check.setChecked(True)
     qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
     return next(iter(window.jobs.items()))
@@ -52,7 +50,7 @@ def test_all_gpus_is_offered_only_with_several_devices(qtbot, monkeypatch, count
         return
     assert check.isVisible() and check.text() == f"Train on all {count} GPUs (distributed)"
     assert not check.isChecked() and page.distributed_processes() == 1  # opt-in
-    fill_tiny_form(page, steps=3, device=None)
+    page.set_config(tiny_train_config(steps=3, batch_size=8))
     check.setChecked(True)
     assert page.distributed_processes() == count
     assert not page.device_combo.isEnabled()  # one GPU per process: the device choice does not apply
