@@ -285,3 +285,32 @@ def test_status_bar_device_notification_and_remembered_layout(window, qtbot, pro
     w2.restore_layout()
     w2.resize(window.size())
     qtbot.waitUntil(lambda: w2.splitter.sizes()[0] == before[0], timeout=10_000)
+
+
+def test_resume_follows_the_services_rule_and_says_why_not(window, qtbot, project):
+    """Finished: Resume is off and its tooltip says why. Failed or diverged with a checkpoint:
+    Resume is on (services.runs.can_resume); a diverged run warns as it starts again."""
+    finished = stored_run(project, checkpoint_steps=(10,))
+    window.open_project(project.root)
+    window.panel.select_run(finished.id)
+    assert not window.run_page.button_states()["resume"]
+    assert "nothing to resume" in window.run_page.resume_button.toolTip()
+    assert not window.resume_action.isEnabled() and "nothing to resume" in window.resume_action.toolTip()
+
+    failed = stored_run(project, checkpoint_steps=(10,))
+    project.set_run_status(failed.id, "failed", "the device ran out of memory")
+    diverged = stored_run(project, checkpoint_steps=(10,))
+    project.set_run_status(diverged.id, "diverged", "the loss became nan at step 11")
+    window.refresh_now()
+    window.panel.select_run(failed.id)
+    assert window.run_page.button_states()["resume"] and window.resume_action.isEnabled()
+    window.panel.select_run(diverged.id)
+    assert window.run_page.button_states()["resume"]
+    qtbot.mouseClick(window.run_page.resume_button, Qt.MouseButton.LeftButton)
+    assert diverged.id in window.jobs  # a job of this window continues it
+    assert "diverged" in window.statusBar().currentMessage() and "may diverge again" in \
+        window.statusBar().currentMessage()
+    # The checkpoint file of this test is no real checkpoint: the job ends, and the window says how.
+    qtbot.waitUntil(lambda: diverged.id not in window.jobs, timeout=WAIT_MS)
+    assert f"Run {diverged.id} " in window.statusBar().currentMessage()
+    assert project.run(diverged.id).status not in ("queued", "running", "paused")
