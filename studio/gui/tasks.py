@@ -113,11 +113,17 @@ class Task(QObject):
 
     def __init__(self, fn: Callable[[TaskState], Any], name: str = "task", min_interval: float = 0.1,
                  on_cancel: Callable[[], None] | None = None, result_after_cancel: bool = False,
-                 parent: QObject | None = None):
+                 own_thread: bool = False, parent: QObject | None = None):
         """`on_cancel` is called (on the GUI thread) when the task is cancelled, e.g. to stop a
         trainer; with `result_after_cancel` a cancelled task still reports its result (a
-        stopped run has one)."""
+        stopped run has one); with `own_thread` it runs on a thread of its own that ends with
+        it (training lowers its thread's priority, which no later task should inherit)."""
         super().__init__(parent)
+        self._pool = None
+        if own_thread:
+            self._pool = QThreadPool(self)
+            self._pool.setMaxThreadCount(1)
+            self._pool.setExpiryTimeout(0)
         self.name = name
         self.state = TaskState(self, min_interval)
         self._fn = fn
@@ -133,7 +139,7 @@ class Task(QObject):
             "returned": self._on_returned, "errored": self._on_errored, "finished": self._on_finished})
         self._worker = worker
         _live.add(self)
-        pool().start(worker)
+        (self._pool or pool()).start(worker)
         return self
 
     def _work(self):

@@ -87,7 +87,7 @@ class TrainingJob(QObject):
         self.checkpoint_step = checkpoint_step
         self.control = TrainingControl()
         self.task = Task(self._train, name=f"training-run-{run_id}", min_interval=0.2,
-                         on_cancel=self.control.stop, result_after_cancel=True, parent=self)
+                         on_cancel=self.control.stop, result_after_cancel=True, own_thread=True, parent=self)
         self.task.progress.connect(self._on_progress)
         self.task.posted.connect(self._on_posted)
         self.task.done.connect(self._on_done)
