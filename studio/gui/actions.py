@@ -1,5 +1,5 @@
 """The main window's menus as a table: each action's menu, text, shortcut, what it calls and when
-it is enabled, as a predicate over the Qt-free `AppState` (studio.gui.run_controller).
+it is enabled, as a predicate over the Qt-free `AppState` (studio.gui.app_state).
 
 A predicate answers a `Verdict` (or a bool); a disabled action shows the verdict's reason as its
 tooltip and status tip, so the menus explain themselves.
@@ -12,18 +12,13 @@ from typing import Callable
 
 from PySide6.QtGui import QAction, QKeySequence
 
-from studio.gui.run_controller import NO_PROJECT, AppState
+from studio.gui.app_state import AppState, needs_project, run_verdict
 from studio.services.runs import Verdict
 
 SK = QKeySequence.StandardKey
 
 
-def _project(state: AppState) -> Verdict:
-    return Verdict(True) if state.has_project else NO_PROJECT
-
-
-def _run(action: str) -> Callable[[AppState], Verdict]:
-    return lambda state: state.verdict(action)
+_project, _run = needs_project, run_verdict
 
 
 @dataclass(frozen=True)

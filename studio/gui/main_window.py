@@ -24,7 +24,8 @@ from studio.gui.explorer import ExplorerPage
 from studio.gui.new_run_page import NewRunPage
 from studio.gui.poller import StorePoller
 from studio.gui.project_panel import ProjectPanel
-from studio.gui.run_controller import AppState, RunController
+from studio.gui.app_state import AppState
+from studio.gui.run_controller import RunController
 from studio.gui.run_details import RunDetailsPage
 from studio.gui.run_page import RunPage
 from studio.gui.style import THEMES

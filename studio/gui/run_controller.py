@@ -7,35 +7,14 @@ It owns the TrainingJobs and DistributedTrainingJobs, starts runs through
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from PySide6.QtCore import QObject, Signal
 
+from studio.gui.app_state import NO_PROJECT, NO_RUN
 from studio.services.runs import (
     Verdict, can_continue_paused, can_delete, can_evaluate, can_export, can_pause, can_resume, can_stop,
 )
 from studio.status import RunStatus
 from studio.store import RunRecord
-
-NO_PROJECT = Verdict(False, "Open a project first.")
-NO_RUN = Verdict(False, "Select a run in the side panel first.")
-RUN_ACTIONS = ("pause", "resume", "stop", "export", "evaluate", "duplicate", "delete")
-
-
-@dataclass(frozen=True)
-class AppState:
-    """What the menus and buttons depend on, without Qt: read by the action table's predicates."""
-
-    has_project: bool = False
-    run: RunRecord | None = None
-    page: str = ""
-    verdicts: dict[str, Verdict] = field(default_factory=dict)
-
-    def verdict(self, action: str) -> Verdict:
-        if not self.has_project:
-            return NO_PROJECT
-        return self.verdicts.get(action, NO_RUN)
-
 
 class RunController(QObject):
     started = Signal(int)  # run id: a job of this window trains it now
