@@ -9,7 +9,6 @@ an image file dropped on the page, and lists and exports selected files.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -345,18 +344,9 @@ class ExplorerPage(QWidget):
 
     def export_selection(self, path: str | os.PathLike) -> Path:
         """Write the selected files: .csv with index, file, label, class, x, y; else one file a line."""
-        path = Path(path)
-        if path.suffix.lower() == ".csv":
-            with open(path, "w", newline="", encoding="utf-8") as f:
-                w = csv.writer(f)
-                w.writerow(["index", "file", "label", "class", "x", "y"])
-                for i in self.selected_indices:
-                    i = int(i)
-                    lab = int(self.labels[i])
-                    cls = self.class_names[lab] if 0 <= lab < len(self.class_names) else ""
-                    w.writerow([i, self.names[i], lab, cls, float(self.coords[i, 0]), float(self.coords[i, 1])])
-        else:
-            path.write_text("".join(f"{name}\n" for name in self.selected_paths()), encoding="utf-8")
+        from studio.services.explore import write_selection
+
+        path = write_selection(path, self.selected_indices, self.names, self.labels, self.class_names, self.coords)
         self.status.setText(f"Exported {len(self.selected_indices)} files to {path}.")
         return path
 

@@ -1,13 +1,16 @@
 """Exploring a run's embedding space: the use cases behind the Explorer page, without Qt.
 
-`FileEmbedder` embeds an image file that is not in the dataset (dropped on the map) with the
+`write_selection` writes the files a person selected on the map. `FileEmbedder` embeds an image file that is not in the dataset (dropped on the map) with the
 encoder of a run's checkpoint: open the image, resize it as the dataset's images were, encode,
 embed. The encoder is loaded once per (run, checkpoint) and kept for the next file.
 """
 
 from __future__ import annotations
 
+import csv
 import os
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -38,3 +41,21 @@ class FileEmbedder:
         encoder, config, _ = self._load()
         pixels = resize_square(open_image_file(str(path)), config.image_size)[None]
         return embed_images(encoder, pixels, 1, config.image_size)[0]
+
+
+def write_selection(path: str | os.PathLike, indices, names: Sequence[str], labels, class_names: Sequence[str],
+                    coords) -> Path:
+    """The selected points' files: a .csv with index, file, label, class, x, y; any other
+    suffix, one file a line."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["index", "file", "label", "class", "x", "y"])
+            for i in (int(i) for i in indices):
+                lab = int(labels[i])
+                cls = class_names[lab] if 0 <= lab < len(class_names) else ""
+                w.writerow([i, names[i], lab, cls, float(coords[i, 0]), float(coords[i, 1])])
+    else:
+        path.write_text("".join(f"{names[int(i)]}\n" for i in indices), encoding="utf-8")
+    return path
