@@ -26,11 +26,12 @@ class ActionSpec:
     name: str  # the window's attribute is `<name>_action`
     menu: str
     text: str
-    slot: str  # a method of the window, called without arguments
+    slot: str  # a method of the window, called without arguments (with the shown run's id: `of_run`)
     shortcut: object = None
     enabled: Callable[[AppState], Verdict | bool] | None = None  # None: always
     separator_before: bool = False
     tip: str = ""
+    of_run: bool = False
 
 
 ACTIONS = (
@@ -42,15 +43,16 @@ ACTIONS = (
     ActionSpec("add_sample", "&File", "Add s&ample", "add_sample", None, _project),
     ActionSpec("close_project", "&File", "&Close project", "close_project", SK.Close, _project, separator_before=True),
     ActionSpec("quit", "&File", "&Quit", "close", SK.Quit),
-    ActionSpec("duplicate", "&Edit", "&Duplicate run…", "duplicate_shown_run", "Ctrl+D", _run("duplicate")),
-    ActionSpec("delete", "&Edit", "De&lete run…", "delete_shown_run", SK.Delete, _run("delete")),
+    ActionSpec("duplicate", "&Edit", "&Duplicate run…", "duplicate_run", "Ctrl+D", _run("duplicate"), of_run=True),
+    ActionSpec("delete", "&Edit", "De&lete run…", "delete_run", SK.Delete, _run("delete"), of_run=True),
     ActionSpec("refresh", "&Edit", "&Refresh", "refresh_now", SK.Refresh, separator_before=True),
     ActionSpec("start", "&Run", "&Start", "start_from_menu", "Ctrl+Return", _project),
     ActionSpec("estimate", "&Run", "Estimate &cost", "estimate_from_menu", "Ctrl+Shift+E", _project),
-    ActionSpec("pause", "&Run", "&Pause", "pause_shown_run", None, _run("pause")),
-    ActionSpec("resume", "&Run", "&Resume", "resume_shown_run", None, _run("resume")),
-    ActionSpec("stop", "&Run", "S&top", "stop_shown_run", "Ctrl+.", _run("stop")),
-    ActionSpec("export", "&Run", "&Export…", "export_shown_run", "Ctrl+E", _run("export"), separator_before=True),
+    ActionSpec("pause", "&Run", "&Pause", "pause_run", None, _run("pause"), of_run=True),
+    ActionSpec("resume", "&Run", "&Resume", "resume_run", None, _run("resume"), of_run=True),
+    ActionSpec("stop", "&Run", "S&top", "stop_run", "Ctrl+.", _run("stop"), of_run=True),
+    ActionSpec("export", "&Run", "&Export…", "open_export_dialog", "Ctrl+E", _run("export"), separator_before=True,
+               of_run=True),
     ActionSpec("guide", "&Help", "&User's guide", "open_guide", SK.HelpContents),
     ActionSpec("about", "&Help", "&About SSL Studio", "show_about"),
 )
@@ -70,7 +72,10 @@ def build_actions(window, specs=ACTIONS) -> dict[str, QAction]:
         action = QAction(spec.text, window)
         if spec.shortcut is not None:
             action.setShortcut(QKeySequence(spec.shortcut))
-        action.triggered.connect(lambda _=False, s=spec.slot: getattr(window, s)())
+        if spec.of_run:
+            action.triggered.connect(lambda _=False, s=spec.slot: getattr(window, s)(window.shown_run_id()))
+        else:
+            action.triggered.connect(lambda _=False, s=spec.slot: getattr(window, s)())
         menu.addAction(action)
         out[spec.name] = action
         setattr(window, f"{spec.name}_action", action)

@@ -285,24 +285,9 @@ class MainWindow(ProjectHandling, WindowChrome, QMainWindow):
         self.run_details.refresh()
         self.update_actions()
 
-    # -- the shown run's actions (the menu's slots) ------------------------------------------
-    def duplicate_shown_run(self) -> None:
-        self.duplicate_run(self.run_page.run_id)
-
-    def delete_shown_run(self) -> None:
-        self.delete_run(self.run_page.run_id)
-
-    def pause_shown_run(self) -> None:
-        self.pause_run(self.run_page.run_id)
-
-    def resume_shown_run(self) -> None:
-        self.resume_run(self.run_page.run_id)
-
-    def stop_shown_run(self) -> None:
-        self.stop_run(self.run_page.run_id)
-
-    def export_shown_run(self) -> None:
-        self.open_export_dialog(self.run_page.run_id)
+    # -- the menu's slots ---------------------------------------------------------------------
+    def shown_run_id(self) -> int | None:
+        return self.run_page.run_id
 
     def start_from_menu(self) -> None:
         if self.current_page_title() == "New run":
