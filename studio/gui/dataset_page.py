@@ -7,7 +7,7 @@ import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
-    QHBoxLayout, QListView, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget,
+    QHBoxLayout, QListView, QListWidget, QListWidgetItem, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
 )
 
 from studio.gui.widgets import Label, StatCard, page_with_empty_state, plain_tip, section_title
@@ -63,6 +63,9 @@ class DatasetPage(QWidget):
         titles = QVBoxLayout()
         self.title_label = Label()
         self.title_label.setObjectName("PageTitle")
+        # A long name wraps (or is cut) instead of widening the window.
+        self.title_label.setWordWrap(True)
+        self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.source_label = Label()
         self.source_label.setObjectName("PageSubtitle")
         self.source_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -131,6 +134,7 @@ class DatasetPage(QWidget):
             return
         self._stack.setCurrentIndex(1)
         self.title_label.setText(dataset.name)
+        self.title_label.setToolTip(plain_tip(dataset.name))
         kind = {"folder": "image folder", "sample": "built-in sample (handwritten digits)"}.get(dataset.kind, dataset.kind)
         self.source_label.setText(f"{kind}  ·  {dataset.source}")
         self.images_card.set_value(f"{dataset.images:,}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QListWidget, QListWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView, QListWidget, QListWidgetItem, QSizePolicy, QVBoxLayout, QWidget,
 )
 
 from studio.gui.style import status_icon
@@ -35,6 +35,7 @@ class ProjectPanel(QWidget):
         lay.setSpacing(4)
         self.project_title = Label()
         self.project_title.setObjectName("ProjectTitle")
+        self.project_title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.project_path = Label()
         self.project_path.setObjectName("ProjectPath")
         self.project_path.setWordWrap(True)
@@ -45,6 +46,9 @@ class ProjectPanel(QWidget):
         self.datasets_list = QListWidget()
         self.datasets_list.setObjectName("DatasetsList")
         self.datasets_list.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        # Long names are elided, never scrolled sideways (a scroll bar would hide the one row).
+        self.datasets_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.datasets_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.datasets_list.setFixedHeight(34)
         lay.addWidget(self.datasets_list)
 

@@ -90,6 +90,7 @@ def test_every_page_shows_markup_as_plain_text(make_window, qtbot, evil_project)
     assert EVIL in texts  # the title: the name as typed, shown
     assert any(EVIL_FILE in t for t in texts) and any(EVIL_CLASS in t for t in texts)
     assert markup_rendered(w) == []
+    assert w.width() == 1200  # a long name wraps; it does not widen the window
 
     w.show_new_run(EVIL)
     assert w.new_run_page.dataset() == EVIL
