@@ -1,8 +1,9 @@
 """The run controller: the jobs this window trains, and what may be done with a run.
 
 It owns the TrainingJobs and DistributedTrainingJobs, starts runs through
-`services.training.prepare_run` (new=, resume=, queued=), asks `services.runs` for every verdict
-(`verdicts`) and tells the window what happened through signals; it holds no widget.
+`services.training.prepare_run` (new= for Start, resume= for Resume; a distributed run's torchrun
+child takes the stored run with queued=), asks `services.runs` for every verdict (`verdicts`) and
+tells the window what happened through signals; it holds no widget.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from PySide6.QtCore import QObject, Signal
 
 from studio.gui.app_state import NO_PROJECT, NO_RUN
 from studio.services.runs import (
-    Verdict, can_continue_paused, can_delete, can_evaluate, can_export, can_pause, can_resume, can_stop,
+    Verdict, can_continue_paused, can_delete, can_export, can_pause, can_resume, can_stop,
 )
 from studio.status import RunStatus
 from studio.store import RunRecord
+
 
 class RunController(QObject):
     started = Signal(int)  # run id: a job of this window trains it now
@@ -52,8 +54,7 @@ class RunController(QObject):
         if not stop and not busy and RunStatus.of(run.status).is_active:
             stop = Verdict(False, f"Run {run.id} is trained by another process; stop it there.")
         return {"pause": pause, "resume": resume, "stop": stop, "export": can_export(self.project, run),
-                "evaluate": can_evaluate(self.project, run), "duplicate": Verdict(True),
-                "delete": can_delete(run, busy)}
+                "duplicate": Verdict(True), "delete": can_delete(run, busy)}
 
     def resume_from_verdict(self, run: RunRecord, step: int | None) -> Verdict:
         if self.project is None:
