@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
 from studio.gui.style import THEMES, app_icon, apply_style
 
 
-class _Settings:
+class _MainWindowModule:
     """studio.gui.main_window's helpers, looked up when called (tests replace `settings`)."""
 
     def __getattr__(self, name):
@@ -20,7 +20,7 @@ class _Settings:
         return getattr(main_window, name)
 
 
-mw = _Settings()
+mw = _MainWindowModule()
 
 
 def device_summary() -> str:
