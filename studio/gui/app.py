@@ -23,7 +23,7 @@ def run_gui(project: str | os.PathLike | None = None, screenshot: str | os.PathL
 
     from studio.gui.main_window import MainWindow, settings
     from studio.gui.style import apply_style
-    from studio.gui.workers import wait_for_tasks
+    from studio.gui.tasks import wait_for_tasks
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("SSL Studio")
@@ -53,11 +53,10 @@ def run_gui(project: str | os.PathLike | None = None, screenshot: str | os.PathL
     if page:
         show_named_page(window, page)
         if screenshot is not None and window.current_page_title() == "New run" and window.project is not None:
+            from studio.engine.train import TrainConfig
+
             form = window.new_run_page  # the picture shows what a small run on the sample would cost
-            form.length_unit.setCurrentIndex(form.length_unit.findData("epochs"))
-            form.length_spin.setValue(20)
-            form.batch_spin.setValue(64)
-            form.image_size_spin.setValue(16)
+            form.set_config(TrainConfig(epochs=20, batch_size=64, image_size=16), dataset=form.dataset())
             form.estimate()
     window.show()
 
@@ -103,11 +102,9 @@ PAGE_NAMES = {"dataset": "Dataset", "new-run": "New run", "run": "Run", "run-det
 
 def show_named_page(window, name: str) -> None:
     """`--page NAME`: a tab by its command-line name, or the welcome page."""
-    from PySide6.QtCore import Qt
-
     key = name.lower().replace(" ", "-").replace("_", "-")
     if key == "welcome":
-        window.stack.setCurrentWidget(window.welcome)
+        window.show_welcome()
         return
     if key not in PAGE_NAMES:
         raise ValueError(f"unknown page {name!r}; choose welcome, {', '.join(PAGE_NAMES)}")
@@ -121,12 +118,10 @@ def show_named_page(window, name: str) -> None:
     else:
         window.show_page(PAGE_NAMES[key])
     page = window.page(PAGE_NAMES[key])
-    if key == "explorer" and hasattr(page, "compute") and getattr(page, "run_box", None) is not None \
-            and page.run_box.count():
+    if key == "explorer" and hasattr(page, "has_runs") and page.has_runs():
         page.compute()  # a screenshot of the explorer shows a map, read back from the store if made before
-    elif key == "compare" and hasattr(page, "run_list"):
-        for i in range(page.run_list.count()):
-            page.run_list.item(i).setCheckState(Qt.CheckState.Checked)
+    elif key == "compare" and hasattr(page, "check_all"):
+        page.check_all()
 
 
 def build_parser(prog: str = "ssl-studio gui"):

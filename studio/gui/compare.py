@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
@@ -28,8 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.gui.explorer import PALETTE
-from studio.gui.widgets import PageLayout, format_duration
+from studio.gui.embedding_map import PALETTE
+from studio.gui.widgets import Label, PageLayout, format_duration
 
 COLUMNS = ("Run", "Method", "Backbone", "Dataset", "Status", "Steps", "Duration", "Final loss",
            "kNN top-1", "Linear top-1", "Fine-tune top-1", "Fine-tune (random init)")
@@ -98,10 +97,10 @@ class CompareRunsPage(QWidget):
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
-        ll.addWidget(QLabel("Runs"))
+        ll.addWidget(Label("Runs"))
         ll.addWidget(self.run_list, 1)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Curve"))
+        row.addWidget(Label("Curve"))
         row.addWidget(self.metric_box, 1)
         ll.addLayout(row)
         ll.addWidget(self.refresh_button)
@@ -176,6 +175,13 @@ class CompareRunsPage(QWidget):
             if item.checkState() == Qt.CheckState.Checked:
                 out.append(int(item.data(Qt.ItemDataRole.UserRole)))
         return out
+
+    def run_texts(self) -> list[str]:
+        """The runs as listed, top to bottom."""
+        return [self.run_list.item(i).text() for i in range(self.run_list.count())]
+
+    def check_all(self) -> None:
+        self.set_checked(int(self.run_list.item(i).data(Qt.ItemDataRole.UserRole)) for i in range(self.run_list.count()))
 
     def set_checked(self, run_ids) -> None:
         wanted = {int(r) for r in run_ids}

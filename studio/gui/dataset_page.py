@@ -7,17 +7,18 @@ import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
-    QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget,
+    QHBoxLayout, QListView, QListWidget, QListWidgetItem, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
 )
 
-from studio.gui.widgets import StatCard, section_title, page_with_empty_state
-from studio.gui.workers import start_task
+from studio.gui.widgets import Label, StatCard, page_with_empty_state, plain_tip, section_title
+from studio.gui.tasks import start_task
 
 THUMBNAILS = 16
 THUMB_PX = 84
 
 
-def load_thumbnails(root, kind: str, source: str, count: int = THUMBNAILS) -> list[tuple[str, str, np.ndarray]]:
+def load_thumbnails(root, kind: str, source: str, count: int = THUMBNAILS,
+                    cancelled=None) -> list[tuple[str, str, np.ndarray]]:
     """(name, class, HxWx3 uint8) for `count` images spread over the dataset (so classes show)."""
     from studio.engine.data import open_source
 
@@ -25,6 +26,8 @@ def load_thumbnails(root, kind: str, source: str, count: int = THUMBNAILS) -> li
     n = len(src)
     out = []
     for i in sorted(set(np.linspace(0, max(0, n - 1), min(count, n)).astype(int).tolist())):
+        if cancelled is not None and cancelled():
+            break
         try:
             img = src.load(i)
         except Exception:  # noqa: BLE001 - an unreadable image was counted as skipped already
@@ -52,14 +55,18 @@ class DatasetPage(QWidget):
         self.project = None
         self.dataset = None
         self._token = 0
+        self._thumb_task = None
 
         self._stack, lay = page_with_empty_state(self, "Add a dataset: File ▸ Add dataset folder…, or File ▸ Add sample.", 18, 12)
 
         head = QHBoxLayout()
         titles = QVBoxLayout()
-        self.title_label = QLabel()
+        self.title_label = Label()
         self.title_label.setObjectName("PageTitle")
-        self.source_label = QLabel()
+        # A long name wraps (or is cut) instead of widening the window.
+        self.title_label.setWordWrap(True)
+        self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.source_label = Label()
         self.source_label.setObjectName("PageSubtitle")
         self.source_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         titles.addWidget(self.title_label)
@@ -82,13 +89,13 @@ class DatasetPage(QWidget):
         lay.addLayout(cards)
 
         lay.addWidget(section_title("Classes"))
-        self.classes_label = QLabel()
+        self.classes_label = Label()
         self.classes_label.setWordWrap(True)
         lay.addWidget(self.classes_label)
 
         images_head = QHBoxLayout()
         images_head.addWidget(section_title("Some images"))
-        self.loading_label = QLabel("loading…")
+        self.loading_label = Label("loading…")
         self.loading_label.setObjectName("Muted")
         images_head.addWidget(self.loading_label)
         images_head.addStretch(1)
@@ -106,7 +113,7 @@ class DatasetPage(QWidget):
         lay.addWidget(self.thumbs)
 
         lay.addWidget(section_title("Skipped files"))
-        self.skipped_label = QLabel()
+        self.skipped_label = Label()
         self.skipped_label.setObjectName("Muted")
         self.skipped_label.setWordWrap(True)
         self.skipped_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -127,6 +134,7 @@ class DatasetPage(QWidget):
             return
         self._stack.setCurrentIndex(1)
         self.title_label.setText(dataset.name)
+        self.title_label.setToolTip(plain_tip(dataset.name))
         kind = {"folder": "image folder", "sample": "built-in sample (handwritten digits)"}.get(dataset.kind, dataset.kind)
         self.source_label.setText(f"{kind}  ·  {dataset.source}")
         self.images_card.set_value(f"{dataset.images:,}")
@@ -148,9 +156,12 @@ class DatasetPage(QWidget):
         if self.project is not None:
             self.loading_label.show()
             token, root = self._token, self.project.root
-            start_task(lambda: load_thumbnails(root, dataset.kind, dataset.source),
-                       lambda result: self._show_thumbnails(token, result),
-                       lambda error: self._show_thumbnail_error(token, error))
+            if self._thumb_task is not None:
+                self._thumb_task.cancel()  # another dataset's: its images are no longer wanted
+            self._thumb_task = start_task(
+                lambda state: load_thumbnails(root, dataset.kind, dataset.source, cancelled=state.cancelled),
+                lambda result: self._show_thumbnails(token, result),
+                lambda error: self._show_thumbnail_error(token, error), name="thumbnails", parent=self)
 
     def _show_thumbnails(self, token: int, result) -> None:
         if token != self._token:
@@ -159,7 +170,7 @@ class DatasetPage(QWidget):
         self.thumbs.clear()
         for name, cls, arr in result:
             item = QListWidgetItem(QIcon(to_pixmap(arr, THUMB_PX)), cls)
-            item.setToolTip(name)
+            item.setToolTip(plain_tip(name))
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
             self.thumbs.addItem(item)
 
@@ -167,6 +178,10 @@ class DatasetPage(QWidget):
         if token == self._token:
             self.loading_label.hide()
             self.skipped_label.setText(f"The images could not be opened: {error}")
+
+    def shutdown(self) -> None:
+        if self._thumb_task is not None:
+            self._thumb_task.cancel()
 
     def thumbnail_count(self) -> int:
         return self.thumbs.count()

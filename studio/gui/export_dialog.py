@@ -1,21 +1,22 @@
-"""The export dialog: format, checkpoint, destination; the export runs on its own QThread and the
-dialog then shows the model card written beside the files."""
+"""The export dialog: format, checkpoint, destination; the export runs on a Task (studio.gui.tasks)
+and the dialog then shows the model card written beside the files."""
 
 from __future__ import annotations
 
-import time
-import traceback
+import html
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QTextDocument
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+    QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QProgressBar,
     QPushButton, QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from studio.engine.export.card import EMBEDDING_FORMATS, FORMAT_TITLES, FORMATS, MODEL_FORMATS
 from studio.engine.export.embeddings import parquet_available
+from studio.gui.widgets import Label
 from studio.store import Project
 
 FORMAT_HINTS = {
@@ -29,54 +30,20 @@ FORMAT_HINTS = {
 }
 
 
-class ExportWorker(QObject):
-    """Runs one export with a Project of its own; move it to a QThread and connect `started` to `run`."""
+def export_work(project_root: str | Path, run_id: int, options: dict[str, Any]):
+    """The export task's work: one export with a Project of its own; the JSON the dialog shows."""
 
-    progress = Signal(str, int, int)  # message, done, total (0: busy)
-    finished = Signal(dict)  # ExportResult.to_json(), plus "readme_text"
-    failed = Signal(str)
-
-    def __init__(self, project_root: str | Path, run_id: int, options: dict[str, Any], min_interval: float = 0.1):
-        super().__init__()
-        self.project_root = Path(project_root)
-        self.run_id = int(run_id)
-        self.options = dict(options)
-        self.min_interval = min_interval
-        self._stop = False
-        self._last = (None, 0.0)
-
-    def cancel(self) -> None:
-        """Checked between batches of the export: the thread is asked, never killed."""
-        self._stop = True
-
-    def _progress(self, message: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        last_message, last_time = self._last
-        if message != last_message or done >= total or now - last_time >= self.min_interval:
-            self._last = (message, now)
-            self.progress.emit(message, int(done), int(total))
-
-    @Slot()
-    def run(self) -> None:
+    def work(state):
         from studio.services.export import export_run
 
-        project = None
-        try:
-            project = Project.open(self.project_root)
-            result = export_run(project, self.run_id, progress=self._progress, should_stop=lambda: self._stop, **self.options)
+        with Project.open(Path(project_root)) as project:
+            result = export_run(project, run_id, progress=state.report, should_stop=state.cancelled, **options)
             payload = result.to_json(project)
             payload["readme_text"] = result.readme_path.read_text(encoding="utf-8")
             payload["abs_path"] = str(result.path)
-        except Exception as exc:  # noqa: BLE001 - shown in the dialog
-            message = str(exc) or exc.__class__.__name__
-            if not getattr(exc, "__module__", "").startswith("studio"):
-                message += "\n\n" + traceback.format_exc(limit=3)
-            self.failed.emit(message)
-        else:
-            self.finished.emit(payload)
-        finally:
-            if project is not None:
-                project.close()
+        return payload
+
+    return work
 
 
 class ExportDialog(QDialog):
@@ -93,8 +60,7 @@ class ExportDialog(QDialog):
             self.project, self._owns_project = Project.open(project), True
         self.run_id = int(run_id)
         self.run = self.project.run(self.run_id)
-        self._thread: QThread | None = None
-        self._worker: ExportWorker | None = None
+        self._task = None
         self._destination_edited = False
         self.result: dict[str, Any] | None = None
         self.setWindowTitle(f"Export run {self.run_id}")
@@ -105,8 +71,9 @@ class ExportDialog(QDialog):
     # -- building ------------------------------------------------------------------------------
     def _build(self) -> None:
         layout = QVBoxLayout(self)
-        head = QLabel(f"<b>Run {self.run.id}</b>: {self.run.method} on {self.run.backbone}, "
-                      f"dataset {self.run.dataset}, {self.run.steps} steps ({self.run.status})")
+        esc = html.escape
+        head = Label(f"<b>Run {self.run.id}</b>: {esc(self.run.method)} on {esc(self.run.backbone)}, "
+                      f"dataset {esc(self.run.dataset)}, {self.run.steps} steps ({esc(str(self.run.status))})")
         head.setTextFormat(Qt.TextFormat.RichText)
         layout.addWidget(head)
 
@@ -125,7 +92,7 @@ class ExportDialog(QDialog):
         form.addRow("Checkpoint", self.checkpoint_combo)
 
         self.dataset_combo = QComboBox()
-        self.dataset_label = QLabel("Dataset")
+        self.dataset_label = Label("Dataset")
         form.addRow(self.dataset_label, self.dataset_combo)
 
         self.heads_check = QCheckBox("Include the method's heads (projection etc.)")
@@ -143,7 +110,7 @@ class ExportDialog(QDialog):
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
-        self.status_label = QLabel("")
+        self.status_label = Label("")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.progress_bar)
@@ -200,6 +167,13 @@ class ExportDialog(QDialog):
     def set_format(self, fmt: str) -> None:
         self.format_combo.setCurrentIndex(self.format_combo.findData(fmt))
 
+    def select_checkpoint(self, step: int) -> bool:
+        """Pick the checkpoint saved at `step` (False when the run has none there)."""
+        i = self.checkpoint_combo.findData(step)
+        if i >= 0:
+            self.checkpoint_combo.setCurrentIndex(i)
+        return i >= 0
+
     def selected_step(self) -> int | None:
         return self.checkpoint_combo.currentData()
 
@@ -235,7 +209,7 @@ class ExportDialog(QDialog):
 
     # -- running -------------------------------------------------------------------------------
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.isRunning()
+        return self._task is not None and self._task.is_running()
 
     @Slot()
     def start_export(self) -> None:
@@ -256,23 +230,20 @@ class ExportDialog(QDialog):
         self.progress_bar.setRange(0, 0)
         self._set_running(True)
 
-        self._thread = QThread(self)
-        self._thread.setObjectName(f"export-run-{self.run_id}")
-        self._worker = ExportWorker(self.project.root, self.run_id, options)
-        self._worker.moveToThread(self._thread)
-        self._thread.started.connect(self._worker.run)
-        # Direct: the thread must be able to end while the GUI thread waits on it (closing).
-        self._worker.finished.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
-        self._worker.failed.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
-        self._worker.progress.connect(self._on_progress)
-        self._worker.finished.connect(self._on_finished)
-        self._worker.failed.connect(self._on_failed)
-        self._thread.start()
+        from studio.gui.tasks import Task
+
+        self._task = Task(export_work(self.project.root, self.run_id, options), name=f"export-run-{self.run_id}",
+                          parent=self)
+        self._task.progress.connect(self._on_progress)
+        self._task.done.connect(self._on_finished)
+        self._task.failed.connect(self._on_failed)
+        self._task.cancelled.connect(self._on_cancelled)
+        self._task.start()
 
     @Slot()
     def cancel_export(self) -> None:
-        if self._worker is not None and self.is_running():
-            self._worker.cancel()
+        if self.is_running():
+            self._task.cancel()
             self.status_label.setText("cancelling…")
 
     def _set_running(self, running: bool) -> None:
@@ -283,8 +254,8 @@ class ExportDialog(QDialog):
             self.heads_check.setEnabled(self.selected_format() in MODEL_FORMATS)
         self.cancel_button.setEnabled(running)
 
-    @Slot(str, int, int)
-    def _on_progress(self, message: str, done: int, total: int) -> None:
+    def _on_progress(self, p) -> None:
+        message, done, total = p.stage, p.done, p.total
         if total > 0:
             self.progress_bar.setRange(0, total)
             self.progress_bar.setValue(done)
@@ -294,10 +265,10 @@ class ExportDialog(QDialog):
             self.status_label.setText(f"{message}…")
 
     def _join(self) -> None:
-        if self._thread is not None:
-            self._thread.wait()
-            self._thread.deleteLater()
-        self._thread, self._worker = None, None
+        self._task = None
+
+    def _on_cancelled(self) -> None:
+        self._on_failed("the export was cancelled.")
 
     @Slot(dict)
     def _on_finished(self, payload: dict) -> None:
@@ -307,7 +278,10 @@ class ExportDialog(QDialog):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         self.status_label.setText(f"Exported to {payload['abs_path']} (card: {payload['card']}).")
-        self.card_view.setMarkdown(payload.get("readme_text", ""))
+        # The card names the dataset and its files: markdown, never the HTML someone put in a name.
+        features = QTextDocument.MarkdownFeature
+        self.card_view.document().setMarkdown(payload.get("readme_text", ""),
+                                              features.MarkdownDialectGitHub | features.MarkdownNoHTML)
         self.exported.emit(payload)
 
     @Slot(str)
@@ -321,9 +295,9 @@ class ExportDialog(QDialog):
 
     # -- closing -------------------------------------------------------------------------------
     def done(self, code: int) -> None:  # noqa: D401 - Qt override: every way of closing comes here
-        if self.is_running() and self._worker is not None:
-            self._worker.cancel()
-            self._thread.wait()
+        if self.is_running():
+            self._task.cancel()
+            self._task.wait()
         if self._owns_project:
             self.project.close()
             self._owns_project = False

@@ -1,15 +1,15 @@
-"""The side panel: the project's datasets and runs, re-read from the database by a timer so runs
-started by the CLI in another process appear and update here."""
+"""The side panel: the project's datasets and runs, re-read from the database when the window's
+store poller calls `refresh`, so runs started by the CLI in another process appear and update here."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView, QListWidget, QListWidgetItem, QSizePolicy, QVBoxLayout, QWidget,
 )
 
 from studio.gui.style import status_icon
-from studio.gui.widgets import section_title
+from studio.gui.widgets import Label, plain_tip, section_title
 
 RUN_ID_ROLE = Qt.ItemDataRole.UserRole
 DATASET_ROLE = Qt.ItemDataRole.UserRole
@@ -20,7 +20,7 @@ class ProjectPanel(QWidget):
     run_selected = Signal(int)
     runs_changed = Signal()  # a run appeared or changed status
 
-    def __init__(self, parent: QWidget | None = None, interval_ms: int = 1000):
+    def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("SidePanel")
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
@@ -33,9 +33,10 @@ class ProjectPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(10, 12, 10, 10)
         lay.setSpacing(4)
-        self.project_title = QLabel()
+        self.project_title = Label()
         self.project_title.setObjectName("ProjectTitle")
-        self.project_path = QLabel()
+        self.project_title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.project_path = Label()
         self.project_path.setObjectName("ProjectPath")
         self.project_path.setWordWrap(True)
         lay.addWidget(self.project_title)
@@ -45,6 +46,9 @@ class ProjectPanel(QWidget):
         self.datasets_list = QListWidget()
         self.datasets_list.setObjectName("DatasetsList")
         self.datasets_list.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        # Long names are elided, never scrolled sideways (a scroll bar would hide the one row).
+        self.datasets_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.datasets_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.datasets_list.setFixedHeight(34)
         lay.addWidget(self.datasets_list)
 
@@ -58,7 +62,7 @@ class ProjectPanel(QWidget):
         # Long entries are elided, never scrolled sideways (the panel is narrow on purpose).
         self.runs_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         lay.addWidget(self.runs_list, 1)
-        self.no_runs_label = QLabel("No runs yet: pick a dataset and start one on the New run page.")
+        self.no_runs_label = Label("No runs yet: pick a dataset and start one on the New run page.")
         self.no_runs_label.setObjectName("Hint")
         self.no_runs_label.setWordWrap(True)
         lay.insertWidget(lay.indexOf(self.runs_list), self.no_runs_label)
@@ -66,10 +70,9 @@ class ProjectPanel(QWidget):
         self.datasets_list.itemSelectionChanged.connect(self._on_dataset_selection)
         self.runs_list.itemSelectionChanged.connect(self._on_run_selection)
 
-        self.timer = QTimer(self)
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(self.refresh)
-        self.timer.start()
+    def add_list_action(self, action) -> None:
+        """An action whose shortcut works while the runs list has the focus (Delete)."""
+        self.runs_list.addAction(action)
 
     def set_project(self, project) -> None:
         self.project = project
@@ -79,7 +82,7 @@ class ProjectPanel(QWidget):
         if project is not None:
             self.project_title.setText(project.root.name)
             self.project_path.setText(str(project.root))
-            self.project_path.setToolTip(str(project.root))
+            self.project_path.setToolTip(plain_tip(str(project.root)))
         self.refresh()
 
     # -- reading the store -----------------------------------------------------------------------
@@ -95,7 +98,7 @@ class ProjectPanel(QWidget):
             self.datasets_list.clear()
             for d in datasets:
                 item = QListWidgetItem(f"{d.name}   ·   {d.images:,} images")
-                item.setToolTip(f"{d.images:,} images · {d.classes} classes · {d.kind}: {d.source}")
+                item.setToolTip(plain_tip(f"{d.images:,} images · {d.classes} classes · {d.kind}: {d.source}"))
                 item.setData(DATASET_ROLE, d)
                 self.datasets_list.addItem(item)
                 if d.name == selected:
@@ -128,7 +131,7 @@ class ProjectPanel(QWidget):
             item.setText(f"#{r.id}  {r.method} · {r.backbone}\n{r.status}  ·  {steps}  ·  {r.dataset}")
             item.setIcon(status_icon(r.status))
             tip = f"Run {r.id} on {r.dataset}: {r.status}" + (f" ({r.reason})" if r.reason else "")
-            item.setToolTip(tip)
+            item.setToolTip(plain_tip(tip))
         self.no_runs_label.setVisible(not runs)
         if changed:
             self.runs_changed.emit()

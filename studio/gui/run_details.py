@@ -8,11 +8,11 @@ from datetime import datetime
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton, QSplitter,
+    QAbstractItemView, QHBoxLayout, QHeaderView, QPlainTextEdit, QPushButton, QSplitter,
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from studio.gui.widgets import RunTitleRow, page_with_empty_state, section_title
+from studio.gui.widgets import Label, RunTitleRow, page_with_empty_state, section_title
 
 CHECKPOINT_COLUMNS = ["step", "epoch", "file", "size", "saved"]
 EVALUATION_COLUMNS = ["kind", "checkpoint", "dataset", "results", "when"]
@@ -74,6 +74,8 @@ class RunDetailsPage(QWidget):
         self.run_id: int | None = None
         self.run = None
         self._signature = None
+        self._verdicts: dict = {}
+        self._verdict_source = None  # (run, checkpoint step) -> Verdict of resuming from it
 
         self._stack, lay = page_with_empty_state(self, "Select a run in the side panel to see its config, checkpoints and evaluations.", 14, 8)
 
@@ -86,10 +88,11 @@ class RunDetailsPage(QWidget):
         self.delete_button = QPushButton("Delete run…")
         self.delete_button.setObjectName("Danger")
         self.delete_button.setToolTip("Delete the run, its metrics and its files (checkpoints, exports).")
+        self._delete_tip, self._export_tip = self.delete_button.toolTip(), self.export_button.toolTip()
         for b in (self.duplicate_button, self.export_button, self.delete_button):
             head.addWidget(b)
         lay.addLayout(head)
-        self.subtitle_label = QLabel()
+        self.subtitle_label = Label()
         self.subtitle_label.setObjectName("PageSubtitle")
         self.subtitle_label.setWordWrap(True)
         lay.addWidget(self.subtitle_label)
@@ -117,6 +120,7 @@ class RunDetailsPage(QWidget):
         self.resume_from_button = QPushButton("Resume from this checkpoint")
         self.resume_from_button.setToolTip("Continue training the run from the selected checkpoint; "
                                            "the metrics after it are replaced.")
+        self._resume_tip = self.resume_from_button.toolTip()
         self.export_from_button = QPushButton("Export this checkpoint…")
         ck_buttons.addWidget(self.resume_from_button)
         ck_buttons.addWidget(self.export_from_button)
@@ -125,7 +129,7 @@ class RunDetailsPage(QWidget):
         rl.addWidget(section_title("Evaluations"))
         self.evaluations_table = self._table(EVALUATION_COLUMNS)
         rl.addWidget(self.evaluations_table, 1)
-        self.no_evaluations_label = QLabel("No evaluation yet: `ssl-studio eval PROJECT RUN_ID --knn --linear` adds one.")
+        self.no_evaluations_label = Label("No evaluation yet: `ssl-studio eval PROJECT RUN_ID --knn --linear` adds one.")
         self.no_evaluations_label.setObjectName("Hint")
         rl.addWidget(self.no_evaluations_label)
         split.addWidget(right)
@@ -160,6 +164,7 @@ class RunDetailsPage(QWidget):
 
     def show_run(self, run_id: int | None) -> None:
         self.run_id = run_id
+        self.run = None
         self._signature = None
         self._stack.setCurrentIndex(0 if run_id is None else 1)
         self.refresh()
@@ -240,15 +245,38 @@ class RunDetailsPage(QWidget):
         items = self.checkpoints_table.selectedItems()
         return bool(items) and bool(items[0].data(Qt.ItemDataRole.UserRole + 1))
 
+    def set_verdicts(self, verdicts: dict) -> None:
+        """The window's verdicts for the shown run (services.runs decides): Delete, Export."""
+        self._verdicts = dict(verdicts)
+        self._update_buttons()
+
+    def set_verdict_source(self, fn) -> None:
+        """`fn(run, step) -> Verdict`: may the run be resumed from the checkpoint at `step`?"""
+        self._verdict_source = fn
+        self._update_buttons()
+
+    def layout_state(self):
+        return self.splitter.saveState()
+
+    def restore_layout_state(self, state) -> None:
+        self.splitter.restoreState(state)
+
     def _update_buttons(self) -> None:
         r = self.run
-        busy = r is not None and r.status in ("queued", "running", "paused")
         on_disk = self._selected_on_disk()
         self.export_from_button.setEnabled(on_disk)
-        self.resume_from_button.setEnabled(on_disk and not busy)
-        self.delete_button.setEnabled(r is not None and not busy)
-        self.delete_button.setToolTip("Stop the run before deleting it." if busy else
-                                      "Delete the run, its metrics and its files (checkpoints, exports).")
+        self.export_from_button.setToolTip("" if on_disk else "The selected checkpoint's file is not on disk.")
+        step = self.selected_checkpoint_step()
+        resume = None
+        if r is not None and self._verdict_source is not None:
+            resume = self._verdict_source(r, step)
+        self.resume_from_button.setEnabled(bool(resume))
+        self.resume_from_button.setToolTip(self._resume_tip if resume or resume is None else resume.reason)
+        for name, button, tip in (("delete", self.delete_button, self._delete_tip),
+                                  ("export", self.export_button, self._export_tip)):
+            verdict = self._verdicts.get(name)
+            button.setEnabled(bool(verdict))
+            button.setToolTip(tip if verdict or verdict is None else verdict.reason)
 
     def _export_selected(self) -> None:
         step = self.selected_checkpoint_step()

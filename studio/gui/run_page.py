@@ -1,6 +1,6 @@
 """The Run page: one run's live curves, progress and controls, redrawn from the store.
 
-A timer reads only the points added since the last read (`metric_series(after_id=...)`), so the
+The window's store poller calls `refresh`, which reads only the points added since the last read (`metric_series(after_id=...)`), so the
 same code draws a run trained by this window, one trained by the CLI in another process, and a
 finished run of a reopened project (DESIGN.md rule 5: the store is the truth).
 """
@@ -10,141 +10,20 @@ from __future__ import annotations
 import bisect
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QGraphicsItem, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QWidget,
+    QComboBox, QGridLayout, QHBoxLayout, QPlainTextEdit, QProgressBar, QPushButton, QWidget,
 )
 
-from studio.gui.style import CURVE_COLOURS, colour, status_colour
-from studio.gui.widgets import RunTitleRow, format_duration, page_with_empty_state
-from studio.store import ACTIVE_STATUSES
+from studio.gui.plots import MetricPlot
+from studio.gui.style import CURVE_COLOURS, status_colour
+from studio.gui.widgets import Label, RunTitleRow, format_duration, page_with_empty_state
+from studio.status import RunStatus
 
 # Where each stored metric is drawn; every other name goes to the "other metrics" plot.
 MAIN_PLOTS = {"loss": "loss", "lr": "lr", "images_per_s": "throughput"}
 PREFERRED_MONITOR = "knn_top1"
 DRAW_TURN_MS = 30  # between two plots' redraws
-Y_SHRINK = 0.4  # the y range is refitted when the values span less than this fraction of it
-Y_PAD = 0.1  # of the values' span, above and below
-Y_TRAVEL = 0.5  # of the values' span, on the side the values left the view by
-
-
-def plot_title(text: str) -> str:
-    return f"<span style='color:{colour('#1d2530')};font-size:10pt;font-weight:600'>{text}</span>"
-
-
-class MetricPlot(pg.PlotWidget):
-    """A plot of one or more step-indexed series, readable on a white page."""
-
-    resized = None  # a callback after each resize (to place overlay widgets)
-
-    def __init__(self, title: str, y_label: str, y_units: str | None = None, legend: bool = False):
-        super().__init__(background=colour("#ffffff"))
-        self.setMinimumHeight(150)
-        self.title_text = title
-        item = self.getPlotItem()
-        item.setLabel("bottom", "step")
-        item.setLabel("left", y_label, units=y_units)
-        item.getAxis("left").enableAutoSIPrefix(False)
-        item.getAxis("bottom").enableAutoSIPrefix(False)
-        item.showGrid(x=True, y=True, alpha=0.15)
-        item.setMenuEnabled(False)
-        self.legend = item.addLegend(offset=(-10, 10), labelTextColor=colour("#3a4350")) if legend else None
-        self.curves: dict[str, pg.PlotDataItem] = {}
-        # The axes and their grid are kept as pixmaps, reused while the view stands still (see
-        # fit_view): a repaint then costs about 1 ms of the GUI thread instead of 10-30 ms.
-        for side in ("left", "bottom"):
-            item.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        self.following = True  # fit_view moves the view; off once the user pans or zooms
-        self._x_span: float | None = None
-        self._y_span: tuple[float, float] | None = None
-        item.getViewBox().sigRangeChangedManually.connect(self._on_manual_range)
-        item.autoBtn.clicked.connect(lambda *_: self.reset_view())
-        self.apply_theme()
-
-    def set_title(self, text: str) -> None:
-        self.title_text = text
-        self.getPlotItem().setTitle(plot_title(text) if text.strip() else " ")
-
-    def apply_theme(self) -> None:
-        """Background, axes and title in the current theme's colours (called on theme changes)."""
-        self.setBackground(colour("#ffffff"))
-        item = self.getPlotItem()
-        for side in ("left", "bottom"):
-            item.getAxis(side).setPen(pg.mkPen(colour("#9aa3ae")))
-            item.getAxis(side).setTextPen(pg.mkPen(colour("#3a4350")))
-            item.getAxis(side).setLabel(item.getAxis(side).labelText, units=item.getAxis(side).labelUnits,
-                                        color=colour("#3a4350"))
-        self.set_title(self.title_text)
-
-    def resizeEvent(self, event):  # noqa: N802 - Qt override
-        super().resizeEvent(event)
-        if self.resized is not None:
-            self.resized()
-
-    def curve(self, name: str) -> pg.PlotDataItem:
-        if name not in self.curves:
-            colour = CURVE_COLOURS[len(self.curves) % len(CURVE_COLOURS)]
-            c = self.plot(pen=pg.mkPen(colour, width=2), name=name)
-            c.setDownsampling(auto=True, method="peak")
-            c.setClipToView(True)
-            self.curves[name] = c
-        return self.curves[name]
-
-    def reset_view(self) -> None:
-        """Follow the data again (a new run, or the plot's "A" button after a pan or zoom)."""
-        self.following = True
-        self._x_span = self._y_span = None
-        self.enableAutoRange()
-        self.fit_view()
-
-    def _on_manual_range(self, *_) -> None:
-        self.following = False
-
-    def fit_view(self, total_steps: int | None = None) -> None:
-        """Keep every point in view while moving the view as seldom as possible, so the cached
-        axes are reused: x spans `total_steps` (growing by half past the data when it is not
-        known); y is refitted only when a value leaves it, or when the values have
-        shrunk to under Y_SHRINK of it (a loss that settles)."""
-        if not self.following:
-            return
-        xs = [c.xData for c in self.curves.values() if c.xData is not None and len(c.xData)]
-        if not xs:
-            return
-        ys = np.concatenate([np.asarray(c.yData, dtype=float) for c in self.curves.values() if c.yData is not None])
-        ys = ys[np.isfinite(ys)]
-        item = self.getPlotItem()
-        item.getViewBox().disableAutoRange()
-        x_max = max(float(np.nanmax(x)) for x in xs)
-        if total_steps and total_steps >= x_max:
-            x_span = float(total_steps)
-        elif self._x_span is None or x_max > self._x_span:
-            x_span = max(1.0, x_max * 1.5)
-        else:
-            x_span = self._x_span
-        if x_span != self._x_span:
-            self._x_span = x_span
-            item.setXRange(0, x_span, padding=0.02)
-        if ys.size == 0:
-            return
-        lo, hi = float(ys.min()), float(ys.max())
-        old = self._y_span
-        if old is None or lo < old[0] or hi > old[1] or (hi - lo) < Y_SHRINK * (old[1] - old[0]):
-            span = (hi - lo) or max(abs(hi) * 0.05, 1e-6)
-            # Room ahead on the side the values left by (a falling loss keeps falling); values
-            # that are all >= 0 (losses, rates, throughput) keep the axis at or above zero.
-            below = (Y_TRAVEL if old is not None and lo < old[0] else Y_PAD) * span
-            above = (Y_TRAVEL if old is not None and hi > old[1] else Y_PAD) * span
-            bottom = lo - below if lo < 0 or lo - below >= 0 else 0.0
-            self._y_span = (bottom, hi + above)
-            item.setYRange(*self._y_span, padding=0)
-
-    def clear_curves(self) -> None:
-        for c in self.curves.values():
-            self.getPlotItem().removeItem(c)
-            if self.legend is not None:
-                self.legend.removeItem(c)
-        self.curves = {}
 
 
 class RunPage(QWidget):
@@ -152,14 +31,14 @@ class RunPage(QWidget):
     resume_requested = Signal(int)
     stop_requested = Signal(int)
     export_requested = Signal(int)
+    status_shown = Signal(str)  # the shown run's status changed (the window updates its verdicts)
 
-    def __init__(self, parent: QWidget | None = None, interval_ms: int = 400):
+    def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.project = None
         self.run_id: int | None = None
         self.run = None
-        self.live = False  # this window's worker trains the shown run (so it can pause/stop it)
-        self.can_pause = True
+        self.live = False  # this window's job trains the shown run
         self.series_steps: dict[str, list[int]] = {}
         self.series_values: dict[str, list[float]] = {}
         self._last_id = 0
@@ -177,14 +56,17 @@ class RunPage(QWidget):
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Export this run's encoder (TorchScript, ONNX, torchvision, safetensors) "
                                       "or its embeddings (Ctrl+E).")
+        self._tips = {"pause": "Pause training (the run keeps its place).", "resume": "Continue the run.",
+                      "stop": "Stop the run with a checkpoint (Ctrl+.).", "export": self.export_button.toolTip()}
         for b in (self.pause_button, self.resume_button, self.stop_button, self.export_button):
             b.setMinimumWidth(84)
+            b.setEnabled(False)
             head.addWidget(b)
         lay.addLayout(head)
-        self.subtitle_label = QLabel()
+        self.subtitle_label = Label()
         self.subtitle_label.setObjectName("PageSubtitle")
         lay.addWidget(self.subtitle_label)
-        self.reason_label = QLabel()
+        self.reason_label = Label()
         self.reason_label.setObjectName("ErrorText")
         self.reason_label.setWordWrap(True)
         self.reason_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -193,7 +75,7 @@ class RunPage(QWidget):
         prog = QHBoxLayout()
         self.progress_bar = QProgressBar()
         self.progress_bar.setTextVisible(True)
-        self.progress_label = QLabel()
+        self.progress_label = Label()
         self.progress_label.setObjectName("Muted")
         self.progress_label.setMinimumWidth(300)
         self.progress_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -227,7 +109,7 @@ class RunPage(QWidget):
         lay.addLayout(plots, 1)
         self.plots = {"loss": self.loss_plot, "lr": self.lr_plot, "throughput": self.speed_plot}
 
-        self.latest_label = QLabel()
+        self.latest_label = Label()
         self.latest_label.setObjectName("Muted")
         self.latest_label.setWordWrap(True)
         lay.addWidget(self.latest_label)
@@ -248,19 +130,15 @@ class RunPage(QWidget):
         self._draw_timer.setInterval(DRAW_TURN_MS)
         self._draw_timer.timeout.connect(self._draw_next)
 
-        self.timer = QTimer(self)
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(self.refresh)
-        self.timer.start()
-
     # -- what is shown -------------------------------------------------------------------------
     def set_project(self, project) -> None:
         self.project = project
         self.show_run(None)
 
     def show_run(self, run_id: int | None, live: bool = False) -> None:
+        """Show run `run_id` (None: nothing); `live` when this window's job trains it."""
         if run_id == self.run_id and run_id is not None:
-            self.set_live(live)
+            self.live = live
             return
         self.run_id = run_id
         self.run = None
@@ -291,13 +169,6 @@ class RunPage(QWidget):
         self.grab()
         self._stack.setCurrentIndex(shown)
 
-    def set_live(self, live: bool, can_pause: bool = True) -> None:
-        """Whether this window's worker trains the shown run, and whether that worker can pause
-        (processes started by torchrun cannot: they stop with a checkpoint instead)."""
-        self.live = live
-        self.can_pause = can_pause
-        self._update_controls()
-
     def on_progress(self, run_id: int, step: int, total: int, images_per_s: float) -> None:
         """Progress from this window's worker: fresher than the store, shown at once."""
         if run_id == self.run_id:
@@ -308,11 +179,14 @@ class RunPage(QWidget):
     def refresh(self) -> None:
         if self.project is None or self.run_id is None:
             return
+        before = self.run.status if self.run is not None else None
         try:
             self.run = self.project.run(self.run_id)
         except Exception:  # noqa: BLE001 - deleted meanwhile
             self.show_run(None)
             return
+        if self.run.status != before:
+            self.status_shown.emit(str(self.run.status))
         new = self.project.metric_series(self.run_id, after_id=self._last_id)
         if new.last_id != self._last_id:
             self._last_id = new.last_id
@@ -325,7 +199,6 @@ class RunPage(QWidget):
             self._last_event_id = e.id
         self._update_header()
         self._update_progress()
-        self._update_controls()
 
     def _append(self, name: str, steps: list[int], values: list[float]) -> None:
         old_s = self.series_steps.setdefault(name, [])
@@ -408,7 +281,7 @@ class RunPage(QWidget):
         """The x span of the plots: the steps a live run will reach (its plots span them from the
         start), or the last step a run that has ended logged."""
         r = self.run
-        if r is not None and r.status in ACTIVE_STATUSES:
+        if r is not None and RunStatus.of(r.status).is_active:
             return r.total_steps or None
         return max((s[-1] for s in self.series_steps.values() if s), default=None)
 
@@ -416,10 +289,6 @@ class RunPage(QWidget):
         combo = self.other_combo
         combo.adjustSize()
         combo.move(max(0, (self.other_plot.width() - combo.width()) // 2), 2)
-
-    @staticmethod
-    def _plot_title(text: str) -> str:
-        return plot_title(text)
 
     @staticmethod
     def _fmt(v: float) -> str:
@@ -448,13 +317,14 @@ class RunPage(QWidget):
             bits.append(r.device)
         if r.duration_s is not None:
             bits.append(f"ran {format_duration(r.duration_s)}")
-        if r.status in ("running", "paused") and not self.live and r.pid:
+        status = RunStatus.of(r.status)
+        if status.is_active and status is not RunStatus.QUEUED and not self.live and r.pid:
             bits.append(f"trained by process {r.pid}" + (f" on {r.host}" if r.host else ""))
         self.subtitle_label.setText("   ·   ".join(bits))
-        reason = r.reason if r.status in ("failed", "diverged", "interrupted", "stopped") else None
+        reason = r.reason if status.has_ended and status is not RunStatus.FINISHED else None
         self.reason_label.setText(reason or "")
         self.reason_label.setVisible(bool(reason))
-        self.reason_label.setObjectName("ErrorText" if r.status in ("failed", "diverged", "interrupted") else "Muted")
+        self.reason_label.setObjectName("ErrorText" if status.is_error else "Muted")
         self.reason_label.style().unpolish(self.reason_label)
         self.reason_label.style().polish(self.reason_label)
 
@@ -468,7 +338,7 @@ class RunPage(QWidget):
         spread_steps = self.series_steps.get("embedding_std_ratio") or []
         # A non-finite spread is not written: then the last one on record is from another check.
         spread = self.series_values["embedding_std_ratio"][-1] if spread_steps and spread_steps[-1] == step else None
-        self.heading.show_health(step, spread, ended=self.run.status not in ACTIVE_STATUSES)
+        self.heading.show_health(step, spread, ended=RunStatus.of(self.run.status).has_ended)
 
     def _update_progress(self) -> None:
         r = self.run
@@ -477,7 +347,8 @@ class RunPage(QWidget):
         step, total = r.steps or 0, r.total_steps or 0
         ips_values = self.series_values.get("images_per_s")
         ips = ips_values[-1] if ips_values else (r.images_per_s or 0.0)
-        if self._live_progress is not None and r.status in ACTIVE_STATUSES:
+        status = RunStatus.of(r.status)
+        if self._live_progress is not None and status.is_active:
             lstep, ltotal, lips = self._live_progress
             if lstep >= step:
                 step, total = lstep, ltotal or total
@@ -495,27 +366,29 @@ class RunPage(QWidget):
         parts = []
         if ips:
             parts.append(f"{ips:,.0f} images/s")
-        if r.status == "running" and ips and total > step:
+        if status is RunStatus.RUNNING and ips and total > step:
             batch = int(r.config.get("batch_size") or 1)
             parts.append(f"ETA {format_duration((total - step) * batch / ips)}")
-        elif r.status == "queued":
+        elif status is RunStatus.QUEUED:
             parts.append("loading images…")
-        elif r.status == "paused":
+        elif status is RunStatus.PAUSED:
             parts.append("paused")
-        if r.final_loss is not None and r.status not in ("running", "paused", "queued"):
+        if r.final_loss is not None and status.has_ended:
             parts.append(f"final loss {r.final_loss:.4g}")
         self.progress_label.setText("   ·   ".join(parts))
 
-    def _update_controls(self) -> None:
-        r = self.run
-        status = r.status if r is not None else ""
-        active = status in ACTIVE_STATUSES
-        self.pause_button.setEnabled(self.live and self.can_pause and status == "running")
-        resumable_here = (not self.live and status in ("stopped", "interrupted")
-                          and (r.steps or 0) < (r.total_steps or 0))
-        self.resume_button.setEnabled((self.live and status == "paused") or resumable_here)
-        self.stop_button.setEnabled(self.live and active)
-        elsewhere = "This run is trained by another process; stop it there." if not self.live and active else ""
-        self.stop_button.setToolTip(elsewhere)
-        self.pause_button.setToolTip(elsewhere or ("" if self.can_pause or not self.live else
-                                     "A run on several processes cannot pause; Stop saves a checkpoint to resume from."))
+    def set_verdicts(self, verdicts: dict, live: bool = False) -> None:
+        """Enable the buttons by the window's verdicts (services.runs decides); a disabled
+        button says why in its tooltip."""
+        self.live = live
+        for name, button in (("pause", self.pause_button), ("resume", self.resume_button),
+                             ("stop", self.stop_button), ("export", self.export_button)):
+            verdict = verdicts.get(name)
+            ok = bool(verdict)
+            button.setEnabled(ok)
+            button.setToolTip(self._tips[name] if ok or verdict is None else verdict.reason)
+
+    def button_states(self) -> dict[str, bool]:
+        """Which of Pause, Resume, Stop and Export are enabled (what the user can press)."""
+        return {"pause": self.pause_button.isEnabled(), "resume": self.resume_button.isEnabled(),
+                "stop": self.stop_button.isEnabled(), "export": self.export_button.isEnabled()}

@@ -11,18 +11,20 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QApplication
 
+from studio.status import RunStatus
+
 ACCENT = "#2f6fed"
 TEXT = "#1d2530"
 
 STATUS_COLOURS = {
-    "queued": "#8a94a3",
-    "running": "#2f6fed",
-    "paused": "#d08c00",
-    "finished": "#1e8e4f",
-    "stopped": "#6b7583",
-    "interrupted": "#c2590a",
-    "diverged": "#b3261e",
-    "failed": "#b3261e",
+    RunStatus.QUEUED.value: "#8a94a3",
+    RunStatus.RUNNING.value: "#2f6fed",
+    RunStatus.PAUSED.value: "#d08c00",
+    RunStatus.FINISHED.value: "#1e8e4f",
+    RunStatus.STOPPED.value: "#6b7583",
+    RunStatus.INTERRUPTED.value: "#c2590a",
+    RunStatus.DIVERGED.value: "#b3261e",
+    RunStatus.FAILED.value: "#b3261e",
 }
 
 # Plot pens: one colour per curve, readable on white.
@@ -45,11 +47,11 @@ def status_icon(status: str) -> QIcon:
     p = QPainter(pm)
     p.setRenderHint(QPainter.RenderHint.Antialiasing)
     colour = QColor(status_colour(status))
-    if status == "queued":
+    if status == RunStatus.QUEUED:
         p.setPen(QPen(colour, 2))
         p.setBrush(Qt.BrushStyle.NoBrush)
         p.drawEllipse(QPointF(8, 8), 5, 5)
-    elif status == "paused":
+    elif status == RunStatus.PAUSED:
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(QBrush(colour))
         p.drawRoundedRect(4, 3, 3, 10, 1, 1)

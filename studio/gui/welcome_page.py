@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from studio.gui.style import app_icon, colour
-from studio.gui.widgets import section_title
+from studio.gui.widgets import Label, plain_tip, section_title
 
 
 class WelcomePage(QWidget):
@@ -29,11 +29,11 @@ class WelcomePage(QWidget):
         lay = QVBoxLayout(card)
         lay.setContentsMargins(36, 32, 36, 32)
         lay.setSpacing(12)
-        icon = QLabel()
+        icon = Label()
         icon.setPixmap(app_icon().pixmap(56, 56))
-        title = QLabel("SSL Studio")
+        title = Label("SSL Studio")
         title.setObjectName("PageTitle")
-        subtitle = QLabel("Train self-supervised image encoders on your own images, watch them learn, export them.")
+        subtitle = Label("Train self-supervised image encoders on your own images, watch them learn, export them.")
         subtitle.setObjectName("PageSubtitle")
         subtitle.setWordWrap(True)
         lay.addWidget(icon)
@@ -52,7 +52,7 @@ class WelcomePage(QWidget):
             b.setMinimumHeight(34)
             buttons.addWidget(b)
         lay.addLayout(buttons)
-        hint = QLabel("Or drop a folder of images on this window once a project is open.")
+        hint = Label("Or drop a folder of images on this window once a project is open.")
         hint.setObjectName("Hint")
         lay.addWidget(hint)
         self.recent_title = section_title("Recent projects")
@@ -84,7 +84,7 @@ class WelcomePage(QWidget):
             b = QPushButton(f"{Path(path).name}    {path}")
             b.setFlat(True)
             b.setCursor(Qt.CursorShape.PointingHandCursor)
-            b.setToolTip(f"Open {path}")
+            b.setToolTip(plain_tip(f"Open {path}"))
             b.setProperty("path", path)
             b.clicked.connect(lambda _=False, p=path: self.recent_requested.emit(p))
             self.recent_box.addWidget(b)

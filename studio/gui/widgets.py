@@ -1,14 +1,50 @@
-"""Small widgets shared by the pages: editors generated from a config field, stat cards, pills."""
+"""Small widgets shared by the pages: plain-text labels, editors generated from a config field,
+stat cards, pills.
+
+Text that comes from people or their files (dataset, file, class and run names, reasons, paths)
+is shown as plain text everywhere: `Label` is a QLabel whose text is plain unless a page asks
+for rich text (and then escapes what it did not write, `html.escape`); `plain_tip` makes a
+tooltip that shows such text as it is; `message_box` asks or warns in plain text.
+"""
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QSpinBox, QStackedLayout, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QSpinBox,
+    QStackedLayout, QVBoxLayout, QWidget,
 )
+
+
+class Label(QLabel):
+    """A QLabel that shows its text as plain text (QLabel's default guesses, and renders `<h1>`)."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        if text:
+            self.setText(text)
+
+
+def plain_tip(text: str) -> str:
+    """A tooltip showing `text` as it is (Qt renders a tooltip that looks like HTML as HTML)."""
+    return "<qt>" + html.escape(str(text), quote=False).replace("\n", "<br>") + "</qt>" if text else ""
+
+
+def message_box(parent: QWidget | None, title: str, text: str, question: bool = False) -> QMessageBox.StandardButton:
+    """A warning (or a Yes/Cancel question) whose text is plain text; its answer."""
+    icon = QMessageBox.Icon.Question if question else QMessageBox.Icon.Warning
+    buttons = (QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel if question
+               else QMessageBox.StandardButton.Ok)
+    box = QMessageBox(icon, title, text, buttons, parent)
+    box.setTextFormat(Qt.TextFormat.PlainText)
+    if question:
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    return QMessageBox.StandardButton(box.exec())
 
 from studio.gui.style import status_colour
 
@@ -20,7 +56,7 @@ def page_with_empty_state(page: QWidget, message: str, bottom_margin: int = 14,
     """A page that shows `message` until it has something to show (index 0), then its body
     (index 1); returns the stack and the body's layout."""
     stack = QStackedLayout(page)
-    empty = QLabel(message)
+    empty = Label(message)
     empty.setObjectName("Muted")
     empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
     stack.addWidget(empty)
@@ -140,9 +176,9 @@ class StatCard(QFrame):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(16, 10, 16, 10)
         lay.setSpacing(2)
-        self.value_label = QLabel("–")
+        self.value_label = Label("–")
         self.value_label.setObjectName("StatValue")
-        self.caption_label = QLabel(caption)
+        self.caption_label = Label(caption)
         self.caption_label.setObjectName("StatLabel")
         lay.addWidget(self.value_label)
         lay.addWidget(self.caption_label)
@@ -156,6 +192,7 @@ class StatusPill(QLabel):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        self.setTextFormat(Qt.TextFormat.PlainText)
         self.setObjectName("StatusPill")
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.set_status("")
@@ -173,11 +210,11 @@ class RunTitleRow(QHBoxLayout):
 
     def __init__(self):
         super().__init__()
-        self.title_label = QLabel()
+        self.title_label = Label()
         self.title_label.setObjectName("PageTitle")
         self.status_pill = StatusPill()
         # Beside the status while the health monitor's latest verdict is "collapsed".
-        self.health_pill = QLabel("collapsing")
+        self.health_pill = Label("collapsing")
         self.health_pill.setObjectName("HealthPill")
         self.health_pill.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.health_pill.hide()
@@ -210,7 +247,7 @@ class RunTitleRow(QHBoxLayout):
 
 
 def section_title(text: str) -> QLabel:
-    label = QLabel(text.upper())
+    label = Label(text.upper())
     label.setObjectName("SectionTitle")
     return label
 

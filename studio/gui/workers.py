@@ -1,9 +1,11 @@
-"""Workers that drive the engine off the GUI thread (DESIGN.md rule 4).
+"""Training jobs: how this window trains a run (DESIGN.md rule 4).
 
-`TrainingWorker` lives on its own QThread and calls `execute_run`; the engine's reports become Qt
-signals at a bounded rate. Cancelling is the TrainingControl's flags, never a killed thread. The
-curves themselves are not sent through signals: the RunRecorder writes them to the store and the
-run page reads them back, so a run from the CLI draws the same way.
+`TrainingJob` calls `services.training.execute_run` in a `Task` (studio.gui.tasks: a superqt
+worker on its own thread); the engine's reports reach the job as the task's progress and posts,
+at a bounded rate. Stop is the TrainingControl's flag, never a killed thread. The curves are not
+sent through signals: the RunRecorder writes them to the store and the run page reads them back,
+so a run from the CLI draws the same way. How a run ended is recorded below the GUI
+(`execute_run`, the Trainer, `services.jobs.settle_unrecorded_end`); a job only reports it.
 
 `DistributedTrainingJob` trains a run on all GPUs: torchrun in a child process (QProcess, so
 the event loop never waits on it), whose rank 0 writes to the store like any CLI run.
@@ -14,42 +16,36 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
-import traceback
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from PySide6.QtCore import QObject, QProcess, Qt, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, QProcess, QTimer, Signal, Slot
 
 from studio.engine.train import TrainingCallbacks, TrainingControl
+from studio.gui.tasks import Progress, Task, TaskState
+from studio.status import RunStatus
 
 
-class _SignalCallbacks(TrainingCallbacks):
-    """Engine callbacks -> worker signals; progress at most every `min_interval` seconds."""
+class _StateCallbacks(TrainingCallbacks):
+    """Engine callbacks -> the task's state: progress (rate-limited by the state) and status."""
 
-    def __init__(self, worker: "TrainingWorker", min_interval: float):
-        self.worker = worker
-        self.min_interval = min_interval
+    def __init__(self, state: TaskState):
+        self.state = state
         self.total = 0
         self.images_per_s = 0.0
-        self._last_emit = 0.0
-        self._last_step = -1
 
     def on_start(self, info) -> None:
         self.total = int(info.total_steps)
-        self.worker.progress.emit(int(info.start_step), self.total, 0.0)
+        self.state.report("training", int(info.start_step), self.total)
 
     def on_metrics(self, step, epoch, metrics) -> None:
         if "images_per_s" in metrics:
             self.images_per_s = float(metrics["images_per_s"])
-        now = time.monotonic()
-        if step != self._last_step and (now - self._last_emit >= self.min_interval or step >= self.total):
-            self._last_emit, self._last_step = now, step
-            self.worker.progress.emit(int(step), self.total, self.images_per_s)
+        self.state.report("training", int(step), self.total, self.images_per_s)
 
     def on_status(self, status, reason=None) -> None:
-        self.worker.status.emit(status, reason or "")
+        self.state.post("status", (str(status), reason or ""))
 
 
 GUI_SWITCH_INTERVAL_S = 0.0005  # Python's GIL switch interval while GUI-started training threads run
@@ -71,120 +67,79 @@ def lower_thread_priority(steps: int = 10) -> None:
         pass
 
 
-class TrainingWorker(QObject):
-    """Runs one stored run to its end; move it to a QThread and connect `thread.started` to `run`."""
-
-    progress = Signal(int, int, float)  # step, total steps, images/s
-    status = Signal(str, str)  # status, reason
-    finished = Signal(dict)  # {"run_id", "status", "reason", "steps", "final_loss", "images_per_s", "checkpoint"}
-
-    def __init__(self, project_root: str | Path, run_id: int, resume: bool = False, min_interval: float = 0.2,
-                 checkpoint_step: int | None = None):
-        super().__init__()
-        self.project_root = Path(project_root)
-        self.run_id = int(run_id)
-        self.resume = resume
-        self.checkpoint_step = checkpoint_step
-        self.min_interval = min_interval
-        self.control = TrainingControl()
-
-    @Slot()
-    def run(self) -> None:
-        from studio.services.training import execute_run
-        from studio.store import Project
-
-        out: dict[str, Any] = {"run_id": self.run_id}
-        project = None
-        lower_thread_priority()
-        try:
-            # A Project of its own: the GUI thread's timers never share a session with training.
-            project = Project.open(self.project_root)
-            result = execute_run(project, self.run_id, control=self.control,
-                                 callbacks=[_SignalCallbacks(self, self.min_interval)], resume=self.resume,
-                                 checkpoint_step=self.checkpoint_step)
-            out.update(status=result.status, reason=result.reason, steps=result.steps, final_loss=result.final_loss,
-                       images_per_s=result.images_per_s, checkpoint=result.checkpoint)
-        except Exception as exc:  # noqa: BLE001 - the GUI shows it; execute_run already stored it
-            out.update(status="failed", reason=str(exc) or exc.__class__.__name__, traceback=traceback.format_exc())
-            if project is not None:
-                try:
-                    if project.run(self.run_id).status in ("queued", "running", "paused"):
-                        project.set_run_status(self.run_id, "failed", out["reason"])
-                except Exception:  # noqa: BLE001
-                    pass
-        finally:
-            if project is not None:
-                project.close()
-        self.finished.emit(out)
-
-
 class TrainingJob(QObject):
-    """A worker and its thread, owned by the main window until the thread ends.
+    """One stored run trained on a Task of this window; owned by the run controller until it ends.
 
-    The job lives on the GUI thread: it relays the worker's signals with the run id added, so
-    whatever listens to it runs on the GUI thread too.
-    """
+    Signals carry the run id, and reach listeners on the GUI thread."""
 
     progress = Signal(int, int, int, float)  # run_id, step, total, images/s
     status = Signal(int, str, str)  # run_id, status, reason
-    finished = Signal(int, dict)  # run_id, result
+    finished = Signal(int, dict)  # run_id, the stored outcome (services.jobs.run_outcome)
+
+    can_pause = True
 
     def __init__(self, project_root: str | Path, run_id: int, resume: bool = False, parent: QObject | None = None,
                  checkpoint_step: int | None = None):
         super().__init__(parent)
-        self.thread = QThread()
-        self.thread.setObjectName(f"training-run-{run_id}")
-        self.worker = TrainingWorker(project_root, run_id, resume=resume, checkpoint_step=checkpoint_step)
-        self.worker.moveToThread(self.thread)
-        self.thread.started.connect(self.worker.run)
-        # Direct: the thread must end even while the GUI thread blocks in wait() (closing).
-        self.worker.finished.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
-        self.worker.progress.connect(self._on_progress)
-        self.worker.status.connect(self._on_status)
-        self.worker.finished.connect(self._on_finished)
-        self.last_progress: tuple[int, int, float] | None = None
-        self.result: dict | None = None
-
-    @Slot(int, int, float)
-    def _on_progress(self, step: int, total: int, ips: float) -> None:
-        self.last_progress = (step, total, ips)
-        self.progress.emit(self.run_id, step, total, ips)
-
-    @Slot(str, str)
-    def _on_status(self, status: str, reason: str) -> None:
-        self.status.emit(self.run_id, status, reason)
-
-    @Slot(dict)
-    def _on_finished(self, result: dict) -> None:
-        self.result = result
-        self.thread.wait()
-        self.finished.emit(self.run_id, result)
+        self.project_root = Path(project_root)
+        self._run_id = int(run_id)
+        self.resume_from_checkpoint = resume
+        self.checkpoint_step = checkpoint_step
+        self.control = TrainingControl()
+        self.task = Task(self._train, name=f"training-run-{run_id}", min_interval=0.2,
+                         on_cancel=self.control.stop, result_after_cancel=True, own_thread=True, parent=self)
+        self.task.progress.connect(self._on_progress)
+        self.task.posted.connect(self._on_posted)
+        self.task.done.connect(self._on_done)
+        self.task.failed.connect(self._on_failed)
 
     @property
     def run_id(self) -> int:
-        return self.worker.run_id
+        return self._run_id
 
-    @property
-    def control(self) -> TrainingControl:
-        return self.worker.control
+    def _train(self, state: TaskState) -> dict[str, Any]:
+        from studio.services.jobs import run_outcome, settle_unrecorded_end
+        from studio.services.training import execute_run
+        from studio.store import Project
+
+        lower_thread_priority()
+        # A Project of its own: the GUI thread's reads never share a session with training.
+        with Project.open(self.project_root) as project:
+            try:
+                execute_run(project, self._run_id, control=self.control, callbacks=[_StateCallbacks(state)],
+                            resume=self.resume_from_checkpoint, checkpoint_step=self.checkpoint_step)
+            except Exception as exc:  # noqa: BLE001 - raised before the Trainer could record it
+                from studio.gui.tasks import error_text
+
+                settle_unrecorded_end(project, self._run_id, error_text(exc))
+            return run_outcome(project, self._run_id)
+
+    @Slot(object)
+    def _on_progress(self, p: Progress) -> None:
+        self.progress.emit(self._run_id, p.done, p.total, p.rate)
+
+    @Slot(str, object)
+    def _on_posted(self, kind: str, payload) -> None:
+        if kind == "status":
+            self.status.emit(self._run_id, *payload)
+
+    @Slot(object)
+    def _on_done(self, outcome: dict) -> None:
+        self.finished.emit(self._run_id, outcome)
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:  # the store itself was out of reach
+        self.finished.emit(self._run_id, {"run_id": self._run_id, "status": RunStatus.FAILED.value, "reason": message})
 
     def start(self) -> None:
         # The training thread and the GUI's share the GIL: with Python's default 5 ms switch
         # interval a paint waits up to 5 ms at each of its many GIL hand-overs. 0.5 ms bounds that
         # (measured in bench/gui_stall.py; the training thread also ran faster with it).
         sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)
-        self.thread.start()
+        self.task.start()
 
     def is_running(self) -> bool:
-        return self.thread.isRunning()
-
-    def stop_and_wait(self, timeout_ms: int = 120_000) -> bool:
-        """Ask the trainer to stop (it saves a checkpoint) and join the thread."""
-        self.control.stop()
-        return self.thread.wait(timeout_ms)
-
-    # The same small interface as DistributedTrainingJob, for the main window.
-    can_pause = True
+        return self.task.is_running()
 
     def pause(self) -> None:
         self.control.pause()
@@ -193,10 +148,11 @@ class TrainingJob(QObject):
         self.control.resume()
 
     def stop(self) -> None:
-        self.control.stop()
+        """Ask the trainer to stop after its step (it saves a checkpoint)."""
+        self.task.cancel()
 
     def wait(self, timeout_ms: int = 120_000) -> bool:
-        return self.thread.wait(timeout_ms)
+        return self.task.wait(timeout_ms)
 
 
 class DistributedTrainingJob(QObject):
@@ -233,7 +189,7 @@ class DistributedTrainingJob(QObject):
         self.output: deque[str] = deque(maxlen=400)
         self._partial = ""
         self.stop_requested = False
-        self.result: dict | None = None
+        self._outcome: dict | None = None
         self.process = QProcess(self)
         self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         self.process.readyReadStandardOutput.connect(self._read_output)
@@ -280,10 +236,6 @@ class DistributedTrainingJob(QObject):
             return True
         return self.process.waitForFinished(timeout_ms)
 
-    def stop_and_wait(self, timeout_ms: int = 120_000) -> bool:
-        self.stop()
-        return self.wait(timeout_ms)
-
     def output_tail(self, lines: int | None = None) -> str:
         n = lines or self.TAIL_LINES
         kept = [line for line in self.output if line.strip()]
@@ -312,71 +264,17 @@ class DistributedTrainingJob(QObject):
                            + (f"; their last output:\n{tail}" if tail else "."))
 
     def _finish(self, code: int | None, reason: str) -> None:
-        if self.result is not None:
+        if self._outcome is not None:
             return
+        from studio.services.jobs import run_outcome, settle_unrecorded_end
+
         self._kill_timer.stop()
-        out: dict[str, Any] = {"run_id": self._run_id, "exit_code": code}
         try:
-            run = self.project.run(self._run_id)
-            if run.status in ("queued", "running", "paused"):
-                if self.stop_requested and run.status == "queued":
-                    self.project.set_run_status(self._run_id, "stopped", "stopped before training began")
-                else:
-                    self.project.set_run_status(self._run_id, "failed", reason)
-                run = self.project.run(self._run_id)
-            ck = self.project.latest_checkpoint(self._run_id)
-            out.update(status=run.status, reason=run.reason, steps=run.steps, final_loss=run.final_loss,
-                       images_per_s=run.images_per_s, checkpoint=ck.path if ck is not None else None)
+            settle_unrecorded_end(self.project, self._run_id, reason, stop_requested=self.stop_requested)
+            out: dict[str, Any] = run_outcome(self.project, self._run_id)
         except Exception as exc:  # noqa: BLE001 - the store is out of reach: report what we know
-            out.update(status="failed", reason=f"{reason} (and the project could not be read: {exc})")
-        self.result = out
+            out = {"run_id": self._run_id, "status": RunStatus.FAILED.value, "reason": f"{reason} (and the project could not be read: {exc})"}
+        out["exit_code"] = code
+        self._outcome = out
         self.status.emit(self._run_id, out["status"], out.get("reason") or "")
         self.finished.emit(self._run_id, out)
-
-
-class _TaskSignals(QObject):
-    done = Signal(object)
-    failed = Signal(str)
-
-
-class BackgroundTask(QRunnable):
-    """A short job (add a dataset, load thumbnails) on Qt's thread pool; results come back as signals."""
-
-    def __init__(self, fn: Callable[[], Any]):
-        super().__init__()
-        self.fn = fn
-        self.signals = _TaskSignals()
-        # Python keeps the runnable (and so its signals object) alive until the result has been
-        # delivered on the GUI thread: a queued signal from a deleted sender would be dropped.
-        self.setAutoDelete(False)
-
-    def run(self) -> None:
-        try:
-            result = self.fn()
-        except Exception as exc:  # noqa: BLE001 - shown to the user by whoever listens
-            self.signals.failed.emit(str(exc) or exc.__class__.__name__)
-        else:
-            self.signals.done.emit(result)
-
-
-_live_tasks: set[BackgroundTask] = set()
-
-
-def start_task(fn: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
-               on_failed: Callable[[str], None] | None = None) -> BackgroundTask:
-    task = BackgroundTask(fn)
-    _live_tasks.add(task)
-    # Dropped after the delivery has returned, never from inside it.
-    task.signals.done.connect(lambda _r: QTimer.singleShot(0, lambda: _live_tasks.discard(task)))
-    task.signals.failed.connect(lambda _e: QTimer.singleShot(0, lambda: _live_tasks.discard(task)))
-    if on_done is not None:
-        task.signals.done.connect(on_done)
-    if on_failed is not None:
-        task.signals.failed.connect(on_failed)
-    QThreadPool.globalInstance().start(task)
-    return task
-
-
-def wait_for_tasks(timeout_ms: int = 30_000) -> bool:
-    """Join the pool's threads (at exit, so no task outlives the objects it reports to)."""
-    return QThreadPool.globalInstance().waitForDone(timeout_ms)

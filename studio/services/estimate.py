@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -94,8 +94,22 @@ def _activation_bytes(method, views, state) -> int:
     return total
 
 
-def estimate_cost(config: TrainConfig, images: DecodedImages | np.ndarray, steps: int = 3) -> CostEstimate:
-    """Run `steps` real optimiser steps (the first warms up and is not timed) and extrapolate."""
+class EstimateCancelled(Exception):
+    """Raised between two steps when the caller's `cancelled()` turned true."""
+
+
+def _check(cancelled: Callable[[], bool] | None) -> None:
+    if cancelled is not None and cancelled():
+        raise EstimateCancelled("the estimate was cancelled.")
+
+
+def estimate_cost(config: TrainConfig, images: DecodedImages | np.ndarray, steps: int = 3,
+                  cancelled: Callable[[], bool] | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> CostEstimate:
+    """Run `steps` real optimiser steps (the first warms up and is not timed) and extrapolate.
+
+    `cancelled()` is asked before each step (EstimateCancelled then ends it); `progress(stage,
+    done, total)` hears of each step."""
     config.validate()
     data = images.images if isinstance(images, DecodedImages) else np.asarray(images)
     n = len(data)
@@ -109,6 +123,7 @@ def estimate_cost(config: TrainConfig, images: DecodedImages | np.ndarray, steps
     batch, steps_per_epoch, total = _plan(config, n)
     torch.manual_seed(config.seed)
 
+    _check(cancelled)
     method = build_method(config).to(device)
     lr = config.lr if config.lr is not None else method.default_lr * batch / 256
     opt_name = config.optimizer or method.default_optimizer
@@ -126,6 +141,9 @@ def estimate_cost(config: TrainConfig, images: DecodedImages | np.ndarray, steps
     method.train()
     timings = []
     for i in range(steps):
+        _check(cancelled)
+        if progress is not None:
+            progress("measuring training steps", i, steps)
         state = StepState(step=i, total_steps=max(total, steps), epoch=0, steps_per_epoch=steps_per_epoch)
         t0 = time.perf_counter()
         views = [make_view(x, spec) for spec in specs]
@@ -183,14 +201,20 @@ def cost_warnings(est: CostEstimate) -> list[str]:
 
 
 def estimate_for_dataset(project_root: str | os.PathLike, dataset: str | int, config: TrainConfig,
-                         steps: int = 3) -> CostEstimate:
+                         steps: int = 3, cancelled: Callable[[], bool] | None = None,
+                         progress: Callable[[str, int, int], None] | None = None) -> CostEstimate:
     """The estimate for a dataset of a project, with a Project of its own (for worker threads)."""
     from studio.services.datasets import load_images
     from studio.store import Project
 
+    def loading(done: int, total: int) -> None:
+        _check(cancelled)
+        if progress is not None:
+            progress("reading images", done, total)
+
     with Project.open(Path(project_root)) as project:
-        images = load_images(project, project.dataset(dataset), config.image_size)
-    return estimate_cost(config, images, steps=steps)
+        images = load_images(project, project.dataset(dataset), config.image_size, loading)
+    return estimate_cost(config, images, steps=steps, cancelled=cancelled, progress=progress)
 
 
 def format_bytes(n: float | None) -> str:

@@ -55,13 +55,10 @@ def test_the_new_run_page_shows_the_estimate_and_warns_for_a_huge_epoch_count(qt
     w.open_project(project.root)
     w.show_new_run("sample")
     page = w.new_run_page
-    page.method_combo.setCurrentIndex(page.method_combo.findData("simclr"))
-    page.backbone_combo.setCurrentIndex(page.backbone_combo.findData(LIGHT))
-    page.length_unit.setCurrentIndex(page.length_unit.findData("epochs"))
-    page.length_spin.setValue(100_000)  # the most epochs a run may have
-    page.batch_spin.setValue(8)
-    page.image_size_spin.setValue(16)
-    page.device_combo.setCurrentIndex(page.device_combo.findData("cpu"))
+    from conftest import tiny_train_config
+
+    # The most epochs a run may have.
+    page.set_config(tiny_train_config(backbone=LIGHT, steps=None, epochs=100_000, batch_size=8, image_size=16))
     assert page.estimate_button.isEnabled()
     page.estimate_button.click()
     assert not page.estimate_button.isEnabled() and "Measuring" in page.estimate_label.text()

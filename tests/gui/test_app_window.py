@@ -70,10 +70,9 @@ def test_explorer_and_compare_tabs_show_the_runs_and_export_opens_for_the_select
     assert "Explorer" in titles and "Compare" in titles
 
     explorer = window.page("Explorer")
-    assert [explorer.run_box.itemData(i) for i in range(explorer.run_box.count())] == [first.id, second.id]
+    assert explorer.run_ids() == [first.id, second.id]
     window.show_page("Compare")
-    compare = window.page("Compare")
-    texts = [compare.run_list.item(i).text() for i in range(compare.run_list.count())]
+    texts = window.page("Compare").run_texts()
     assert texts[0].startswith(f"#{first.id} simclr") and texts[1].startswith(f"#{second.id} simclr")
 
     window.panel.select_run(first.id)
@@ -101,7 +100,7 @@ def test_explorer_and_compare_tabs_show_the_runs_and_export_opens_for_the_select
 
     Project.create(other).close()
     window.open_project(other)
-    assert window.page("Explorer").run_box.count() == 0 and window.page("Compare").run_list.count() == 0
+    assert window.page("Explorer").run_ids() == [] and window.page("Compare").run_texts() == []
 
 
 def test_try_the_sample_opens_the_sample_project_on_a_ready_simclr_form(window, qtbot, tmp_path):
@@ -127,8 +126,7 @@ def test_recent_projects_are_remembered_and_listed(window, qtbot, tmp_path):
     window.open_project(b)
     window.open_project(a)
     assert recent_projects() == [str(a.resolve()), str(b.resolve())]
-    window._fill_recent_menu()
-    names = [act.text() for act in window.recent_menu.actions() if not act.isSeparator()]
+    names = window.recent_menu_entries()
     assert names[:2] == ["alpha", "beta"]
 
     # A new window lists them on its welcome page; a click opens one.
@@ -182,10 +180,16 @@ def test_duplicate_prefills_the_form_with_the_runs_config(window, project, monke
                  "warmup_epochs", "device", "log_every"):
         assert getattr(form, name) == pytest.approx(getattr(stored, name)), name
     assert form.method_config["temperature"] == pytest.approx(0.2)
-    # Started from here, the new run remembers its parent.
-    monkeypatch.setattr(window, "_start_job", lambda *a, **k: None)  # the training itself is tested elsewhere
-    window.new_run_page.batch_spin.setValue(16)
-    new_id = window.start_run("sample", window.new_run_page.config())
+    # Started from here (Run ▸ Start on the New run page), the new run remembers its parent.
+    import studio.gui.run_controller as rc
+
+    monkeypatch.setattr(rc.RunController, "_launch", lambda *a, **k: None)  # the training itself is tested elsewhere
+    import dataclasses
+
+    window.new_run_page.set_config(dataclasses.replace(form, batch_size=16), dataset="sample", parent_run_id=run.id)
+    before = {r.id for r in project.runs()}
+    window.start_action.trigger()
+    (new_id,) = {r.id for r in project.runs()} - before
     assert project.run(new_id).parent_run_id == run.id and project.run(new_id).config["batch_size"] == 16
 
 
@@ -223,8 +227,12 @@ def test_run_details_show_config_checkpoints_and_evaluations(window, project):
     assert "knn_top1 0.8125" in d.evaluations_table.item(0, 3).text()
     # The last checkpoint ends the run: resuming from it is refused with a reason, no job starts.
     assert d.select_checkpoint(20)
+    assert not d.resume_from_button.isEnabled() and "nothing to resume" in d.resume_from_button.toolTip()
     d.resume_from_button.click()
-    assert not window.jobs and "nothing to resume" in window.statusBar().currentMessage()
+    assert not window.jobs
+    # An earlier one can be resumed: the button says nothing against it.
+    assert d.select_checkpoint(10)
+    assert d.resume_from_button.isEnabled()
 
 
 def test_about_lists_the_versions(window):
@@ -258,7 +266,7 @@ def test_status_bar_device_notification_and_remembered_layout(window, qtbot, pro
 
     assert window.device_label.text().startswith("Device: CPU") or "GiB" in window.device_label.text()
     window.open_project(project.root)
-    window._on_job_finished(42, {"status": "failed", "reason": "the loss became nan at step 3"})
+    window.runs.finished.emit(42, {"status": "failed", "reason": "the loss became nan at step 3"})
     assert window.last_notification == ("Run 42 failed", "the loss became nan at step 3")
     assert "nan at step 3" in window.statusBar().currentMessage()
 
@@ -277,3 +285,32 @@ def test_status_bar_device_notification_and_remembered_layout(window, qtbot, pro
     w2.restore_layout()
     w2.resize(window.size())
     qtbot.waitUntil(lambda: w2.splitter.sizes()[0] == before[0], timeout=10_000)
+
+
+def test_resume_follows_the_services_rule_and_says_why_not(window, qtbot, project):
+    """Finished: Resume is off and its tooltip says why. Failed or diverged with a checkpoint:
+    Resume is on (services.runs.can_resume); a diverged run warns as it starts again."""
+    finished = stored_run(project, checkpoint_steps=(10,))
+    window.open_project(project.root)
+    window.panel.select_run(finished.id)
+    assert not window.run_page.button_states()["resume"]
+    assert "nothing to resume" in window.run_page.resume_button.toolTip()
+    assert not window.resume_action.isEnabled() and "nothing to resume" in window.resume_action.toolTip()
+
+    failed = stored_run(project, checkpoint_steps=(10,))
+    project.set_run_status(failed.id, "failed", "the device ran out of memory")
+    diverged = stored_run(project, checkpoint_steps=(10,))
+    project.set_run_status(diverged.id, "diverged", "the loss became nan at step 11")
+    window.refresh_now()
+    window.panel.select_run(failed.id)
+    assert window.run_page.button_states()["resume"] and window.resume_action.isEnabled()
+    window.panel.select_run(diverged.id)
+    assert window.run_page.button_states()["resume"]
+    qtbot.mouseClick(window.run_page.resume_button, Qt.MouseButton.LeftButton)
+    assert diverged.id in window.jobs  # a job of this window continues it
+    assert "diverged" in window.statusBar().currentMessage() and "may diverge again" in \
+        window.statusBar().currentMessage()
+    # The checkpoint file of this test is no real checkpoint: the job ends, and the window says how.
+    qtbot.waitUntil(lambda: diverged.id not in window.jobs, timeout=WAIT_MS)
+    assert f"Run {diverged.id} " in window.statusBar().currentMessage()
+    assert project.run(diverged.id).status not in ("queued", "running", "paused")

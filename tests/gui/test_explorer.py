@@ -101,7 +101,7 @@ def test_click_fills_the_neighbour_grid_with_the_nearest_images(qtbot):
     np.testing.assert_array_equal(page.neighbor_indices, expected)
     for lab, j in zip(page.neighbour_labels, expected):
         assert not lab.pixmap().isNull()
-        assert lab.toolTip().startswith(names[j])
+        assert lab.toolTip().startswith(f"<qt>{names[j]}<br>cosine ")  # shown as typed (plain_tip)
 
 
 def test_the_map_view_maps_mouse_positions_to_points(qtbot):

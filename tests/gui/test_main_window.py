@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from PySide6.QtGui import QImage  # noqa: E402
 
-from conftest import fill_tiny_form  # noqa: E402
+from conftest import tiny_train_config  # noqa: E402
 
 WAIT_MS = 60_000
 pytestmark = pytest.mark.usefixtures("private_settings")
@@ -37,7 +37,7 @@ def test_train_from_the_form_stop_and_reopen(make_window, qtbot, tmp_path):
 
     w.show_new_run("sample")
     page = w.new_run_page
-    fill_tiny_form(page)
+    page.set_config(tiny_train_config(steps=500, batch_size=8))  # trains in seconds; Stop comes first
     assert page.start_button.isEnabled(), page.error_label.text()
     qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
     assert len(w.jobs) == 1
@@ -80,13 +80,13 @@ def test_closing_the_window_stops_a_training_run_cleanly(make_window, qtbot, pro
 
     w = make_window(project.root)
     w.show_new_run("sample")
-    fill_tiny_form(w.new_run_page, steps=100_000)
+    w.new_run_page.set_config(tiny_train_config(steps=100_000, batch_size=8))
     qtbot.mouseClick(w.new_run_page.start_button, Qt.MouseButton.LeftButton)
     run_id = next(iter(w.jobs))
     job = w.jobs[run_id]
     qtbot.waitUntil(lambda: project.run(run_id).status == "running", timeout=WAIT_MS)
     w.close()
-    assert not w.jobs and job.thread.isFinished()
+    assert not w.jobs and not job.is_running()
     with Project.open(project.root) as p:
         assert p.run(run_id).status == "stopped"
         assert p.latest_checkpoint(run_id) is not None

@@ -37,7 +37,7 @@ def test_qpainter_set_pen_keeps_none_alive(qapp):
 
 
 def test_repainting_a_live_plot_keeps_none_alive(qtbot):
-    from studio.gui.run_page import MetricPlot
+    from studio.gui.plots import MetricPlot
 
     plot = MetricPlot("Training loss", "loss")
     qtbot.addWidget(plot)
@@ -58,7 +58,7 @@ def test_repainting_a_live_plot_keeps_none_alive(qtbot):
 def test_live_plot_keeps_every_point_in_a_view_that_seldom_moves(qtbot):
     """The Run page's plots move their view only when they must, so their cached axes are reused
     between repaints; every point stays visible, and a pan or zoom by the user is kept."""
-    from studio.gui.run_page import MetricPlot
+    from studio.gui.plots import MetricPlot
 
     plot = MetricPlot("Training loss", "loss")
     qtbot.addWidget(plot)
@@ -99,7 +99,7 @@ def test_live_plot_keeps_every_point_in_a_view_that_seldom_moves(qtbot):
 
 
 def test_a_stopped_run_narrows_x_to_the_steps_it_made(qtbot):
-    from studio.gui.run_page import MetricPlot
+    from studio.gui.plots import MetricPlot
 
     plot = MetricPlot("Training loss", "loss")
     qtbot.addWidget(plot)

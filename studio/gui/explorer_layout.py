@@ -1,0 +1,134 @@
+"""The Explorer page's widgets and their layout (studio.gui.explorer holds what they do)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QListWidget, QProgressBar, QPushButton, QSpinBox,
+    QSplitter, QVBoxLayout, QWidget,
+)
+
+from studio.gui.embedding_map import EmbeddingMapView
+from studio.gui.widgets import Label, PageLayout
+
+NEIGHBOURS = 16
+THUMB = 80
+GRID_THUMB = 56
+
+
+def build_explorer(page) -> None:
+    """Create the page's controls as attributes of `page`, lay them out and connect them."""
+    page.run_box = QComboBox()
+    page.step_box = QComboBox()
+    page.dataset_box = QComboBox()
+    page.map_box = QComboBox()
+    page.map_box.addItems(["pca", "tsne", "umap"])
+    page.colour_box = QComboBox()
+    page.colour_box.addItems(["label", "k-means cluster"])
+    page.k_spin = QSpinBox()
+    page.k_spin.setRange(2, 100)
+    page.k_spin.setValue(10)
+    page.k_spin.setToolTip("clusters for k-means colouring")
+    page.compute_button = QPushButton("Compute")
+    page.cancel_button = QPushButton("Cancel")
+    page.cancel_button.setEnabled(False)
+    page.progress = QProgressBar()
+    page.progress.setTextVisible(True)
+    page.progress.setFormat("")
+    page.progress.setFixedWidth(220)
+    page.progress.hide()  # shown while a job runs
+    page.status = Label("Pick a run and press Compute.")
+    page.status.setWordWrap(True)
+
+    # Two rows, and combo boxes that may shrink below their longest entry, so the page fits a
+    # 1024 px window: what to embed on the first row, how to draw it on the second.
+    for box in (page.run_box, page.step_box, page.dataset_box):
+        box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        box.setMinimumContentsLength(14)
+    controls = QVBoxLayout()
+    rows = (((("Run", page.run_box), ("Checkpoint", page.step_box), ("Dataset", page.dataset_box)), ()),
+            ((("Map", page.map_box), ("Colour by", page.colour_box)), (page.k_spin, page.compute_button,
+                                                                      page.cancel_button)))
+    for labelled, plain in rows:
+        row = QHBoxLayout()
+        for label, w in labelled:
+            row.addWidget(Label(label))
+            row.addWidget(w, 1 if w in (page.run_box, page.dataset_box) else 0)
+        for w in plain:
+            row.addWidget(w)
+        if plain:  # the first row's run and dataset boxes take its spare width
+            row.addStretch(1)
+        controls.addLayout(row)
+
+    page.map_view = EmbeddingMapView()
+    page.select_check = QCheckBox("Select (or Shift+drag)")
+
+    # Right panel: hover thumbnail, neighbour grid, selection.
+    page.thumb_label = Label()
+    page.thumb_label.setFixedSize(THUMB, THUMB)
+    page.thumb_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    page.thumb_label.setStyleSheet("border: 1px solid #bbb;")
+    page.thumb_caption = Label("Hover a point")
+    page.thumb_caption.setWordWrap(True)
+    page.neighbour_title = Label("Click a point (or drop an image file) for its 16 nearest neighbours")
+    page.neighbour_title.setWordWrap(True)
+    grid_widget = QWidget()
+    grid = QGridLayout(grid_widget)
+    grid.setSpacing(2)
+    page.neighbour_labels: list[QLabel] = []
+    for i in range(NEIGHBOURS):
+        lab = Label()
+        lab.setFixedSize(GRID_THUMB, GRID_THUMB)
+        lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        lab.setStyleSheet("border: 1px solid #ddd;")
+        grid.addWidget(lab, i // 4, i % 4)
+        page.neighbour_labels.append(lab)
+    page.selection_title = Label("No selection")
+    page.selection_list = QListWidget()
+    page.selection_list.setMinimumHeight(48)
+    page.export_button = QPushButton("Export list...")
+    page.export_button.setEnabled(False)
+
+    side = QWidget()
+    side_layout = QVBoxLayout(side)
+    top = QHBoxLayout()
+    top.addWidget(page.thumb_label)
+    top.addWidget(page.thumb_caption, 1)
+    side_layout.addLayout(top)
+    side_layout.addWidget(page.neighbour_title)
+    side_layout.addWidget(grid_widget)
+    side_layout.addWidget(page.selection_title)
+    side_layout.addWidget(page.selection_list, 1)
+    side_layout.addWidget(page.export_button)
+
+    left = QWidget()
+    left_layout = QVBoxLayout(left)
+    left_layout.setContentsMargins(0, 0, 0, 0)
+    left_layout.addWidget(page.map_view, 1)
+    left_layout.addWidget(page.select_check)
+
+    splitter = QSplitter()
+    splitter.addWidget(left)
+    splitter.addWidget(side)
+    splitter.setStretchFactor(0, 3)
+    splitter.setStretchFactor(1, 1)
+
+    layout = PageLayout(page)
+    layout.addLayout(controls)
+    status_row = QHBoxLayout()
+    status_row.addWidget(page.status, 1)
+    status_row.addWidget(page.progress)
+    layout.addLayout(status_row)
+    layout.addWidget(splitter, 1)
+
+    page.run_box.currentIndexChanged.connect(page._fill_steps)
+    page.compute_button.clicked.connect(page.compute)
+    page.cancel_button.clicked.connect(page.cancel)
+    page.colour_box.currentIndexChanged.connect(page._recolour)
+    page.k_spin.editingFinished.connect(page._on_k_changed)
+    page.select_check.toggled.connect(lambda on: setattr(page.map_view, "select_mode", on))
+    page.export_button.clicked.connect(page._export_dialog)
+    page.map_view.pointHovered.connect(page.show_hover)
+    page.map_view.pointClicked.connect(page.show_neighbors)
+    page.map_view.boxSelected.connect(page.set_selection)
+

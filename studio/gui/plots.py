@@ -1,0 +1,132 @@
+"""A plot of step-indexed metric series, readable in either theme, that moves its view as seldom
+as it can (so its cached axes are reused while a run trains)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QGraphicsItem
+
+from studio.gui.style import CURVE_COLOURS, colour
+
+Y_SHRINK = 0.4  # the y range is refitted when the values span less than this fraction of it
+Y_PAD = 0.1  # of the values' span, above and below
+Y_TRAVEL = 0.5  # of the values' span, on the side the values left the view by
+
+
+def plot_title(text: str) -> str:
+    return f"<span style='color:{colour('#1d2530')};font-size:10pt;font-weight:600'>{text}</span>"
+
+
+class MetricPlot(pg.PlotWidget):
+    """A plot of one or more step-indexed series, readable on a white page."""
+
+    resized = None  # a callback after each resize (to place overlay widgets)
+
+    def __init__(self, title: str, y_label: str, y_units: str | None = None, legend: bool = False):
+        super().__init__(background=colour("#ffffff"))
+        self.setMinimumHeight(150)
+        self.title_text = title
+        item = self.getPlotItem()
+        item.setLabel("bottom", "step")
+        item.setLabel("left", y_label, units=y_units)
+        item.getAxis("left").enableAutoSIPrefix(False)
+        item.getAxis("bottom").enableAutoSIPrefix(False)
+        item.showGrid(x=True, y=True, alpha=0.15)
+        item.setMenuEnabled(False)
+        self.legend = item.addLegend(offset=(-10, 10), labelTextColor=colour("#3a4350")) if legend else None
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        # The axes and their grid are kept as pixmaps, reused while the view stands still (see
+        # fit_view): a repaint then costs about 1 ms of the GUI thread instead of 10-30 ms.
+        for side in ("left", "bottom"):
+            item.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.following = True  # fit_view moves the view; off once the user pans or zooms
+        self._x_span: float | None = None
+        self._y_span: tuple[float, float] | None = None
+        item.getViewBox().sigRangeChangedManually.connect(self._on_manual_range)
+        item.autoBtn.clicked.connect(lambda *_: self.reset_view())
+        self.apply_theme()
+
+    def set_title(self, text: str) -> None:
+        self.title_text = text
+        self.getPlotItem().setTitle(plot_title(text) if text.strip() else " ")
+
+    def apply_theme(self) -> None:
+        """Background, axes and title in the current theme's colours (called on theme changes)."""
+        self.setBackground(colour("#ffffff"))
+        item = self.getPlotItem()
+        for side in ("left", "bottom"):
+            item.getAxis(side).setPen(pg.mkPen(colour("#9aa3ae")))
+            item.getAxis(side).setTextPen(pg.mkPen(colour("#3a4350")))
+            item.getAxis(side).setLabel(item.getAxis(side).labelText, units=item.getAxis(side).labelUnits,
+                                        color=colour("#3a4350"))
+        self.set_title(self.title_text)
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        if self.resized is not None:
+            self.resized()
+
+    def curve(self, name: str) -> pg.PlotDataItem:
+        if name not in self.curves:
+            colour = CURVE_COLOURS[len(self.curves) % len(CURVE_COLOURS)]
+            c = self.plot(pen=pg.mkPen(colour, width=2), name=name)
+            c.setDownsampling(auto=True, method="peak")
+            c.setClipToView(True)
+            self.curves[name] = c
+        return self.curves[name]
+
+    def reset_view(self) -> None:
+        """Follow the data again (a new run, or the plot's "A" button after a pan or zoom)."""
+        self.following = True
+        self._x_span = self._y_span = None
+        self.enableAutoRange()
+        self.fit_view()
+
+    def _on_manual_range(self, *_) -> None:
+        self.following = False
+
+    def fit_view(self, total_steps: int | None = None) -> None:
+        """Keep every point in view while moving the view as seldom as possible, so the cached
+        axes are reused: x spans `total_steps` (growing by half past the data when it is not
+        known); y is refitted only when a value leaves it, or when the values have
+        shrunk to under Y_SHRINK of it (a loss that settles)."""
+        if not self.following:
+            return
+        xs = [c.xData for c in self.curves.values() if c.xData is not None and len(c.xData)]
+        if not xs:
+            return
+        ys = np.concatenate([np.asarray(c.yData, dtype=float) for c in self.curves.values() if c.yData is not None])
+        ys = ys[np.isfinite(ys)]
+        item = self.getPlotItem()
+        item.getViewBox().disableAutoRange()
+        x_max = max(float(np.nanmax(x)) for x in xs)
+        if total_steps and total_steps >= x_max:
+            x_span = float(total_steps)
+        elif self._x_span is None or x_max > self._x_span:
+            x_span = max(1.0, x_max * 1.5)
+        else:
+            x_span = self._x_span
+        if x_span != self._x_span:
+            self._x_span = x_span
+            item.setXRange(0, x_span, padding=0.02)
+        if ys.size == 0:
+            return
+        lo, hi = float(ys.min()), float(ys.max())
+        old = self._y_span
+        if old is None or lo < old[0] or hi > old[1] or (hi - lo) < Y_SHRINK * (old[1] - old[0]):
+            span = (hi - lo) or max(abs(hi) * 0.05, 1e-6)
+            # Room ahead on the side the values left by (a falling loss keeps falling); values
+            # that are all >= 0 (losses, rates, throughput) keep the axis at or above zero.
+            below = (Y_TRAVEL if old is not None and lo < old[0] else Y_PAD) * span
+            above = (Y_TRAVEL if old is not None and hi > old[1] else Y_PAD) * span
+            bottom = lo - below if lo < 0 or lo - below >= 0 else 0.0
+            self._y_span = (bottom, hi + above)
+            item.setYRange(*self._y_span, padding=0)
+
+    def clear_curves(self) -> None:
+        for c in self.curves.values():
+            self.getPlotItem().removeItem(c)
+            if self.legend is not None:
+                self.legend.removeItem(c)
+        self.curves = {}

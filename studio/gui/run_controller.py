@@ -1,0 +1,165 @@
+"""The run controller: the jobs this window trains, and what may be done with a run.
+
+It owns the TrainingJobs and DistributedTrainingJobs, starts runs through
+`services.training.prepare_run` (new= for Start, resume= for Resume; a distributed run's torchrun
+child takes the stored run with queued=), asks `services.runs` for every verdict (`verdicts`) and
+tells the window what happened through signals; it holds no widget.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal
+
+from studio.gui.app_state import NO_PROJECT, NO_RUN
+from studio.services.runs import (
+    Verdict, can_continue_paused, can_delete, can_export, can_pause, can_resume, can_stop,
+)
+from studio.status import RunStatus
+from studio.store import RunRecord
+
+
+class RunController(QObject):
+    started = Signal(int)  # run id: a job of this window trains it now
+    progress = Signal(int, int, int, float)  # run_id, step, total, images/s
+    status_changed = Signal(int, str, str)  # run_id, status, reason
+    finished = Signal(int, dict)  # run_id, stored outcome
+    message = Signal(str, int)  # a line for the status bar, and for how long (ms)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.project = None
+        self.jobs: dict[int, object] = {}
+
+    def set_project(self, project) -> None:
+        self.project = project
+
+    # -- verdicts ---------------------------------------------------------------------------------
+    def busy(self, run_id: int | None) -> bool:
+        return run_id in self.jobs
+
+    def verdicts(self, run: RunRecord | None) -> dict[str, Verdict]:
+        """Each run action's verdict for `run` in this window (services.runs decides)."""
+        if self.project is None or run is None:
+            return {}
+        busy = self.busy(run.id)
+        job = self.jobs.get(run.id)
+        pause = can_pause(run, busy)
+        if pause and job is not None and not job.can_pause:
+            pause = Verdict(False, "A run on several processes cannot pause; Stop saves a checkpoint to resume from.")
+        if busy:
+            resume = can_continue_paused(run, busy)
+        else:
+            resume = can_resume(self.project, run)
+        stop = can_stop(run, busy)
+        if not stop and not busy and RunStatus.of(run.status).is_active:
+            stop = Verdict(False, f"Run {run.id} is trained by another process; stop it there.")
+        return {"pause": pause, "resume": resume, "stop": stop, "export": can_export(self.project, run),
+                "duplicate": Verdict(True), "delete": can_delete(run, busy)}
+
+    def resume_from_verdict(self, run: RunRecord, step: int | None) -> Verdict:
+        if self.project is None:
+            return NO_PROJECT
+        if step is None:
+            return Verdict(False, "Select a checkpoint first.")
+        return can_resume(self.project, run, step, busy=self.busy(run.id))
+
+    # -- starting ---------------------------------------------------------------------------------
+    def start_new(self, dataset: str, config, processes: int = 1, parent_run_id: int | None = None) -> int:
+        """Store a new run and train it; a refused config raises its typed error (nothing stored)."""
+        from studio.services.training import prepare_run
+
+        prepared = prepare_run(self.project, new=(dataset, config), parent_run_id=parent_run_id, processes=processes)
+        self._launch(prepared, processes)
+        return prepared.run.id
+
+    def resume(self, run_id: int, step: int | None = None) -> Verdict:
+        """Continue a paused job, or resume a stored run (from its checkpoint at `step`)."""
+        from studio.services.training import prepare_run
+
+        if self.project is None:
+            return NO_PROJECT
+        run = self.project.run(run_id)
+        job = self.jobs.get(run_id)
+        if job is not None and step is None:
+            verdict = can_continue_paused(run)
+            if verdict:
+                job.resume()
+            return verdict
+        verdict = self.resume_from_verdict(run, step) if step is not None else can_resume(self.project, run,
+                                                                                          busy=self.busy(run_id))
+        if not verdict:
+            self.message.emit(verdict.reason, 10_000)
+            return verdict
+        try:
+            prepared = prepare_run(self.project, resume=run_id, step=step)
+        except Exception as exc:  # noqa: BLE001 - a typed refusal, said in the status bar
+            self.message.emit(str(exc), 10_000)
+            return Verdict(False, str(exc))
+        self._launch(prepared)
+        if prepared.warning:
+            self.message.emit(f"Warning: {prepared.warning}", 15_000)
+        return verdict
+
+    def _launch(self, prepared, processes: int = 1) -> None:
+        from studio.gui.workers import DistributedTrainingJob, TrainingJob
+
+        run_id = prepared.run.id
+        if processes > 1:
+            job = DistributedTrainingJob(self.project, run_id, processes, parent=self)
+        else:
+            job = TrainingJob(self.project.root, run_id, resume=prepared.resume, parent=self,
+                              checkpoint_step=prepared.checkpoint_step)
+        job.progress.connect(self.progress)
+        job.status.connect(self.status_changed)
+        job.finished.connect(self._on_finished)
+        self.jobs[run_id] = job
+        job.start()
+        self.started.emit(run_id)
+
+    # -- controlling ------------------------------------------------------------------------------
+    def pause(self, run_id: int | None) -> Verdict:
+        if self.project is None or run_id is None:
+            return NO_RUN
+        verdict = self.verdicts(self.project.run(run_id))["pause"]
+        if verdict:
+            self.jobs[run_id].pause()
+        else:
+            self.message.emit(verdict.reason, 10_000)
+        return verdict
+
+    def stop(self, run_id: int | None) -> Verdict:
+        if self.project is None or run_id is None:
+            return NO_RUN
+        verdict = can_stop(self.project.run(run_id), self.busy(run_id))
+        if verdict:
+            self.jobs[run_id].stop()
+            self.message.emit(f"Stopping run {run_id} (saving a checkpoint)…", 0)
+        else:
+            self.message.emit(verdict.reason, 10_000)
+        return verdict
+
+    def delete_verdict(self, run_id: int) -> Verdict:
+        return can_delete(self.project.run(run_id), self.busy(run_id))
+
+    def delete(self, run_id: int) -> Verdict:
+        verdict = self.delete_verdict(run_id)
+        if verdict:
+            self.project.delete_run(run_id)
+            self.message.emit(f"Run {run_id} deleted.", 8000)
+        else:
+            self.message.emit(verdict.reason, 8000)
+        return verdict
+
+    def _on_finished(self, run_id: int, outcome: dict) -> None:
+        job = self.jobs.pop(run_id, None)
+        if job is not None:
+            job.deleteLater()
+        self.finished.emit(run_id, outcome)
+
+    def stop_all(self, timeout_ms: int = 120_000) -> None:
+        """Stop every run this window trains and wait for each: each ends 'stopped' with a checkpoint."""
+        for job in list(self.jobs.values()):
+            job.stop()
+        for run_id, job in list(self.jobs.items()):
+            job.wait(timeout_ms)
+            self.jobs.pop(run_id, None)
