@@ -1,0 +1,73 @@
+"""A run sized to a budget of time: batch, image size and length from a measured estimate."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from studio.engine.errors import ConfigError
+from studio.engine.train import TrainConfig
+from studio.services.budget import BUDGETS, TRAIN_SHARE, size_for_budget
+
+
+def _images(n: int, size: int = 16) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, size=(n, 3, size, size), dtype=np.uint8)
+
+
+def _measure(seconds_per_step: float):
+    seen = []
+
+    def measure(config, images, steps, cancelled=None):
+        seen.append(config)
+        per_epoch = len(images) // config.batch_size
+        return SimpleNamespace(seconds_per_step=seconds_per_step, steps_per_epoch=per_epoch, device_name="CPU")
+    return measure, seen
+
+
+def test_five_minutes_on_a_cpu_gives_a_short_run_that_fits():
+    config = TrainConfig(method="simclr", backbone="resnet18", image_size=64, batch_size=256, device="cpu")
+    measure, seen = _measure(0.5)
+    sized = size_for_budget(config, _images(1797), "5m", measure=measure)
+    c = sized.config
+    assert c.batch_size == 64 and c.image_size == 32  # the CPU's batch and view size
+    assert seen[0].batch_size == 64 and seen[0].image_size == 32  # measured as it will train
+    steps = c.steps if c.steps is not None else c.epochs * (1797 // 64)
+    assert 0.8 * 300 * TRAIN_SHARE <= steps * 0.5 <= 300 * TRAIN_SHARE  # about the budget, never over it
+    assert c.epochs == 17 and c.steps is None  # 480 steps of 28 an epoch: whole epochs
+    assert any("batch 64" in r for r in sized.reasons) and any("about 5 minutes" in r for r in sized.reasons)
+    c.validate()
+
+
+def test_what_the_person_chose_stays_theirs():
+    config = TrainConfig(method="simclr", backbone="resnet18", image_size=64, batch_size=200, steps=7, device="cpu")
+    measure, seen = _measure(0.5)
+    sized = size_for_budget(config, _images(500), "1h", keep={"batch_size", "steps", "image_size"}, measure=measure)
+    assert (sized.config.batch_size, sized.config.steps, sized.config.image_size) == (200, 7, 64)
+    assert seen == []  # nothing to measure: the length was theirs
+
+
+def test_a_small_dataset_gets_several_steps_an_epoch_and_a_long_budget_the_papers_length():
+    config = TrainConfig(method="byol", backbone="resnet18", image_size=16, device="cpu")
+    measure, _ = _measure(0.01)
+    sized = size_for_budget(config, _images(60), "8h", measure=measure)
+    assert sized.config.batch_size == 8  # 60 images: batches of a quarter at most (a power of two)
+    assert sized.config.epochs == 100 and "papers' length" in sized.summary()
+    paper = size_for_budget(TrainConfig(steps=5, device="cpu"), _images(60), "paper")
+    assert paper.config.steps is None and paper.config.epochs is None  # the default: 100 epochs
+    with pytest.raises(ConfigError, match="unknown budget"):
+        size_for_budget(config, _images(60), "2d")
+    assert set(BUDGETS) == {"5m", "1h", "8h", "paper"}
+
+
+def test_the_real_estimate_sizes_a_run_within_its_budget():
+    """Through the real cost estimate (a few SimCLR steps on the CPU): the chosen length, at the
+    measured speed, fits the budget's training share."""
+    config = TrainConfig(method="simclr", backbone="resnet18", image_size=16, device="cpu", warmup_epochs=0.0)
+    sized = size_for_budget(config, _images(128), "5m")
+    c = sized.config
+    per_epoch = 128 // c.batch_size
+    steps = c.steps if c.steps is not None else c.epochs * per_epoch
+    assert sized.seconds_per_step > 0 and steps * sized.seconds_per_step <= 300 * TRAIN_SHARE + sized.seconds_per_step * per_epoch
+    assert c.batch_size == 32  # a quarter of 128 images
