@@ -8,8 +8,8 @@ from __future__ import annotations
 class CostEstimateSection:
     # -- the cost estimate ------------------------------------------------------------------------
     def busy(self) -> bool:
-        """True while the estimate is being measured (a screenshot waits for it)."""
-        return self.estimating
+        """True while the estimate is being measured or the run sized (a screenshot waits for it)."""
+        return self.estimating or getattr(self, "sizing", False)
 
     def estimate(self) -> None:
         """Measure a few real steps of the current config on a task; the result shows below."""

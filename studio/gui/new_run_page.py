@@ -23,6 +23,7 @@ from superqt import QCollapsible
 from studio.engine.backbones import BACKBONES
 from studio.engine.methods import METHODS
 from studio.engine.train import TrainConfig
+from studio.gui.budget_section import BudgetSection
 from studio.gui.estimate_section import CostEstimateSection
 from studio.gui.setting_editors import editor_for
 from studio.gui.widgets import ConfigFieldEditor, Label
@@ -41,7 +42,7 @@ class StartRequest:
     parent_run_id: int | None = None  # the run this one was duplicated from
 
 
-class NewRunPage(CostEstimateSection, QWidget):
+class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
     """Emits `start_requested(StartRequest)` when Start is pressed on a valid form. 'Train on all N
     GPUs' is shown only where there is more than one CUDA device (see `set_gpu_count`)."""
 
@@ -120,6 +121,7 @@ class NewRunPage(CostEstimateSection, QWidget):
         # -- training: the basic fields ---------------------------------------------------
         how = QGroupBox("Training")
         f = self._form(how)
+        self._build_budget(f)
         length = QHBoxLayout()
         self.length_unit = QComboBox()
         self.length_unit.setObjectName("length_unit")

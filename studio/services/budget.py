@@ -116,3 +116,23 @@ def size_for_budget(config: TrainConfig, images, budget: str, *, keep: Iterable[
         sized = dataclasses.replace(sized, epochs=None, steps=steps)
         reasons.append(f"{steps} steps: {label} at {measured}")
     return SizedConfig(sized, budget, tuple(reasons), per_step)
+
+
+def size_for_dataset(project_root, dataset: str | int, config: TrainConfig, budget: str, *, keep: Iterable[str] = (),
+                     cancelled: Callable[[], bool] | None = None) -> SizedConfig:
+    """`size_for_budget` on a project's dataset, with a Project of its own (for worker threads)."""
+    from pathlib import Path
+
+    from studio.services.datasets import load_images
+    from studio.services.estimate import EstimateCancelled
+    from studio.store import Project
+
+    def loading(done: int, total: int) -> None:
+        if cancelled is not None and cancelled():
+            raise EstimateCancelled("the sizing was cancelled.")
+
+    if budget_seconds(budget) is None:
+        return size_for_budget(config, [None, None], budget, keep=keep)
+    with Project.open(Path(project_root)) as project:
+        images = load_images(project, project.dataset(dataset), min(config.image_size, CPU_MAX_IMAGE_SIZE), loading)
+    return size_for_budget(config, images, budget, keep=keep, cancelled=cancelled)
