@@ -139,3 +139,57 @@ def test_a_run_killed_after_a_twentieth_resumes_from_its_automatic_checkpoint(pr
     assert second.saved[-1] == ("last.ckpt", result.steps) and second.removed == ["auto.ckpt"]
     assert sorted(p.name for p in run_dir.iterdir()) == ["last.ckpt"]
     assert [(Path(c.path).name, c.step) for c in project.checkpoints(run.id)] == [("last.ckpt", result.steps)]
+
+
+def test_sigkill_without_checkpoint_every_resumes_from_the_automatic_checkpoint(tmp_path):
+    """End to end, with a real kill: the default settings alone (no --checkpoint-every) leave a
+    checkpoint to resume from."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from studio.store import Project
+
+    import sqlite3
+
+    root = Path(__file__).resolve().parent.parent
+
+    def recorded_auto_checkpoint(db: Path) -> bool:
+        # Read as the GUI does while a run writes (WAL); the file is renamed into place a moment
+        # before its row is written.
+        if not db.exists():
+            return False
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+            return bool(c.execute("SELECT 1 FROM checkpoints WHERE path LIKE '%auto.ckpt'").fetchone())
+    proj = tmp_path / "p"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "studio", *args], cwd=root, capture_output=True, text=True, timeout=240)
+
+    assert cli("init", str(proj)).returncode == 0
+    assert cli("dataset", "add", str(proj), "sample").returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "studio", "train", str(proj), "--dataset", "sample", "--method", "simclr", "--backbone", "resnet18", "--steps", "80", "--batch-size", "8",
+         "--image-size", "8", "--device", "cpu", "--monitor-every", "-1", "--checkpoint-minutes", "0.01", "--json"],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not recorded_auto_checkpoint(proj / "project.db"):
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with Project.open(proj) as p:
+        (run,) = p.runs()
+        ck = p.latest_checkpoint(run.id)
+        assert ck is not None and Path(ck.path).name == "auto.ckpt" and ck.step > 0
+    done = cli("train", str(proj), "--resume", str(run.id), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["status"] == "finished"
+    with Project.open(proj) as p:
+        steps, _ = p.metric_curve(run.id, "loss", max_points=100_000)
+        assert steps == list(range(1, 81))
+        assert [Path(c.path).name for c in p.checkpoints(run.id)] == ["last.ckpt"]
