@@ -27,7 +27,8 @@ test: install
 bench: install
 	$(PY) bench/run_all.py --quick
 
-# The wheel and sdist; the wheel carries studio/resources (icons, stylesheet) as package data.
+# The wheel and sdist; the wheel carries resources/ (icons, stylesheet; linked as studio/resources)
+# as the package data studio/resources.
 dist: install
 	$(PY) -m pip install -q build
 	$(PY) -m build --outdir dist .

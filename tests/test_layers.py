@@ -5,6 +5,8 @@ line runs without Qt (servers have no display)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +69,28 @@ def test_the_command_line_runs_without_qt(argv):
         assert "simclr" in {m["name"] for m in json.loads(proc.stdout)["methods"]}
     else:
         assert proc.stdout.startswith("ssl-studio ")
+
+
+# -- the same rules, as import-linter contracts (pyproject's [tool.importlinter]) --------------
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """import-linter on the tree at `root` (PYTHONPATH first, so not the installed copy)."""
+    exe = Path(sys.executable).with_name("lint-imports")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(exe), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=240, env=env)
+
+
+def test_the_layer_contracts_hold():
+    proc = lint_imports(ROOT)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "Contracts: 5 kept, 0 broken." in proc.stdout
+
+
+def test_the_layer_contracts_catch_a_wrong_import(tmp_path):
+    shutil.copytree(ROOT / "studio", tmp_path / "studio", ignore=shutil.ignore_patterns("__pycache__", "resources"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    models = tmp_path / "studio" / "store" / "models.py"
+    models.write_text(models.read_text() + "\n\ndef _wrong():\n    import studio.gui.widgets  # noqa: F401\n")
+    proc = lint_imports(tmp_path)
+    assert proc.returncode != 0
+    assert "studio.store is not allowed to import studio.gui" in proc.stdout, proc.stdout[-4000:]
+    assert "studio.store is not allowed to import PySide6" in proc.stdout  # through the GUI module

@@ -48,7 +48,8 @@ def resolve_device(requested: str = "auto", amp: bool = True) -> DeviceInfo:
         requested = available_devices()[0]
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError("CUDA was asked for but no CUDA device is available; use --device cpu or auto.")
+            raise ConfigError("CUDA was asked for but no CUDA device is available; set the device to cpu or auto.",
+                              setting="device")
         dev = torch.device(requested)
         idx = dev.index if dev.index is not None else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(idx)
@@ -58,11 +59,11 @@ def resolve_device(requested: str = "auto", amp: bool = True) -> DeviceInfo:
         return DeviceInfo(dev, props.name, dtype, int(props.total_memory))
     if requested == "mps":
         if not _mps_available():
-            raise ConfigError("Apple MPS was asked for but is not available; use --device cpu or auto.")
+            raise ConfigError("Apple MPS was asked for but is not available; set the device to cpu or auto.", setting="device")
         return DeviceInfo(torch.device("mps"), "Apple GPU (MPS)", torch.float16 if amp else None, None)
     if requested == "cpu":
         return DeviceInfo(torch.device("cpu"), "CPU", None, None)
-    raise ConfigError(f"unknown device {requested!r}; choose auto, cpu, cuda or mps.")
+    raise ConfigError(f"unknown device {requested!r}; choose auto, cpu, cuda or mps.", setting="device")
 
 
 def describe_device(info: DeviceInfo) -> str:

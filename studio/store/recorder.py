@@ -11,6 +11,9 @@ import threading
 import time
 from typing import Any
 
+from sqlalchemy import delete
+
+from studio.store import models as m
 from studio.store.project import Project
 
 
@@ -53,6 +56,15 @@ class RunRecorder:
     def on_checkpoint(self, path: str, step: int, epoch: float) -> None:
         self._guarded(self.flush)
         self._guarded(self.project.add_checkpoint, self.run_id, step, epoch, path)
+
+    def on_checkpoint_removed(self, path: str) -> None:
+        self._guarded(self._forget_checkpoint, path)
+
+    def _forget_checkpoint(self, path: str) -> None:
+        # Project has no method for this yet; the row is the store's own, so it is removed here.
+        rel = self.project.rel(path)
+        with self.project.session() as s:
+            s.execute(delete(m.Checkpoint).where(m.Checkpoint.run_id == self.run_id, m.Checkpoint.path == rel))
 
     def on_status(self, status: str, reason: str | None = None) -> None:
         self._guarded(self.flush)

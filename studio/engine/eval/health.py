@@ -19,6 +19,7 @@ work is done on the CPU in float64 because the batches are small and the SVD wan
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +117,31 @@ def uniformity(z, t: float = 2) -> float:
 def spread_text(std_ratio: float | None) -> str:
     """The std ratio as the run's log and the Run page word it."""
     return "spread not finite" if std_ratio is None else f"spread {std_ratio:.3f} of a healthy ~1"
+
+
+# The health monitor writes its verdict as the metric `collapse` (1.0 collapsing, 0.0 healthy);
+# a value from the store is read as collapsing from this cut-off on.
+COLLAPSE_METRIC_CUTOFF = 0.5
+
+
+def collapse_verdict(report: Mapping[str, Any]) -> tuple[bool, str]:
+    """(collapsing, what to tell the user) for a health check, in the one wording the run's log
+    and the Run page share.
+
+    `report` is a `health_report` (keys `collapsed`, `std_ratio`) or the health monitor's
+    metrics as stored (`collapse`, `embedding_std_ratio`); a missing spread reads as not finite.
+    """
+    if "collapsed" in report:
+        collapsing = bool(report["collapsed"])
+    else:
+        collapsing = float(report.get("collapse", 0.0)) >= COLLAPSE_METRIC_CUTOFF
+    std_ratio = report.get("std_ratio", report.get("embedding_std_ratio"))
+    spread = spread_text(std_ratio)
+    if collapsing:
+        return True, (f"the outputs are collapsing towards one point ({spread}; under "
+                      f"{STD_RATIO_COLLAPSE_THRESHOLD} counts as collapse). If it lasts, the run learns "
+                      f"nothing: try a lower learning rate, or the method's defaults.")
+    return False, f"the outputs are spread out ({spread})."
 
 
 def health_report(z, z2=None, max_points: int | None = HEALTH_MAX_POINTS, seed: int = 0) -> dict:

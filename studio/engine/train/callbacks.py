@@ -44,6 +44,9 @@ class TrainingCallbacks:
 
     def on_checkpoint(self, path: str, step: int, epoch: float) -> None: ...
 
+    def on_checkpoint_removed(self, path: str) -> None:
+        """The checkpoint at `path` was deleted (an automatic one, superseded by a newer)."""
+
     def on_status(self, status: str, reason: str | None = None) -> None: ...
 
     def on_log(self, message: str, level: str = "info") -> None: ...
@@ -71,6 +74,9 @@ class CallbackList(TrainingCallbacks):
 
     def on_checkpoint(self, path, step, epoch):
         self._call("on_checkpoint", path, step, epoch)
+
+    def on_checkpoint_removed(self, path):
+        self._call("on_checkpoint_removed", path)
 
     def on_status(self, status, reason=None):
         self._call("on_status", status, reason)

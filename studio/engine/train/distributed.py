@@ -99,7 +99,7 @@ def init_distributed(env: DistributedEnv, device: str | None = "auto", timeout_s
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if env.local_rank >= count:
             raise ConfigError(f"process {env.rank} wants CUDA device {env.local_rank}, but this machine has {count}; "
-                              "start at most one process per GPU (--nproc-per-node), or use --device cpu.")
+                              "start at most one process per GPU, or set the device to cpu.", setting="device")
         torch.cuda.set_device(env.local_rank)
         backend, dev = "nccl", f"cuda:{env.local_rank}"
     elif requested == "cpu":
@@ -302,7 +302,7 @@ class DistributedTrainer(Trainer):
         try:
             self._share_images()
         except Exception as exc:  # noqa: BLE001 - reported as every other failure of the run
-            return self._finish("failed", f"{exc.__class__.__name__}: {exc}", 0, None, None, None, exc)
+            return self._finish("failed", f"{exc.__class__.__name__}: {exc}", exc)
         return super().run()
 
     def _share_images(self) -> None:

@@ -12,6 +12,7 @@ import random
 import time
 import warnings
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,7 +25,7 @@ from studio.engine.data.cache import DecodedImages
 from studio.engine.data.views import make_view
 from studio.engine.device import DeviceInfo, resolve_device
 from studio.engine.errors import ConfigError, DiskFullError, DivergedError, StudioError
-from studio.engine.eval.health import STD_RATIO_COLLAPSE_THRESHOLD, spread_text
+from studio.engine.eval.health import collapse_verdict, spread_text
 from studio.engine.methods import StepState, build_config, method_class
 from studio.engine.train.callbacks import CallbackList, RunInfo, TrainingCallbacks, TrainResult
 from studio.engine.train.checkpoint import load_checkpoint, save_checkpoint
@@ -35,6 +36,14 @@ from studio.engine.train.schedules import warmup_cosine
 # A monitor looks at the encoder now and then (kNN accuracy, collapse) and returns metrics; its
 # `looks_at` ("backbone", the default, or "output") says which (studio.engine.train.monitor).
 Monitor = Callable[[torch.nn.Module, int], dict[str, float]]
+
+LAST_CHECKPOINT = "last.ckpt"  # written at the end of a run and when it is stopped
+AUTO_CHECKPOINT = "auto.ckpt"  # the automatic one (by time or by share of the run), rewritten in place
+# The automatic checkpoint comes at least every `checkpoint_minutes` and every twentieth of the
+# run, so a crash costs at most that much work; but not more often than every
+# AUTO_CHECKPOINT_MIN_S of training, as writing one costs seconds for a large model.
+AUTO_CHECKPOINT_SHARE = 0.05
+AUTO_CHECKPOINT_MIN_S = 15.0
 
 
 class _MethodOutput(torch.nn.Module):
@@ -102,6 +111,7 @@ class Trainer:
         monitors: Sequence[Monitor] = (),
         world_size: int = 1,
         rank: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.config = config.validate()
         self.data = data
@@ -118,6 +128,12 @@ class Trainer:
         self.last_checkpoint: str | None = None
         self.method = None
         self.device_info: DeviceInfo | None = None
+        self.clock = clock  # seconds of training time, for the automatic checkpoint (tests pass a fake one)
+        # Where the run is; kept on the trainer so that _finish can report it however the run ended.
+        self.step = 0
+        self.steps_per_epoch: int | None = None
+        self.final_loss: float | None = None
+        self.throughput: float | None = None
 
     # -- set-up -----------------------------------------------------------------------------
     def _plan(self) -> tuple[int, int, int]:
@@ -147,167 +163,174 @@ class Trainer:
             return images.pin_memory()
         return images
 
-    # -- the loop ---------------------------------------------------------------------------
+    # -- the run ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        cfg = self.config
-        step = 0
-        epoch = 0
-        final_loss: float | None = None
-        throughput: float | None = None
+        self.step, self.final_loss, self.throughput, self.steps_per_epoch = 0, None, None, None
         try:
-            info = resolve_device(cfg.device, cfg.amp)
-            self.device_info = info
-            device = info.device
-            torch.manual_seed(cfg.seed)
-            random.seed(cfg.seed)
-            np.random.seed(cfg.seed % 2**32)
-            batch, steps_per_epoch, total = self._plan()
-
-            method = build_method(cfg, world_size=self.world_size).to(device)
-            self.method = method
-            channels_last = cfg.channels_last if cfg.channels_last is not None else (device.type == "cuda" and method.backbone.kind == "cnn")
-            if channels_last:
-                method = method.to(memory_format=torch.channels_last)
-            # `batch` is the global batch (all processes together), so the lr does not depend on
-            # how many processes share it.
-            base_lr = cfg.lr if cfg.lr is not None else method.default_lr * batch / 256
-            opt_name = cfg.optimizer or method.default_optimizer
-            wd = cfg.weight_decay if cfg.weight_decay is not None else method.default_weight_decay
-            optimizer = build_optimizer(opt_name, method, base_lr, wd)
-            warmup = int(min(cfg.warmup_epochs * steps_per_epoch, 0.1 * total))
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
-            use_scaler = info.amp_dtype == torch.float16 and device.type == "cuda"
-            scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-            train_model = self.wrap_model(method)
-            step_fn = self._compiled_step(train_model) if cfg.compile else None
-
-            if self.resume_from is not None:
-                state = self.load_resume_state()
-                method.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                if "scaler" in state and use_scaler:
-                    scaler.load_state_dict(state["scaler"])
-                step = int(state["step"])
-                torch.set_rng_state(state["rng"]["torch"])
-                _set_host_rng_state(state["rng"])
-                if device.type == "cuda" and state["rng"].get("cuda") is not None:
-                    torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-                self.last_checkpoint = str(self.resume_from)
-                if step >= total:
-                    raise ConfigError(f"this run already completed its {total} steps; nothing to resume.")
-
-            images = self._images_on(device)
-            n = len(images)
-            specs = method.view_specs(cfg.image_size)
-            params = sum(p.numel() for p in method.backbone.parameters())
-            self.callbacks.on_start(RunInfo(
-                total_steps=total, steps_per_epoch=steps_per_epoch, start_step=step, batch_size=batch,
-                images=n, device_name=info.name, device_type=device.type,
-                amp=str(info.amp_dtype).replace("torch.", "") if info.amp_dtype else None,
-                feature_dim=method.backbone.feature_dim, parameters=params,
-            ))
-            if step:
-                self.callbacks.on_log(f"resumed at step {step} from {Path(self.resume_from).name}")
-
-            autocast = (lambda: torch.autocast(device.type, dtype=info.amp_dtype)) if info.amp_dtype else nullcontext
-            pending: list[tuple[int, dict[str, torch.Tensor], float]] = []
-            window_start, window_images = time.perf_counter(), 0
-            perm_epoch, perm = -1, None
-            method.train()
-
-            while step < total:
-                if self.control.stop_requested:
-                    self._flush(pending, steps_per_epoch)
-                    pending = []
-                    self._save(method, optimizer, scheduler, scaler, step, steps_per_epoch, "last.ckpt")
-                    return self._finish("stopped", "stopped by the user", step, steps_per_epoch, final_loss, throughput)
-                if self.control.paused:
-                    self._flush(pending, steps_per_epoch)
-                    pending = []
-                    self.callbacks.on_status("paused")
-                    while not self.control.wait_while_paused(0.25):
-                        pass
-                    if not self.control.stop_requested:
-                        self.callbacks.on_status("running")
-                    window_start, window_images = time.perf_counter(), 0
-                    continue
-
-                epoch, pos = divmod(step, steps_per_epoch)
-                if epoch != perm_epoch:
-                    perm = self.epoch_order(epoch, n)
-                    perm_epoch = epoch
-                idx = perm[pos * batch:(pos + 1) * batch]
-                x = images[idx.to(images.device)]
-                if x.device != device:
-                    x = x.to(device, non_blocking=True)
-                state = StepState(step=step, total_steps=total, epoch=epoch, steps_per_epoch=steps_per_epoch)
-                views = self.make_views(x, specs)
-                if channels_last:
-                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-
-                with autocast():
-                    out = step_fn(views, state) if step_fn else train_model(views, state)
-                loss = out["loss"]
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.max_grad_norm:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.max_grad_norm)
-                method.on_before_optimizer_step(state)
-                lr_now = optimizer.param_groups[0]["lr"]
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                pairs = method.momentum_pairs()
-                if pairs:
-                    m = method.momentum(state)
-                    for online, target in pairs:
-                        update_momentum(online, target, m)
-                    out = {**out, "momentum": torch.tensor(m, device=loss.device)}  # metrics are stacked on one device
-                method.on_after_step(state)
-                step += 1
-                window_images += len(idx)
-                pending.append((step, {k: v.detach() for k, v in out.items()}, lr_now))
-
-                last = step == total
-                if len(pending) >= cfg.log_every or last:
-                    final_loss = self._flush(pending, steps_per_epoch)
-                    pending = []
-                    elapsed = time.perf_counter() - window_start
-                    if elapsed > 0:
-                        throughput = window_images / elapsed
-                        self.callbacks.on_metrics(step, step / steps_per_epoch, {"images_per_s": throughput})
-                    window_start, window_images = time.perf_counter(), 0
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last:
-                    self._flush(pending, steps_per_epoch)
-                    pending = []
-                    self._save(method, optimizer, scheduler, scaler, step, steps_per_epoch, f"step-{step}.ckpt")
-                if self._monitor_due(step, steps_per_epoch, total):
-                    self._flush(pending, steps_per_epoch)
-                    pending = []
-                    self._run_monitors(method, step, steps_per_epoch)
-                    method.train()
-                    window_start, window_images = time.perf_counter(), 0
-
-            self._save(method, optimizer, scheduler, scaler, step, steps_per_epoch, "last.ckpt")
-            return self._finish("finished", None, step, steps_per_epoch, final_loss, throughput)
+            t = self._setup()
+            self._restore(t)
+            self._announce(t)
+            status, reason = self._loop(t)
+            return self._finish(status, reason)
         except DivergedError as exc:
-            return self._finish("diverged", str(exc), exc.step, None, None, throughput, exc)
+            self.step, self.final_loss = exc.step, None
+            return self._finish("diverged", str(exc), exc)
         except StudioError as exc:
-            return self._finish("failed", str(exc), step, None, final_loss, throughput, exc)
+            return self._finish("failed", str(exc), exc)
         except Exception as exc:  # noqa: BLE001 - every failure ends the run with its reason
-            if _is_oom(exc):
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                reason = (f"the device ran out of memory at batch size {self.config.batch_size}; "
-                          "try a smaller batch size or image size, or a smaller backbone.")
-            elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                reason = "the disk is full; free some space and resume the run."
-                exc = DiskFullError(reason)
-            else:
-                reason = f"{exc.__class__.__name__}: {exc}"
-            return self._finish("failed", reason, step, None, final_loss, throughput, exc)
+            reason, exc = failure_reason(exc, self.config.batch_size)
+            return self._finish("failed", reason, exc)
+
+    def _setup(self) -> "_Training":
+        """Device, seeds, plan, model, optimiser and schedule: everything a step needs."""
+        cfg = self.config
+        info = resolve_device(cfg.device, cfg.amp)
+        self.device_info = info
+        device = info.device
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        batch, steps_per_epoch, total = self._plan()
+        self.steps_per_epoch = steps_per_epoch
+
+        method = build_method(cfg, world_size=self.world_size).to(device)
+        self.method = method
+        channels_last = cfg.channels_last if cfg.channels_last is not None else (device.type == "cuda" and method.backbone.kind == "cnn")
+        if channels_last:
+            method = method.to(memory_format=torch.channels_last)
+        # `batch` is the global batch (all processes together), so the lr does not depend on
+        # how many processes share it.
+        base_lr = cfg.lr if cfg.lr is not None else method.default_lr * batch / 256
+        opt_name = cfg.optimizer or method.default_optimizer
+        wd = cfg.weight_decay if cfg.weight_decay is not None else method.default_weight_decay
+        optimizer = build_optimizer(opt_name, method, base_lr, wd)
+        warmup = int(min(cfg.warmup_epochs * steps_per_epoch, 0.1 * total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
+        use_scaler = info.amp_dtype == torch.float16 and device.type == "cuda"
+        scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        train_model = self.wrap_model(method)
+        step_fn = self._compiled_step(train_model) if cfg.compile else None
+        return _Training(info=info, device=device, method=method, optimizer=optimizer, scheduler=scheduler,
+                         scaler=scaler, use_scaler=use_scaler, train_model=train_model, step_fn=step_fn,
+                         channels_last=channels_last, batch=batch, total=total)
+
+    def _restore(self, t: "_Training") -> None:
+        """Continue from `resume_from`: weights, optimiser, schedule, step and random streams."""
+        if self.resume_from is None:
+            return
+        state = self.load_resume_state()
+        t.method.load_state_dict(state["model"])
+        t.optimizer.load_state_dict(state["optimizer"])
+        t.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state and t.use_scaler:
+            t.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        _set_host_rng_state(state["rng"])
+        if t.device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], t.device)
+        self.last_checkpoint = str(self.resume_from)
+        if self.step >= t.total:
+            raise ConfigError(f"this run already completed its {t.total} steps; nothing to resume.")
+
+    def _announce(self, t: "_Training") -> None:
+        """Put the images where the steps read them and tell the listeners what the run is."""
+        t.images = self._images_on(t.device)
+        t.specs = t.method.view_specs(self.config.image_size)
+        params = sum(p.numel() for p in t.method.backbone.parameters())
+        self.callbacks.on_start(RunInfo(
+            total_steps=t.total, steps_per_epoch=self.steps_per_epoch, start_step=self.step, batch_size=t.batch,
+            images=len(t.images), device_name=t.info.name, device_type=t.device.type,
+            amp=str(t.info.amp_dtype).replace("torch.", "") if t.info.amp_dtype else None,
+            feature_dim=t.method.backbone.feature_dim, parameters=params,
+        ))
+        if self.step:
+            self.callbacks.on_log(f"resumed at step {self.step} from {Path(self.resume_from).name}")
+
+    def _loop(self, t: "_Training") -> tuple[str, str | None]:
+        """Steps until the run's end or a stop; returns (status, reason)."""
+        window = _MetricsWindow(self)
+        schedule = CheckpointSchedule(self.config, t.total, self.step, self.clock)
+        perm_epoch, perm = -1, None
+        t.method.train()
+        while self.step < t.total:
+            if self.control.stop_requested:
+                window.emit()
+                self._save(t, LAST_CHECKPOINT)
+                return "stopped", "stopped by the user"
+            if self.control.paused:
+                window.emit()
+                paused_at = self.clock()
+                self._wait_while_paused()
+                schedule.paused_for(self.clock() - paused_at)
+                window.restart()
+                continue
+
+            epoch, pos = divmod(self.step, self.steps_per_epoch)
+            if epoch != perm_epoch:
+                perm = self.epoch_order(epoch, len(t.images))
+                perm_epoch = epoch
+            idx = perm[pos * t.batch:(pos + 1) * t.batch]
+            out, lr = self._train_step(t, idx, epoch)
+            self.step += 1
+            window.add(self.step, out, lr, len(idx))
+
+            step, last = self.step, self.step == t.total
+            if window.full or last:
+                window.emit()
+                window.report_speed()
+            checkpoint = schedule.due(step)
+            if checkpoint is not None:
+                window.emit()
+                self._save(t, checkpoint)
+                schedule.saved(step)
+            if self._monitor_due(step, self.steps_per_epoch, t.total):
+                window.emit()
+                self._run_monitors(t.method, step, self.steps_per_epoch)
+                t.method.train()
+                window.restart()
+        self._save(t, LAST_CHECKPOINT)
+        return "finished", None
+
+    def _train_step(self, t: "_Training", idx: torch.Tensor, epoch: int) -> tuple[dict[str, torch.Tensor], float]:
+        """One optimiser step on the images `idx`; returns (the step's metrics on the device, its lr)."""
+        cfg, method, optimizer = self.config, t.method, t.optimizer
+        x = t.images[idx.to(t.images.device)]
+        if x.device != t.device:
+            x = x.to(t.device, non_blocking=True)
+        state = StepState(step=self.step, total_steps=t.total, epoch=epoch, steps_per_epoch=self.steps_per_epoch)
+        views = self.make_views(x, t.specs)
+        if t.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+
+        with t.autocast():
+            out = t.step_fn(views, state) if t.step_fn else t.train_model(views, state)
+        loss = out["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        t.scaler.scale(loss).backward()
+        if cfg.max_grad_norm:
+            t.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.max_grad_norm)
+        method.on_before_optimizer_step(state)
+        lr_now = optimizer.param_groups[0]["lr"]
+        t.scaler.step(optimizer)
+        t.scaler.update()
+        t.scheduler.step()
+        pairs = method.momentum_pairs()
+        if pairs:
+            m = method.momentum(state)
+            for online, target in pairs:
+                update_momentum(online, target, m)
+            out = {**out, "momentum": torch.tensor(m, device=loss.device)}  # metrics are stacked on one device
+        method.on_after_step(state)
+        return {k: v.detach() for k, v in out.items()}, lr_now
+
+    def _wait_while_paused(self) -> None:
+        self.callbacks.on_status("paused")
+        while not self.control.wait_while_paused(0.25):
+            pass
+        if not self.control.stop_requested:
+            self.callbacks.on_status("running")
 
     # -- pieces the distributed trainer overrides --------------------------------------------
     def wrap_model(self, method):
@@ -334,38 +357,26 @@ class Trainer:
             return None
 
     # -- helpers ----------------------------------------------------------------------------
-    def _flush(self, pending, steps_per_epoch: int) -> float | None:
-        """Move the window's metrics off the device in one transfer, check them, report them."""
-        if not pending:
-            return None
-        names = sorted(pending[0][1])
-        stacked = torch.stack([torch.stack([p[1][k].float().reshape(()) for k in names]) for p in pending]).cpu().numpy()
-        li = names.index("loss")
-        last_loss = None
-        for (step, _, lr), row in zip(pending, stacked):
-            loss = float(row[li])
-            if not math.isfinite(loss):
-                raise DivergedError(step, loss, self.last_checkpoint)
-            metrics = {k: float(v) for k, v in zip(names, row)}
-            metrics["lr"] = lr
-            self.callbacks.on_metrics(step, step / steps_per_epoch, metrics)
-            last_loss = loss
-        return last_loss
+    def _save(self, t: "_Training", filename: str) -> None:
+        """Checkpoint the run at its current step as `filename` in the run's folder (rank 0 only).
 
-    def _save(self, method, optimizer, scheduler, scaler, step, steps_per_epoch, filename) -> None:
+        The automatic checkpoint is rewritten in place, so only its newest is kept; once the
+        run's last checkpoint is written it is older than that one, and is removed."""
         if self.rank != 0:
             return
+        step, steps_per_epoch = self.step, self.steps_per_epoch
         rng = {"torch": torch.get_rng_state(), "cuda": None, **_host_rng_state()}
         if self.device_info and self.device_info.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device_info.device)
+        method = t.method
         state = {
             "step": step,
             "epoch": step / steps_per_epoch,
             "config": self.config.to_dict(),
             "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
+            "optimizer": t.optimizer.state_dict(),
+            "scheduler": t.scheduler.state_dict(),
+            "scaler": t.scaler.state_dict(),
             "rng": rng,
             "backbone": {"name": method.backbone.name, "kind": method.backbone.kind,
                          "feature_dim": method.backbone.feature_dim, "arch": method.backbone.arch},
@@ -373,6 +384,11 @@ class Trainer:
         path = save_checkpoint(self.run_dir / filename, state)
         self.last_checkpoint = str(path)
         self.callbacks.on_checkpoint(str(path), step, step / steps_per_epoch)
+        if filename == LAST_CHECKPOINT:
+            auto = self.run_dir / AUTO_CHECKPOINT
+            if auto.is_file():
+                auto.unlink()
+                self.callbacks.on_checkpoint_removed(str(auto))
 
     def _monitor_due(self, step: int, steps_per_epoch: int, total: int) -> bool:
         every = self.config.monitor_every
@@ -401,34 +417,39 @@ class Trainer:
         when it turns off again: the curve alone is easy to miss."""
         if "collapse" not in metrics:
             return
-        collapsed = metrics["collapse"] >= 0.5
+        collapsed, message = collapse_verdict(metrics)
         if collapsed == self._collapsed:
             return
         self._collapsed = collapsed
-        spread = spread_text(metrics.get("embedding_std_ratio"))
         if collapsed:
-            self.callbacks.on_log(
-                f"step {step}: the outputs are collapsing towards one point ({spread}; under "
-                f"{STD_RATIO_COLLAPSE_THRESHOLD} counts as collapse). If it lasts, the run learns nothing: "
-                f"try a lower learning rate, or the method's defaults.", "warning")
+            self.callbacks.on_log(f"step {step}: {message}", "warning")
         else:
-            self.callbacks.on_log(f"step {step}: the outputs have spread again ({spread}).")
+            self.callbacks.on_log(f"step {step}: the outputs have spread again ({spread_text(metrics.get('embedding_std_ratio'))}).")
 
-    def _finish(self, status, reason, step, steps_per_epoch, final_loss, throughput, error=None) -> TrainResult:
-        epochs = int(step // steps_per_epoch) if steps_per_epoch else 0
-        if steps_per_epoch is None:
-            try:
-                epochs = int(step // self._plan()[1])
-            except Exception:  # noqa: BLE001
-                epochs = 0
+    def _finish(self, status: str, reason: str | None, error: BaseException | None = None) -> TrainResult:
+        epochs = int(self.step // self.steps_per_epoch) if self.steps_per_epoch else 0
         if status != "finished" and reason:
             self.callbacks.on_log(reason, "error" if status in ("failed", "diverged") else "info")
-        result = TrainResult(status, reason, step, epochs, final_loss, throughput, self.last_checkpoint, error)
+        result = TrainResult(status, reason, self.step, epochs, self.final_loss, self.throughput, self.last_checkpoint, error)
         try:
             self.callbacks.on_status(status, reason)
         finally:
             self.callbacks.on_end(result)
         return result
+
+
+def failure_reason(exc: BaseException, batch_size: int) -> tuple[str, BaseException]:
+    """What to tell the user of a run ended by an untyped exception, and the error to keep
+    (a full disk becomes a DiskFullError)."""
+    if _is_oom(exc):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return (f"the device ran out of memory at batch size {batch_size}; try a smaller batch size or image "
+                "size, or a smaller backbone."), exc
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "the disk is full; free some space and resume the run."
+        return reason, DiskFullError(reason)
+    return f"{exc.__class__.__name__}: {exc}", exc
 
 
 def _host_rng_state() -> dict[str, Any]:
@@ -448,6 +469,112 @@ def _set_host_rng_state(rng: dict[str, Any]) -> None:
     if rng.get("numpy") is not None:
         n = rng["numpy"]
         np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+
+
+@dataclass
+class _Training:
+    """What `_setup` builds for the steps of one run."""
+
+    info: DeviceInfo
+    device: torch.device
+    method: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    use_scaler: bool
+    train_model: Any
+    step_fn: Any
+    channels_last: bool
+    batch: int
+    total: int
+    images: torch.Tensor | None = None
+    specs: Any = None
+    autocast: Callable[[], Any] = field(init=False)
+
+    def __post_init__(self):
+        dtype = self.info.amp_dtype
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
+
+
+class _MetricsWindow:
+    """The steps' metrics not yet reported: they stay on the device until `emit` moves them off
+    in one transfer (rule 6), checks the loss and reports every point. It also measures the
+    images per second since the window's clock was last restarted."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer = trainer
+        self.pending: list[tuple[int, dict[str, torch.Tensor], float]] = []
+        self.restart()
+
+    @property
+    def full(self) -> bool:
+        return len(self.pending) >= self.trainer.config.log_every
+
+    def add(self, step: int, metrics: dict[str, torch.Tensor], lr: float, images: int) -> None:
+        self.pending.append((step, metrics, lr))
+        self.images += images
+
+    def restart(self) -> None:
+        self.started, self.images = time.perf_counter(), 0
+
+    def emit(self) -> None:
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        tr = self.trainer
+        names = sorted(pending[0][1])
+        stacked = torch.stack([torch.stack([p[1][k].float().reshape(()) for k in names]) for p in pending]).cpu().numpy()
+        li = names.index("loss")
+        for (step, _, lr), row in zip(pending, stacked):
+            loss = float(row[li])
+            if not math.isfinite(loss):
+                raise DivergedError(step, loss, tr.last_checkpoint)
+            metrics = {k: float(v) for k, v in zip(names, row)}
+            metrics["lr"] = lr
+            tr.callbacks.on_metrics(step, step / tr.steps_per_epoch, metrics)
+            tr.final_loss = loss
+
+    def report_speed(self) -> None:
+        tr = self.trainer
+        elapsed = time.perf_counter() - self.started
+        if elapsed > 0:
+            tr.throughput = self.images / elapsed
+            tr.callbacks.on_metrics(tr.step, tr.step / tr.steps_per_epoch, {"images_per_s": tr.throughput})
+        self.restart()
+
+
+class CheckpointSchedule:
+    """When a run writes a checkpoint before its end: every `checkpoint_every` steps (kept, as
+    step-N.ckpt) and, as the automatic checkpoint, once `checkpoint_minutes` of training time or
+    a twentieth of the run's steps have passed since the last checkpoint, whichever comes first."""
+
+    def __init__(self, config: TrainConfig, total: int, start_step: int, clock: Callable[[], float]):
+        self.every = config.checkpoint_every
+        self.seconds = config.checkpoint_minutes * 60.0
+        self.share_steps = max(1, round(total * AUTO_CHECKPOINT_SHARE))
+        self.total = total
+        self.clock = clock
+        self.saved(start_step)
+
+    def saved(self, step: int) -> None:
+        self.last_step, self.last_time = step, self.clock()
+
+    def paused_for(self, seconds: float) -> None:
+        """A pause is not training time."""
+        self.last_time += max(0.0, seconds)
+
+    def due(self, step: int) -> str | None:
+        """The file name of the checkpoint to write after `step`, or None."""
+        if step >= self.total:
+            return None  # the end writes last.ckpt
+        if self.every and step % self.every == 0:
+            return f"step-{step}.ckpt"
+        elapsed = self.clock() - self.last_time
+        if self.seconds and elapsed >= self.seconds:
+            return AUTO_CHECKPOINT
+        if step - self.last_step >= self.share_steps and elapsed >= AUTO_CHECKPOINT_MIN_S:
+            return AUTO_CHECKPOINT
+        return None
 
 
 class _StepModule(torch.nn.Module):
