@@ -330,15 +330,21 @@ class RunPage(QWidget):
 
     def _update_health(self) -> None:
         """The heading's "collapsing" pill follows the health monitor's latest verdict."""
+        from studio.engine.eval.health import collapse_verdict
+
         verdicts = self.series_values.get("collapse")
-        if not verdicts or verdicts[-1] < 0.5:
+        if not verdicts:
             self.heading.show_health(None)
             return
         step = self.series_steps["collapse"][-1]
         spread_steps = self.series_steps.get("embedding_std_ratio") or []
         # A non-finite spread is not written: then the last one on record is from another check.
         spread = self.series_values["embedding_std_ratio"][-1] if spread_steps and spread_steps[-1] == step else None
-        self.heading.show_health(step, spread, ended=RunStatus.of(self.run.status).has_ended)
+        collapsing, message = collapse_verdict({"collapse": verdicts[-1], "embedding_std_ratio": spread})
+        if not collapsing:
+            self.heading.show_health(None)
+            return
+        self.heading.show_health(step, message, ended=RunStatus.of(self.run.status).has_ended)
 
     def _update_progress(self) -> None:
         r = self.run

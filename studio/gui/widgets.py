@@ -225,18 +225,14 @@ class RunTitleRow(QHBoxLayout):
         self.addWidget(self.health_pill, 0, Qt.AlignmentFlag.AlignVCenter)
         self.addStretch(1)
 
-    def show_health(self, collapse_step: int | None, spread: float | None = None, ended: bool = False) -> None:
+    def show_health(self, collapse_step: int | None, message: str = "", ended: bool = False) -> None:
         """Show the pill when the latest health check (at `collapse_step`) found the outputs
-        collapsed ("collapsing" while the run goes on, "collapsed" once it has ended); None hides it."""
+        collapsed ("collapsing" while the run goes on, "collapsed" once it has ended), with the
+        health monitor's own words (eval.health.collapse_verdict) as its tooltip; None hides it."""
         self.health_pill.setVisible(collapse_step is not None)
         if collapse_step is not None:
             self.health_pill.setText("collapsed" if ended else "collapsing")
-            from studio.engine.eval.health import STD_RATIO_COLLAPSE_THRESHOLD, spread_text
-
-            self.health_pill.setToolTip(
-                f"At step {collapse_step:,} the method's outputs were collapsing towards one point "
-                f"({spread_text(spread)}; under {STD_RATIO_COLLAPSE_THRESHOLD} counts as collapse). "
-                f"The run's log below says when it began.")
+            self.health_pill.setToolTip(f"At step {collapse_step:,} {message} The run's log below says when it began.")
 
     def show_run(self, run) -> None:
         from studio.engine.methods import METHODS
