@@ -42,7 +42,7 @@ ACTIONS = (
                separator_before=True),
     ActionSpec("add_sample", "&File", "Add s&ample", "add_sample", None, _project),
     ActionSpec("close_project", "&File", "&Close project", "close_project", SK.Close, _project, separator_before=True),
-    ActionSpec("quit", "&File", "&Quit", "close", SK.Quit),
+    ActionSpec("quit", "&File", "&Quit", "quit_app", SK.Quit),
     ActionSpec("duplicate", "&Edit", "&Duplicate run…", "duplicate_run", "Ctrl+D", _run("duplicate"), of_run=True),
     ActionSpec("delete", "&Edit", "De&lete run…", "delete_run", SK.Delete, _run("delete"), of_run=True),
     ActionSpec("refresh", "&Edit", "&Refresh", "refresh_now", SK.Refresh, separator_before=True),

@@ -142,14 +142,38 @@ class WindowChrome:
         self.activateWindow()
 
     def open_guide(self) -> None:
-        from PySide6.QtGui import QDesktopServices
-        from PySide6.QtCore import QUrl
+        """Help ▸ User's guide: the guide shipped in studio/resources, in a window of its own."""
+        from importlib import resources
 
-        readme = Path(__file__).resolve().parents[2] / "README.md"
-        if readme.is_file():
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(readme)))
-        else:
-            self.statusBar().showMessage("The user's guide is the README of the SSL Studio sources.", 8000)
+        from PySide6.QtWidgets import QDialog, QTextBrowser, QVBoxLayout
+
+        if getattr(self, "guide_dialog", None) is None:
+            text = resources.files("studio").joinpath("resources", "guide.md").read_text(encoding="utf-8")
+            dialog = QDialog(self)
+            dialog.setWindowTitle("SSL Studio: user's guide")
+            browser = QTextBrowser(dialog)
+            browser.setObjectName("Guide")
+            browser.setOpenExternalLinks(True)
+            browser.setMarkdown(text)  # the studio's own text, not a user's
+            lay = QVBoxLayout(dialog)
+            lay.addWidget(browser)
+            dialog.resize(760, 640)
+            self.guide_dialog = dialog
+        self.guide_dialog.show()
+        self.guide_dialog.raise_()
+
+    def quit_app(self) -> None:
+        """File ▸ Quit (Ctrl+Q): while runs train, ask first; they stop with a checkpoint."""
+        if self.jobs and not self.confirm_quit():
+            return
+        self._quit_confirmed = True
+        self.close()
+
+    def confirm_quit(self) -> bool:
+        runs = sorted(self.jobs)
+        which = f"run {runs[0]}" if len(runs) == 1 else "runs " + ", ".join(map(str, runs))
+        answer = QMessageBox.question(self, "SSL Studio", f"Stop {which} with a checkpoint and quit?")
+        return answer == QMessageBox.StandardButton.Yes
 
     # -- window state -------------------------------------------------------------------------
     def restore_layout(self) -> bool:

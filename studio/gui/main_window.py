@@ -475,6 +475,9 @@ class MainWindow(ProjectHandling, WindowChrome, QMainWindow):
         self.run_page.warm_up(holder.size())
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self.jobs and event.spontaneous() and not getattr(self, "_quit_confirmed", False) and not self.confirm_quit():
+            event.ignore()  # the window's close button while training: asked, and the person said no
+            return
         self._closing = True
         self.save_layout()
         if self.jobs:

@@ -1,0 +1,39 @@
+"""Quitting while a run trains asks first; Help ▸ User's guide shows the shipped guide in the app."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("private_settings")
+
+
+def test_quit_while_training_asks_and_no_keeps_the_window(make_window, project, monkeypatch):
+    w = make_window(project.root)
+    asked = []
+
+    def answer(parent, title, text, *a, **k):
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", answer)
+    monkeypatch.setitem(w.runs.jobs, 3, object())  # as if run 3 were training in this window
+    w.actions_by_name["quit"].trigger()
+    assert asked == ["Stop run 3 with a checkpoint and quit?"] and w.isVisible()
+    w.runs.jobs.clear()
+    w.actions_by_name["quit"].trigger()  # nothing trains: no question
+    assert len(asked) == 1 and not w.isVisible()
+
+
+def test_the_users_guide_opens_inside_the_app(make_window, project):
+    w = make_window(project.root)
+    w.actions_by_name["guide"].trigger()
+    dialog = w.guide_dialog
+    assert dialog.isVisible()
+    from PySide6.QtWidgets import QTextBrowser
+
+    text = dialog.findChild(QTextBrowser, "Guide").toPlainText()
+    assert text.startswith("SSL Studio: the user's guide") and "Budget" in text and "Explorer" in text
