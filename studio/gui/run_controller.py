@@ -29,6 +29,8 @@ class RunController(QObject):
         super().__init__(parent)
         self.project = None
         self.jobs: dict[int, object] = {}
+        self.pausing: set[int] = set()  # asked to pause; the step under way has not ended yet
+        self.status_changed.connect(self._on_status)
 
     def set_project(self, project) -> None:
         self.project = project
@@ -46,6 +48,8 @@ class RunController(QObject):
         pause = can_pause(run, busy)
         if pause and job is not None and not job.can_pause:
             pause = Verdict(False, "A run on several processes cannot pause; Stop saves a checkpoint to resume from.")
+        if pause and run.id in self.pausing:
+            pause = Verdict(False, f"Pausing run {run.id} after the step under way…")
         if busy:
             resume = can_continue_paused(run, busy)
         else:
@@ -123,6 +127,8 @@ class RunController(QObject):
         verdict = self.verdicts(self.project.run(run_id))["pause"]
         if verdict:
             self.jobs[run_id].pause()
+            self.pausing.add(run_id)
+            self.message.emit(f"Pausing run {run_id} after the step under way…", 0)
         else:
             self.message.emit(verdict.reason, 10_000)
         return verdict
@@ -150,8 +156,15 @@ class RunController(QObject):
             self.message.emit(verdict.reason, 8000)
         return verdict
 
+    def _on_status(self, run_id: int, status: str, reason: str) -> None:
+        if run_id in self.pausing and status != RunStatus.RUNNING:
+            self.pausing.discard(run_id)
+            if status == RunStatus.PAUSED:
+                self.message.emit(f"Run {run_id} paused; Resume continues it.", 8000)
+
     def _on_finished(self, run_id: int, outcome: dict) -> None:
         job = self.jobs.pop(run_id, None)
+        self.pausing.discard(run_id)
         if job is not None:
             job.deleteLater()
         self.finished.emit(run_id, outcome)

@@ -113,6 +113,14 @@ def test_try_the_sample_opens_the_sample_project_on_a_ready_simclr_form(window, 
     assert page.method_name() == "simclr" and page.dataset_combo.currentData() == "sample"
     assert page.start_button.isEnabled(), page.error_label.text()
     assert "SimCLR" in page.method_box.title()
+    # Sized to about five minutes on this machine, not a preset of its own (issue 16.2).
+    qtbot.waitUntil(lambda: not page.sizing, timeout=120_000)
+    assert page.budget_combo.currentData() == "5m" and page.budget_note.text().startswith("Sized for about 5 minutes")
+    from studio.engine.device import resolve_device
+    from studio.services.budget import DEVICE_BATCH
+
+    kind = resolve_device("auto").device.type
+    assert page.config().image_size == 32 and page.config().batch_size == min(DEVICE_BATCH[kind], 256)
 
 
 def test_recent_projects_are_remembered_and_listed(window, qtbot, tmp_path):

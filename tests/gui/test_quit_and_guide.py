@@ -37,3 +37,23 @@ def test_the_users_guide_opens_inside_the_app(make_window, project):
 
     text = dialog.findChild(QTextBrowser, "Guide").toPlainText()
     assert text.startswith("SSL Studio: the user's guide") and "Budget" in text and "Explorer" in text
+
+
+def test_pause_says_it_is_pausing_until_the_step_under_way_ends(make_window, project, qtbot):
+    from conftest import tiny_train_config
+
+    w = make_window(project.root)
+    run_id = w.runs.start_new("sample", tiny_train_config(steps=500, batch_size=8, image_size=16, monitor_every=-1))
+    qtbot.waitUntil(lambda: w.project.run(run_id).status == "running" and w.project.run(run_id).steps > 0,
+                    timeout=60_000)
+    messages = []
+    w.runs.message.connect(lambda text, ms: messages.append(text))
+    assert w.runs.pause(run_id)
+    verdict = w.runs.verdicts(w.project.run(run_id))["pause"]
+    assert not verdict and verdict.reason == f"Pausing run {run_id} after the step under way…"
+    assert messages[-1] == verdict.reason
+    qtbot.waitUntil(lambda: w.project.run(run_id).status == "paused", timeout=60_000)
+    qtbot.waitUntil(lambda: messages[-1].startswith(f"Run {run_id} paused"), timeout=10_000)
+    assert w.runs.verdicts(w.project.run(run_id))["resume"]
+    w.runs.stop(run_id)
+    qtbot.waitUntil(lambda: run_id not in w.runs.jobs, timeout=60_000)
