@@ -26,6 +26,7 @@ class CostEstimateSection:
         task.failed.connect(lambda err: self._show_estimate_error(task, err))
         task.cancelled.connect(lambda: self._end_estimate(task, "The estimate was cancelled."))
         self._estimate_task = task
+        self._estimate_dataset = dataset
         self.estimating = True
         self.estimate_button.setEnabled(False)
         self.cancel_estimate_button.show()
@@ -59,6 +60,7 @@ class CostEstimateSection:
             return
         self.estimate_result = est
         self.estimate_result_config = config
+        self.estimate_result_dataset = self._estimate_dataset  # the estimate holds for these images only
         memory = ("peak " if est.memory_measured else "about ") + format_bytes(est.peak_memory_bytes)
         of = f" of {format_bytes(est.device_memory_bytes)}" if est.device_memory_bytes else ""
         self.estimate_label.setText(

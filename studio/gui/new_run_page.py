@@ -439,7 +439,8 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         self.start_button.setEnabled(error is None)
         self.start_button.setToolTip(error or "Create the run and train it (Ctrl+Return).")
         self.estimate_button.setEnabled(error is None and self.project is not None and not self.estimating)
-        if self.estimate_result is not None and (error is not None or self.estimate_result_config != self.config()):
+        if self.estimate_result is not None and (error is not None or self.estimate_result_config != self.config()
+                                                 or getattr(self, "estimate_result_dataset", None) != self.dataset()):
             self._clear_estimate()
         cls = METHODS[self.method_name()]
         spec = BACKBONES.get(self.backbone_combo.currentData())

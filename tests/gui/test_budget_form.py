@@ -51,3 +51,14 @@ def test_five_minutes_on_the_cpu_sizes_the_sample_run_and_says_why(qtbot, window
     qtbot.waitUntil(lambda: not page.sizing, timeout=120_000)
     assert page.batch_spin.value() == 16 and page.config().batch_size == 16
     assert "batch 16" not in page.budget_note.text() and page.budget_note.text().startswith("Sized for about an hour")
+
+
+def test_switching_the_dataset_clears_an_estimate_made_for_the_other_one(qtbot, window):
+    page = window.new_run_page
+    page.set_datasets(["sample", "other"])
+    page.select_dataset("sample")
+    page.estimate_result, page.estimate_result_config, page.estimate_result_dataset = object(), page.config(), "sample"
+    page.validate()
+    assert page.estimate_result is not None  # same config, same images: it still holds
+    page.select_dataset("other")
+    assert page.estimate_result is None and "Before you start" in page.estimate_label.text()
