@@ -23,7 +23,8 @@ class MetricPlot(pg.PlotWidget):
 
     resized = None  # a callback after each resize (to place overlay widgets)
 
-    def __init__(self, title: str, y_label: str, y_units: str | None = None, legend: bool = False):
+    def __init__(self, title: str, y_label: str, y_units: str | None = None, legend: bool = False,
+                 empty_text: str = "waiting for the first step…"):
         super().__init__(background=colour("#ffffff"))
         self.setMinimumHeight(150)
         self.title_text = title
@@ -45,6 +46,10 @@ class MetricPlot(pg.PlotWidget):
         self._y_span: tuple[float, float] | None = None
         item.getViewBox().sigRangeChangedManually.connect(self._on_manual_range)
         item.autoBtn.clicked.connect(lambda *_: self.reset_view())
+        # Shown while the plot has no point yet, on an empty 0..1 view (not the last run's axes).
+        self.waiting = pg.TextItem(empty_text, anchor=(0.5, 0.5))
+        self.waiting.setPos(0.5, 0.5)
+        item.addItem(self.waiting, ignoreBounds=True)
         self.apply_theme()
 
     def set_title(self, text: str) -> None:
@@ -55,6 +60,7 @@ class MetricPlot(pg.PlotWidget):
         """Background, axes and title in the current theme's colours (called on theme changes)."""
         self.setBackground(colour("#ffffff"))
         item = self.getPlotItem()
+        self.waiting.setColor(colour("#6b7480"))
         for side in ("left", "bottom"):
             item.getAxis(side).setPen(pg.mkPen(colour("#9aa3ae")))
             item.getAxis(side).setTextPen(pg.mkPen(colour("#3a4350")))
@@ -94,7 +100,13 @@ class MetricPlot(pg.PlotWidget):
         if not self.following:
             return
         xs = [c.xData for c in self.curves.values() if c.xData is not None and len(c.xData)]
+        self.waiting.setVisible(not xs)
         if not xs:
+            if self._x_span is None:  # an empty plot: a plain 0..1 view, not the previous run's
+                item = self.getPlotItem()
+                item.getViewBox().disableAutoRange()
+                item.setXRange(0, 1, padding=0)
+                item.setYRange(0, 1, padding=0)
             return
         ys = np.concatenate([np.asarray(c.yData, dtype=float) for c in self.curves.values() if c.yData is not None])
         ys = ys[np.isfinite(ys)]

@@ -90,7 +90,7 @@ class RunPage(QWidget):
         self.lr_plot = MetricPlot("Learning rate", "learning rate")
         self.speed_plot = MetricPlot("Throughput", "images/s")
         # Monitors (kNN accuracy, embedding health, momentum, ...) differ in scale: one at a time.
-        self.other_plot = MetricPlot("Monitors", "value")
+        self.other_plot = MetricPlot("Monitors", "value", empty_text="no monitor check yet")
         self.other_combo = QComboBox()
         self.other_combo.setObjectName("MonitorChoice")
         self.other_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)

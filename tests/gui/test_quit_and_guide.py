@@ -57,3 +57,30 @@ def test_pause_says_it_is_pausing_until_the_step_under_way_ends(make_window, pro
     assert w.runs.verdicts(w.project.run(run_id))["resume"]
     w.runs.stop(run_id)
     qtbot.waitUntil(lambda: run_id not in w.runs.jobs, timeout=60_000)
+
+
+def test_a_new_run_starts_on_empty_axes_that_say_they_wait(make_window, project, qtbot):
+    import time
+
+    from conftest import tiny_train_config
+
+    from studio.services.training import create_run
+
+    old = create_run(project, "sample", tiny_train_config(steps=400))
+    t = time.time()
+    project.add_metrics([(old.id, s, s / 10, "loss", 50.0 - 0.1 * s, t) for s in range(1, 301)])
+    project.set_run_status(old.id, "finished")
+    new = create_run(project, "sample", tiny_train_config(steps=40))
+    project.set_run_status(new.id, "running")
+    w = make_window(project.root)
+    plot = w.run_page.loss_plot
+    w.panel.select_run(old.id)
+    qtbot.waitUntil(lambda: len(w.run_page.curve_data("loss")[0]) == 300, timeout=10_000)
+    assert not plot.waiting.isVisible() and plot.viewRange()[0][1] > 300
+    w.panel.select_run(new.id)
+    qtbot.waitUntil(lambda: w.run_page.run_id == new.id, timeout=10_000)
+    (x0, x1), (y0, y1) = plot.viewRange()
+    assert plot.waiting.isVisible() and (x0, x1, y0, y1) == (0, 1, 0, 1)  # not run 1's 0..400 and 20..50
+    project.add_metrics([(new.id, s, s / 10, "loss", 4.0 - 0.1 * s, t) for s in range(1, 6)])
+    qtbot.waitUntil(lambda: len(w.run_page.curve_data("loss")[0]) == 5, timeout=10_000)
+    assert not plot.waiting.isVisible() and plot.viewRange()[1][1] < 10
