@@ -164,6 +164,7 @@ class MainWindow(ProjectHandling, WindowChrome, QMainWindow):
         self.poller.subscribe(self.run_page.refresh, curve_ms)
         self.poller.subscribe(self.panel.refresh, poll_ms)
         self.poller.subscribe(self.update_actions, poll_ms)
+        self.poller.subscribe(lambda: self.current_page_title() == "Run details" and self.run_details.refresh(), poll_ms)
         self.poller.start()
         self.update_actions()
         hints = QGuiApplication.styleHints()

@@ -1,4 +1,4 @@
-"""Quitting while a run trains asks first; Help ▸ User's guide shows the shipped guide in the app."""
+"""The first hour in the app (issue 16): quitting while a run trains asks, the guide opens inside the app, Pause says it is pausing, a new run starts on empty axes, Run details follow a run live."""
 
 from __future__ import annotations
 
@@ -84,3 +84,19 @@ def test_a_new_run_starts_on_empty_axes_that_say_they_wait(make_window, project,
     project.add_metrics([(new.id, s, s / 10, "loss", 4.0 - 0.1 * s, t) for s in range(1, 6)])
     qtbot.waitUntil(lambda: len(w.run_page.curve_data("loss")[0]) == 5, timeout=10_000)
     assert not plot.waiting.isVisible() and plot.viewRange()[1][1] < 10
+
+
+def test_run_details_follow_a_training_run_live(make_window, project, qtbot):
+    from conftest import tiny_train_config
+
+    from studio.services.training import create_run
+
+    run = create_run(project, "sample", tiny_train_config(steps=40))
+    project.update_run(run.id, total_steps=40, steps=12)
+    project.set_run_status(run.id, "running")
+    w = make_window(project.root)
+    w.panel.select_run(run.id)
+    w.show_page("Run details")
+    qtbot.waitUntil(lambda: "12 / 40 steps" in w.run_details.subtitle_label.text(), timeout=10_000)
+    project.update_run(run.id, steps=16)  # as the trainer (or another process) records progress
+    qtbot.waitUntil(lambda: "16 / 40 steps" in w.run_details.subtitle_label.text(), timeout=10_000)
