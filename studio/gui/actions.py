@@ -51,8 +51,9 @@ ACTIONS = (
     ActionSpec("pause", "&Run", "&Pause", "pause_run", None, _run("pause"), of_run=True),
     ActionSpec("resume", "&Run", "&Resume", "resume_run", None, _run("resume"), of_run=True),
     ActionSpec("stop", "&Run", "S&top", "stop_run", "Ctrl+.", _run("stop"), of_run=True),
-    ActionSpec("export", "&Run", "&Export…", "open_export_dialog", "Ctrl+E", _run("export"), separator_before=True,
-               of_run=True),
+    ActionSpec("evaluate", "&Run", "E&valuate…", "open_evaluate_dialog", "Ctrl+Shift+V", _run("evaluate"),
+               separator_before=True, of_run=True),
+    ActionSpec("export", "&Run", "&Export…", "open_export_dialog", "Ctrl+E", _run("export"), of_run=True),
     ActionSpec("guide", "&Help", "&User's guide", "open_guide", SK.HelpContents),
     ActionSpec("about", "&Help", "&About SSL Studio", "show_about"),
 )

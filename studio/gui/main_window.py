@@ -26,6 +26,7 @@ from studio.gui.poller import StorePoller
 from studio.gui.project_panel import ProjectPanel
 from studio.gui.app_state import AppState
 from studio.gui.run_controller import RunController
+from studio.gui.evaluate_dialog import RunDialogs
 from studio.gui.run_details import RunDetailsPage
 from studio.gui.run_page import RunPage
 from studio.gui.style import THEMES
@@ -68,7 +69,7 @@ def remember_project(path) -> list[str]:
     return recent
 
 
-class MainWindow(ProjectHandling, WindowChrome, QMainWindow):
+class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
     def __init__(self, parent: QWidget | None = None, poll_ms: int = 1000, curve_ms: int = 400):
         super().__init__(parent)
         self.setWindowTitle("SSL Studio")
@@ -152,6 +153,7 @@ class MainWindow(ProjectHandling, WindowChrome, QMainWindow):
         self.run_details.duplicate_requested.connect(self.duplicate_run)
         self.run_details.delete_requested.connect(self.delete_run)
         self.run_details.export_requested.connect(self.open_export_dialog)
+        self.run_details.evaluate_requested.connect(self.open_evaluate_dialog)
         self.run_details.resume_requested.connect(self.resume_run_from)
         self.run_details.set_verdict_source(self._resume_from_verdict)
         self.runs.started.connect(self._on_job_started)
@@ -307,27 +309,6 @@ class MainWindow(ProjectHandling, WindowChrome, QMainWindow):
         if self.current_page_title() != "Run details":
             self.show_page("Run")
         self.update_actions()
-
-    def open_export_dialog(self, run_id: int | None = None, checkpoint_step: int | None = None):
-        """Run ▸ Export…: the export dialog for a run (the shown one by default), at a checkpoint."""
-        from studio.gui.export_dialog import ExportDialog
-
-        run_id = run_id if run_id is not None else self.run_page.run_id
-        if self.project is None or run_id is None:
-            self.statusBar().showMessage("Select a run to export first.", 6000)
-            return None
-        if self.export_dialog is not None:
-            self.export_dialog.close()
-        dialog = ExportDialog(self.project, run_id, self)
-        if checkpoint_step is not None:
-            dialog.select_checkpoint(checkpoint_step)
-        dialog.exported.connect(lambda info: self.statusBar().showMessage(
-            f"Run {run_id} exported to {info.get('path', '')}.", 15000))
-        dialog.export_failed.connect(lambda msg: self.statusBar().showMessage(f"Export failed: {msg}", 15000))
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)
-        self.export_dialog = dialog
-        dialog.open()
-        return dialog
 
     def duplicate_run(self, run_id: int | None) -> None:
         """The New run form filled with a run's config and dataset: change one thing and start."""

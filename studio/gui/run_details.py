@@ -66,6 +66,7 @@ class RunDetailsPage(QWidget):
     duplicate_requested = Signal(int)
     delete_requested = Signal(int)
     export_requested = Signal(int, object)  # run id, checkpoint step (None: newest)
+    evaluate_requested = Signal(int, object)  # run id, checkpoint step (None: newest)
     resume_requested = Signal(int, int)  # run id, checkpoint step
 
     def __init__(self, parent: QWidget | None = None):
@@ -85,11 +86,15 @@ class RunDetailsPage(QWidget):
         self.duplicate_button.setToolTip("A new-run form filled with this run's config: change one thing and start.")
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Export the encoder of the newest checkpoint (or of the one selected below).")
+        self.evaluate_button = QPushButton("Evaluate…")
+        self.evaluate_button.setToolTip("kNN, linear probe or fine-tuning of the selected (or newest) checkpoint "
+                                        "on a labelled dataset; the results are stored with the run.")
         self.delete_button = QPushButton("Delete run…")
         self.delete_button.setObjectName("Danger")
         self.delete_button.setToolTip("Delete the run, its metrics and its files (checkpoints, exports).")
         self._delete_tip, self._export_tip = self.delete_button.toolTip(), self.export_button.toolTip()
-        for b in (self.duplicate_button, self.export_button, self.delete_button):
+        self._evaluate_tip = self.evaluate_button.toolTip()
+        for b in (self.duplicate_button, self.evaluate_button, self.export_button, self.delete_button):
             head.addWidget(b)
         lay.addLayout(head)
         self.subtitle_label = Label()
@@ -129,7 +134,7 @@ class RunDetailsPage(QWidget):
         rl.addWidget(section_title("Evaluations"))
         self.evaluations_table = self._table(EVALUATION_COLUMNS)
         rl.addWidget(self.evaluations_table, 1)
-        self.no_evaluations_label = Label("No evaluation yet: `ssl-studio eval PROJECT RUN_ID --knn --linear` adds one.")
+        self.no_evaluations_label = Label("No evaluation yet: Evaluate… (Run ▸ Evaluate) adds one.")
         self.no_evaluations_label.setObjectName("Hint")
         rl.addWidget(self.no_evaluations_label)
         split.addWidget(right)
@@ -141,6 +146,8 @@ class RunDetailsPage(QWidget):
         self.duplicate_button.clicked.connect(lambda: self.run_id and self.duplicate_requested.emit(self.run_id))
         self.delete_button.clicked.connect(lambda: self.run_id and self.delete_requested.emit(self.run_id))
         self.export_button.clicked.connect(lambda: self.run_id and self.export_requested.emit(self.run_id, None))
+        self.evaluate_button.clicked.connect(
+            lambda: self.run_id and self.evaluate_requested.emit(self.run_id, self.selected_checkpoint_step()))
         self.export_from_button.clicked.connect(self._export_selected)
         self.resume_from_button.clicked.connect(self._resume_selected)
         self.checkpoints_table.itemSelectionChanged.connect(self._update_buttons)
@@ -273,7 +280,8 @@ class RunDetailsPage(QWidget):
         self.resume_from_button.setEnabled(bool(resume))
         self.resume_from_button.setToolTip(self._resume_tip if resume or resume is None else resume.reason)
         for name, button, tip in (("delete", self.delete_button, self._delete_tip),
-                                  ("export", self.export_button, self._export_tip)):
+                                  ("export", self.export_button, self._export_tip),
+                                  ("evaluate", self.evaluate_button, self._evaluate_tip)):
             verdict = self._verdicts.get(name)
             button.setEnabled(bool(verdict))
             button.setToolTip(tip if verdict or verdict is None else verdict.reason)

@@ -1,0 +1,204 @@
+"""Run ▸ Evaluate…: judge a run's checkpoint on a labelled dataset (kNN, linear probe, fine-tuning
+against training from scratch) on a Task with progress and cancel; the results are stored by
+services.evaluation and show in Run details and Compare at once."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+)
+
+from studio.gui.widgets import Label
+
+KINDS = (  # (key of evaluate_run, label, on by default, what it costs)
+    ("knn", "kNN top-1", True, "seconds: the embeddings and a vote of their nearest neighbours"),
+    ("linear", "Linear probe", True, "seconds to a minute: a logistic regression on frozen features"),
+    ("finetune", "Fine-tune vs from scratch", False, "minutes: trains the whole encoder and a fresh one"),
+    ("baseline", "Compare with the untrained encoder", False, "the same kNN and linear numbers at initialisation"),
+)
+
+
+class EvaluateDialog(QDialog):
+    """Emits `evaluated(run_id, results)` once the chosen evaluations are stored."""
+
+    evaluated = Signal(int, dict)
+
+    def __init__(self, project, run_id: int, step: int | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.project, self.run_id, self.step = project, run_id, step
+        self.task = None
+        self.results: dict | None = None
+        run = project.run(run_id)
+        self.setWindowTitle(f"Evaluate run {run_id}")
+        lay = QVBoxLayout(self)
+        at = f"its checkpoint at step {step:,}" if step is not None else "its newest checkpoint"
+        intro = Label(f"Run {run_id} ({run.method} on {run.backbone}), {at}, on a dataset with classes.")
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        form = QFormLayout()
+        self.dataset_combo = QComboBox()
+        self.dataset_combo.setObjectName("dataset")
+        for ds in project.datasets():
+            if ds.classes > 1:
+                self.dataset_combo.addItem(f"{ds.name} ({ds.images:,} images, {ds.classes} classes)", ds.name)
+        own = self.dataset_combo.findData(run.dataset)
+        self.dataset_combo.setCurrentIndex(max(0, own))
+        form.addRow("Dataset", self.dataset_combo)
+        self.checks: dict[str, QCheckBox] = {}
+        for key, label, on, cost in KINDS:
+            box = QCheckBox(label)
+            box.setChecked(on)
+            box.setToolTip(f"Takes {cost}.")
+            box.toggled.connect(self._update)
+            self.checks[key] = box
+            form.addRow("", box)
+        lay.addLayout(form)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.hide()
+        self.status_label = Label("")
+        self.status_label.setWordWrap(True)
+        self.status_label.setObjectName("Hint")
+        lay.addWidget(self.progress_bar)
+        lay.addWidget(self.status_label)
+        buttons = QDialogButtonBox()
+        self.run_button = QPushButton("Evaluate")
+        self.run_button.setObjectName("Primary")
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        close = buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        close.clicked.connect(self.close)
+        buttons.addButton(self.run_button, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(self.cancel_button, QDialogButtonBox.ButtonRole.ActionRole)
+        lay.addWidget(buttons)
+        self._update()
+
+    def chosen(self) -> dict[str, bool]:
+        return {key: box.isChecked() for key, box in self.checks.items()}
+
+    def _update(self) -> None:
+        chosen = self.chosen()
+        why = ""
+        if self.dataset_combo.count() == 0:
+            why = "No dataset with classes in this project: add a folder with one sub-folder per class."
+        elif not (chosen["knn"] or chosen["linear"] or chosen["finetune"]):
+            why = "Choose at least one evaluation."
+        self.run_button.setEnabled(not why and self.task is None)
+        self.run_button.setToolTip(why or "Evaluate the checkpoint and store the results with the run.")
+        if why and self.task is None:
+            self.status_label.setText(why)
+
+    def start(self) -> None:
+        from studio.gui.tasks import Task
+
+        if self.task is not None or not self.run_button.isEnabled():
+            return
+        root, run_id, step, dataset, chosen = self.project.root, self.run_id, self.step, \
+            self.dataset_combo.currentData(), self.chosen()
+
+        def work(state):
+            from studio.services.evaluation import evaluate_run
+            from studio.store import Project
+
+            with Project.open(root) as project:
+                return evaluate_run(project, run_id, dataset=dataset, checkpoint_step=step, knn=chosen["knn"],
+                                    linear=chosen["linear"], finetune=chosen["finetune"], baseline=chosen["baseline"],
+                                    report=state.report, cancelled=state.cancelled)
+
+        task = Task(work, name="evaluate", parent=self)
+        task.progress.connect(self._on_progress)
+        task.done.connect(self._on_done)
+        task.failed.connect(lambda error: self._end(f"The evaluation failed: {error}"))
+        task.cancelled.connect(lambda: self._end("Cancelled; nothing was stored for the unfinished part."))
+        self.task = task
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.show()
+        self.cancel_button.setEnabled(True)
+        self.status_label.setText("Embedding the images…")
+        self._update()
+        task.start()
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def busy(self) -> bool:
+        return self.task is not None
+
+    def _on_progress(self, p) -> None:
+        if p.total > 0:
+            self.progress_bar.setRange(0, p.total)
+            self.progress_bar.setValue(p.done)
+        self.status_label.setText(f"{p.stage[:1].upper() + p.stage[1:]}…")
+
+    def _end(self, text: str) -> None:
+        self.task = None
+        self.progress_bar.hide()
+        self.cancel_button.setEnabled(False)
+        self.status_label.setText(text)
+        self._update()
+
+    def _on_done(self, results: dict) -> None:
+        self.results = results
+        self._end(results_text(results))
+        self.evaluated.emit(self.run_id, results)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.cancel()
+        super().closeEvent(event)
+
+
+def results_text(results: dict) -> str:
+    """One line of what an evaluation found, its numbers as stored."""
+    names = (("knn_top1", "kNN top-1"), ("linear_top1", "linear probe"), ("finetune_top1", "fine-tuned"),
+             ("finetune_random_top1", "from scratch"), ("knn_random_top1", "kNN untrained"),
+             ("linear_random_top1", "linear untrained"))
+    parts = [f"{label} {results[key]:.3f}" for key, label in names if results.get(key) is not None]
+    step = results.get("checkpoint_step")
+    at = f" (step {step:,})" if step is not None else ""
+    return ("Stored" + at + ": " + ", ".join(parts) + ".") if parts else "Stored."
+
+
+class RunDialogs:
+    """The window's Run ▸ Evaluate… and Export… dialogs (a mixin of MainWindow)."""
+
+    evaluate_dialog = None
+    export_dialog = None
+
+    def open_export_dialog(self, run_id: int | None = None, checkpoint_step: int | None = None):
+        """Run ▸ Export…: the export dialog for a run (the shown one by default), at a checkpoint."""
+        from studio.gui.export_dialog import ExportDialog
+
+        run_id = run_id if run_id is not None else self.run_page.run_id
+        if self.project is None or run_id is None:
+            self.statusBar().showMessage("Select a run to export first.", 6000)
+            return None
+        if self.export_dialog is not None:
+            self.export_dialog.close()
+        dialog = ExportDialog(self.project, run_id, self)
+        if checkpoint_step is not None:
+            dialog.select_checkpoint(checkpoint_step)
+        dialog.exported.connect(lambda info: self.statusBar().showMessage(
+            f"Run {run_id} exported to {info.get('path', '')}.", 15000))
+        dialog.export_failed.connect(lambda msg: self.statusBar().showMessage(f"Export failed: {msg}", 15000))
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)
+        self.export_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def open_evaluate_dialog(self, run_id: int | None = None, step: int | None = None):
+        run_id = run_id if run_id is not None else self.shown_run_id()
+        if self.project is None or run_id is None:
+            self.statusBar().showMessage("Select a run to evaluate first.", 6000)
+            return None
+        if self.evaluate_dialog is not None and not self.evaluate_dialog.busy():
+            self.evaluate_dialog.close()
+        dialog = EvaluateDialog(self.project, run_id, step, self)
+        dialog.evaluated.connect(lambda rid, results: (self.statusBar().showMessage(
+            f"Run {rid}: {results_text(results)}", 15000), self.refresh_now()))
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)
+        self.evaluate_dialog = dialog
+        dialog.open()
+        return dialog
