@@ -69,6 +69,7 @@ class CompareRunsPage(QWidget):
     """Pick runs (check them), overlay a metric's curves, read the sortable table."""
 
     runsChanged = Signal(list)
+    evaluate_requested = Signal(int, object)  # run id, checkpoint step (None: newest)
 
     def __init__(self, project, parent=None):
         super().__init__(parent)
@@ -93,6 +94,8 @@ class CompareRunsPage(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._table_menu)
 
         left = QWidget()
         ll = QVBoxLayout(left)
@@ -137,6 +140,25 @@ class CompareRunsPage(QWidget):
         self._fill_table(runs)
         self._fill_metrics()
         self.redraw()
+
+    def run_at_row(self, row: int) -> int | None:
+        item = self.table.item(row, 0)
+        return None if item is None else int(item.data(Qt.ItemDataRole.DisplayRole))
+
+    def table_menu_for(self, row: int):
+        """The table's context menu for a row: Evaluate that run (its empty columns fill after)."""
+        from PySide6.QtWidgets import QMenu
+
+        run_id = self.run_at_row(row)
+        menu = QMenu(self)
+        if run_id is not None:
+            menu.addAction(f"Evaluate run {run_id}…", lambda: self.evaluate_requested.emit(run_id, None))
+        return menu
+
+    def _table_menu(self, pos) -> None:
+        row = self.table.rowAt(pos.y())
+        if row >= 0:
+            self.table_menu_for(row).exec(self.table.viewport().mapToGlobal(pos))
 
     def _fill_table(self, runs) -> None:
         from studio.services.evaluation import evaluation_summary

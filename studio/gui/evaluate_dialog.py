@@ -196,9 +196,16 @@ class RunDialogs:
         if self.evaluate_dialog is not None and not self.evaluate_dialog.busy():
             self.evaluate_dialog.close()
         dialog = EvaluateDialog(self.project, run_id, step, self)
-        dialog.evaluated.connect(lambda rid, results: (self.statusBar().showMessage(
-            f"Run {rid}: {results_text(results)}", 15000), self.refresh_now()))
+        dialog.evaluated.connect(lambda rid, results: self._on_evaluated(rid, results))
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)
         self.evaluate_dialog = dialog
         dialog.open()
         return dialog
+
+    def _on_evaluated(self, run_id: int, results: dict) -> None:
+        """The new numbers show at once: Run details, and the Compare table's columns."""
+        self.statusBar().showMessage(f"Run {run_id}: {results_text(results)}", 15000)
+        self.refresh_now()
+        compare = self._pages.get("Compare")
+        if hasattr(compare, "refresh"):
+            compare.refresh()

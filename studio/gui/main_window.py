@@ -96,7 +96,7 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
         self.add_page("Run", self.run_page)
         self.add_page("Run details", self.run_details)
         self.add_page("Explorer", factory=lambda p: ExplorerPage(p))
-        self.add_page("Compare", factory=lambda p: CompareRunsPage(p))
+        self.add_page("Compare", factory=self._compare_page)
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.export_dialog = None
         self.about_box = None
@@ -179,6 +179,11 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
         return self.runs.jobs
 
     # -- pages ------------------------------------------------------------------------------
+    def _compare_page(self, project) -> CompareRunsPage:
+        page = CompareRunsPage(project)
+        page.evaluate_requested.connect(self.open_evaluate_dialog)
+        return page
+
     def add_page(self, title: str, widget: QWidget | None = None, factory=None) -> int:
         """Add a page as a tab (the explorer and compare views plug in here); returns its index.
 

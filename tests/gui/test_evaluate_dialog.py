@@ -57,3 +57,23 @@ def test_evaluate_is_refused_with_a_reason_for_a_run_without_a_checkpoint(make_w
     dialog.checks["linear"].setChecked(False)
     assert not dialog.run_button.isEnabled() and "at least one" in dialog.status_label.text()
     dialog.close()
+
+
+def test_compare_offers_evaluate_for_a_run_and_fills_its_column(make_window, project, trained_run, qtbot):
+    w = make_window(project.root)
+    w.show_page("Compare")
+    compare = w.page("Compare")
+    compare.refresh()
+    [row] = [r for r in range(compare.table.rowCount()) if compare.run_at_row(r) == trained_run.id]
+    knn_col = list(compare.table.horizontalHeaderItem(c).text() for c in range(compare.table.columnCount())).index("kNN top-1")
+    assert compare.table.item(row, knn_col).text() == ""
+    [action] = compare.table_menu_for(row).actions()
+    assert action.text() == f"Evaluate run {trained_run.id}…"
+    action.trigger()
+    dialog = w.evaluate_dialog
+    assert dialog.run_id == trained_run.id
+    dialog.checks["linear"].setChecked(False)
+    dialog.run_button.click()
+    qtbot.waitUntil(lambda: not dialog.busy(), timeout=120_000)
+    [row] = [r for r in range(compare.table.rowCount()) if compare.run_at_row(r) == trained_run.id]
+    assert compare.table.item(row, knn_col).text().startswith("0.")
