@@ -71,3 +71,14 @@ def test_the_real_estimate_sizes_a_run_within_its_budget():
     steps = c.steps if c.steps is not None else c.epochs * per_epoch
     assert sized.seconds_per_step > 0 and steps * sized.seconds_per_step <= 300 * TRAIN_SHARE + sized.seconds_per_step * per_epoch
     assert c.batch_size == 32  # a quarter of 128 images
+
+
+def test_the_estimate_plans_like_the_trainer_and_says_when_the_batch_is_lowered():
+    from studio.engine.train.trainer import plan_steps
+    from studio.services.estimate import estimate_cost
+
+    config = TrainConfig(method="simclr", backbone="resnet18", image_size=16, batch_size=32, epochs=3, device="cpu")
+    assert plan_steps(config, 20) == (20, 1, 3)  # the batch at most the images: one step an epoch
+    est = estimate_cost(config, _images(20), steps=2)
+    assert (est.batch_size, est.steps_per_epoch, est.total_steps) == plan_steps(config, 20)
+    assert "more than the 20 images" in est.warnings[0]

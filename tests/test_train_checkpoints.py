@@ -70,18 +70,18 @@ class StopAt(TrainingCallbacks):
 def test_the_schedule_by_time_by_share_and_by_steps():
     now = [0.0]
     clock = lambda: now[0]  # noqa: E731
-    # 200 steps: a twentieth is 10 steps; 1 minute of training time.
-    s = CheckpointSchedule(small_config(steps=200, checkpoint_minutes=1.0, checkpoint_every=7), 200, 0, clock)
-    now[0] = 59.0
+    # 200 steps: a twentieth is 10 steps; 2 minutes of training time.
+    s = CheckpointSchedule(small_config(steps=200, checkpoint_minutes=2.0, checkpoint_every=7), 200, 0, clock)
+    now[0] = 119.0
     assert s.due(3) is None
-    now[0] = 60.0
+    now[0] = 120.0
     assert s.due(4) == "auto.ckpt"  # the time rule, long before a twentieth
     s.saved(4)
-    now[0] = 60.0 + AUTO_CHECKPOINT_MIN_S
+    now[0] = 120.0 + AUTO_CHECKPOINT_MIN_S
     assert s.due(13) is None and s.due(14) == "step-14.ckpt"  # every 7 steps, kept under its step
     s.saved(14)
     now[0] += AUTO_CHECKPOINT_MIN_S
-    assert s.due(23) is None and s.due(24) == "auto.ckpt"  # a twentieth, before the minute is up
+    assert s.due(23) is None and s.due(24) == "auto.ckpt"  # a twentieth, before the 2 minutes are up
     s.saved(24)
     now[0] += 1.0
     assert s.due(34) is None  # a twentieth again, but too soon after the last checkpoint

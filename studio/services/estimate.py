@@ -18,7 +18,7 @@ from studio.engine.data.views import make_view
 from studio.engine.device import resolve_device
 from studio.engine.methods import StepState
 from studio.engine.train import TrainConfig, build_method
-from studio.engine.train.trainer import build_optimizer
+from studio.engine.train.trainer import build_optimizer, plan_steps
 
 DAY_S = 86_400.0
 # Slots of optimiser state per parameter (SGD/LARS momentum; AdamW's two moments).
@@ -62,14 +62,6 @@ def total_memory_bytes(device_type: str, device_total: int | None) -> int | None
         except (ValueError, OSError, AttributeError):
             return None
     return None
-
-
-def _plan(config: TrainConfig, n: int) -> tuple[int, int, int]:
-    """Batch, steps per epoch and total steps, as the Trainer plans them."""
-    batch = min(config.batch_size, n)
-    steps_per_epoch = max(1, n // batch)
-    total = config.steps if config.steps is not None else (config.epochs if config.epochs is not None else 100) * steps_per_epoch
-    return batch, steps_per_epoch, total
 
 
 def _activation_bytes(method, views, state) -> int:
@@ -120,7 +112,7 @@ def estimate_cost(config: TrainConfig, images: DecodedImages | np.ndarray, steps
     steps = max(2, int(steps))
     info = resolve_device(config.device, config.amp)
     device = info.device
-    batch, steps_per_epoch, total = _plan(config, n)
+    batch, steps_per_epoch, total = plan_steps(config, n)
     torch.manual_seed(config.seed)
 
     _check(cancelled)
@@ -182,6 +174,9 @@ def estimate_cost(config: TrainConfig, images: DecodedImages | np.ndarray, steps
         measured_steps=steps,
     )
     est.warnings = cost_warnings(est)
+    if batch < config.batch_size:  # the Trainer lowers it the same way (plan_steps) and logs it
+        est.warnings.insert(0, f"The batch size {config.batch_size} is more than the {n:,} images: the run will use "
+                               f"batches of {batch}, one step an epoch. A smaller batch gives more steps.")
     del method, optimizer, x
     if is_cuda:
         torch.cuda.empty_cache()

@@ -43,7 +43,7 @@ AUTO_CHECKPOINT = "auto.ckpt"  # the automatic one (by time or by share of the r
 # run, so a crash costs at most that much work; but not more often than every
 # AUTO_CHECKPOINT_MIN_S of training, as writing one costs seconds for a large model.
 AUTO_CHECKPOINT_SHARE = 0.05
-AUTO_CHECKPOINT_MIN_S = 15.0
+AUTO_CHECKPOINT_MIN_S = 60.0  # also keeps short runs (and tests) from writing one every few steps
 
 
 class _MethodOutput(torch.nn.Module):
@@ -99,6 +99,18 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def plan_steps(config: TrainConfig, n: int) -> tuple[int, int, int]:
+    """(batch, steps per epoch, total steps) of a run over `n` images: the batch at most the
+    images, whole batches an epoch, the length in steps or epochs (DEFAULT_EPOCHS when neither).
+    The one rule; the cost estimate and the budget plan with it too."""
+    from studio.engine.train.config import DEFAULT_EPOCHS
+
+    batch = min(config.batch_size, n)
+    steps_per_epoch = max(1, n // batch)
+    total = config.steps if config.steps is not None else (config.epochs or DEFAULT_EPOCHS) * steps_per_epoch
+    return batch, steps_per_epoch, total
+
+
 class Trainer:
     def __init__(
         self,
@@ -141,14 +153,9 @@ class Trainer:
         cfg = self.config
         if n < 2:
             raise ConfigError("the dataset needs at least two images.")
-        batch = min(cfg.batch_size, n)
+        batch, steps_per_epoch, total = plan_steps(cfg, n)
         if batch < cfg.batch_size:
             self.callbacks.on_log(f"the batch size was lowered from {cfg.batch_size} to {batch}, the number of images.", "warning")
-        steps_per_epoch = max(1, n // batch)
-        if cfg.steps is not None:
-            total = cfg.steps
-        else:
-            total = (cfg.epochs if cfg.epochs is not None else 100) * steps_per_epoch
         return batch, steps_per_epoch, total
 
     def _images_on(self, device: torch.device) -> torch.Tensor:
