@@ -94,3 +94,94 @@ def test_existing_outputs_lists_what_an_export_would_replace(trained, tmp_path):
         assert existing_outputs(project, run_id, "torchvision", tmp_path / "other.pth") == []
         with pytest.raises(ExportError):
             existing_outputs(project, run_id, "torchvision", proj / "project.db")
+
+
+# -- 3. a full disk ---------------------------------------------------------------------------------
+def _full_disk_open(limit: int = 64_000):
+    """`open` for the checkpoint writer whose files take `limit` bytes, then fail as a full disk
+    does: torch.save itself meets the ENOSPC (and reports it its own way, 'unexpected pos')."""
+    import io
+
+    class FullFile(io.FileIO):
+        def write(self, b):
+            if self.tell() + len(b) > limit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(b)
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            return FullFile(path, "wb")
+        return open(path, mode, *args, **kwargs)
+
+    return fake_open
+
+
+def test_torch_save_reports_a_full_disk_as_unexpected_pos_and_it_is_recognised(tmp_path, monkeypatch):
+    import torch
+
+    import studio.engine.train.checkpoint as ckpt
+    from studio.engine.errors import DiskFullError
+
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # the form the writer must recognise
+        with _full_disk_open(1000)(tmp_path / "raw", "wb") as f:
+            torch.save({"w": torch.zeros(10_000)}, f)
+    monkeypatch.setattr(ckpt, "open", _full_disk_open(), raising=False)
+    with pytest.raises(DiskFullError, match="the disk is full"):
+        ckpt.save_checkpoint(tmp_path / "step-2.ckpt", {"w": torch.zeros(100_000)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no temporary file left
+
+
+def test_disk_full_during_a_checkpoint_fails_the_run_and_train_json_still_prints(tmp_path, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    import studio.engine.train.checkpoint as ckpt
+    from studio.store import Project
+
+    proj = tmp_path / "p"
+    assert _run_cli("init", str(proj))[0] == 0
+    assert _run_cli("dataset", "add", str(proj), "sample")[0] == 0
+    monkeypatch.setattr(ckpt, "open", _full_disk_open(), raising=False)
+
+    def log_full(self, run_id, message, level="info"):  # the run's log cannot be written either
+        raise OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(Project, "log", log_full)
+    code, stdout, err = _run_cli("train", str(proj), "--dataset", "sample", "--method", "simclr", "--backbone",
+                                 "resnet18", "--steps", "4", "--batch-size", "8", "--image-size", "16", "--device",
+                                 "cpu", "--checkpoint-every", "2", "--json")
+    monkeypatch.undo()
+    assert code == 1
+    payload = json.loads(stdout)
+    assert payload["status"] == "failed" and "the disk is full" in payload["reason"]
+    assert "OperationalError" not in err and "unexpected pos" not in err
+    with Project.open(proj) as p:
+        (run,) = p.runs()
+        assert run.status == "failed" and "the disk is full" in run.reason
+        assert p.checkpoints(run.id) == []
+    assert not [f for f in (proj / "runs").rglob("*") if ".tmp-" in f.name]
+
+
+def test_a_checkpoint_is_refused_before_writing_when_the_disk_lacks_room(project, monkeypatch):
+    import studio.engine.train.checkpoint as ckpt
+    from studio.services.training import create_run, execute_run
+
+    monkeypatch.setattr(ckpt, "free_space", lambda folder: 2**20)
+    run = create_run(project, "sample", tiny_train_config(steps=4, batch_size=8, checkpoint_every=2))
+    result = execute_run(project, run.id)
+    assert result.status == "failed" and "the disk is full" in result.reason and "MB are free" in result.reason
+    assert project.run(run.id).status == "failed"
+
+
+def test_temporary_checkpoints_of_a_killed_writer_are_removed_when_the_project_opens(project):
+    from studio.store import Project
+
+    run_dir = project.root / "runs" / "1"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = run_dir / f".step-4.ckpt.tmp-{dead.pid}"
+    mine = run_dir / f".step-6.ckpt.tmp-{os.getpid()}"  # being written by this process now
+    stale.write_bytes(b"partial")
+    mine.write_bytes(b"partial")
+    Project.open(project.root).close()
+    assert not stale.exists() and mine.exists()

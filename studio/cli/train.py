@@ -271,17 +271,37 @@ def _train(args: argparse.Namespace) -> int:
     if args.gpus and args.gpus > 1:
         return _launch_gpus(args, request)
 
-    with Project.open(args.project) as project:
-        prepared = prepare_run(project, **request)
-        _announce(prepared)
-        run = prepared.run
-        control = TrainingControl()
-        printer = ProgressPrinter(project.root, run.id)
-        with stop_on_signals(control):
-            result = execute_run(project, run.id, control=control, callbacks=[printer], resume=prepared.resume,
-                                 checkpoint_step=prepared.checkpoint_step, progress=_decoding)
-        checkpoint = project.rel(result.checkpoint) if result.checkpoint else None
+    run = None
+    try:
+        with Project.open(args.project) as project:
+            prepared = prepare_run(project, **request)
+            _announce(prepared)
+            run = prepared.run
+            control = TrainingControl()
+            printer = ProgressPrinter(project.root, run.id)
+            with stop_on_signals(control):
+                result = execute_run(project, run.id, control=control, callbacks=[printer], resume=prepared.resume,
+                                     checkpoint_step=prepared.checkpoint_step, progress=_decoding)
+            checkpoint = project.rel(result.checkpoint) if result.checkpoint else None
+    except Exception as exc:
+        _report_disk_full(args, run.id if run is not None else None, exc)
+        raise
     return report_result(args, run.id, result, checkpoint, f"ssl-studio train {args.project} --resume {run.id}")
+
+
+def _report_disk_full(args: argparse.Namespace, run_id: int | None, exc: BaseException) -> None:
+    """A full disk before the run's result exists: --json still prints its one object, and the
+    error is said in the studio's words rather than SQLite's."""
+    from studio.engine.errors import DiskFullError
+    from studio.engine.train.checkpoint import is_disk_full
+    from studio.services.training import DISK_FULL
+
+    if not is_disk_full(exc):
+        return
+    if args.json:
+        emit_json({"run_id": run_id, "status": RunStatus.FAILED.value, "steps": None, "epochs": None,
+                   "final_loss": None, "images_per_s": None, "checkpoint": None, "reason": DISK_FULL})
+    raise DiskFullError(DISK_FULL) from exc
 
 
 def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str | None, resume_hint: str,

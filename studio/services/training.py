@@ -6,8 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from studio.engine.errors import CheckpointError, ConfigError
+from studio.engine.errors import CheckpointError, ConfigError, DiskFullError
 from studio.engine.train import TrainConfig, Trainer, TrainingCallbacks, TrainingControl, TrainResult, build_method
+from studio.engine.train.checkpoint import is_disk_full
 from studio.services.datasets import load_images
 from studio.store import Project, RunRecord, RunRecorder
 
@@ -163,8 +164,14 @@ def execute_run(
     try:
         images = load_images(project, project.dataset(run.dataset_id), config.image_size, progress)
     except Exception as exc:
+        reason = DISK_FULL if is_disk_full(exc) else str(exc)
         if record:
-            project.set_run_status(run_id, "failed", str(exc))
+            try:
+                project.set_run_status(run_id, "failed", reason)
+            except Exception:  # noqa: BLE001 - the database itself is out of reach
+                pass
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise DiskFullError(reason) from exc
         raise
     trainer = trainer_factory(
         config, images, project.run_dir(run_id),
@@ -184,10 +191,13 @@ def execute_run(
     return result
 
 
+DISK_FULL = "the disk is full: free some space and resume the run."
+
+
 def store_write_failure(exc: BaseException) -> str:
     """What to tell a person whose run could not be written to the project database."""
     text = str(getattr(exc, "orig", None) or exc)
-    if "disk is full" in text or "No space left" in text:
+    if is_disk_full(exc):
         return ("the disk is full: the project database could not be written, so the run was stopped. "
                 "Free some space and resume it.")
     return f"the project database could not be written ({text.splitlines()[0][:200]}), so the run was stopped."

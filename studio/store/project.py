@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from studio.store import models as m
 
 DB_NAME = "project.db"
+TEMP_MARKER = ".tmp-"  # `.NAME.tmp-PID`: a file being written, renamed to NAME when whole
 from studio.store.migrations import SCHEMA_VERSION  # noqa: E402  (one number, kept with the migrations)
 from studio.status import ACTIVE, LIVE, RunStatus  # noqa: E402
 
@@ -220,6 +221,7 @@ class Project:
         upgrade_if_needed(engine, db)
         project = cls(root, engine)
         project.mark_interrupted_runs()
+        project.remove_stale_temp_files()
         return project
 
     def close(self) -> None:
@@ -430,6 +432,26 @@ class Project:
         for run_id in found:
             self.set_run_status(run_id, RunStatus.INTERRUPTED, "the process running it stopped unexpectedly")
         return found
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Remove temporary files (`.NAME.tmp-PID`, a checkpoint or export being written) left by
+        a process killed while writing; those of a live process (this one too) are kept."""
+        removed = []
+        for folder in (self.root / "runs", self.root / "exports", self.root / "cache"):
+            if not folder.is_dir():
+                continue
+            for p in folder.rglob(f".*{TEMP_MARKER}*"):
+                pid = p.name.rsplit(TEMP_MARKER, 1)[-1]
+                if not pid.isdigit() or not p.is_file() or p.is_symlink():
+                    continue
+                if int(pid) == os.getpid() or _pid_alive(int(pid)):
+                    continue  # being written now
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass  # a read-only project: left for a writable open
+        return removed
 
     # -- log --------------------------------------------------------------------------------
     def log(self, run_id: int, message: str, level: str = "info") -> None:
