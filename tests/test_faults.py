@@ -185,3 +185,143 @@ def test_temporary_checkpoints_of_a_killed_writer_are_removed_when_the_project_o
     mine.write_bytes(b"partial")
     Project.open(project.root).close()
     assert not stale.exists() and mine.exists()
+
+
+def _copy_project(trained, tmp_path) -> tuple[Path, int]:
+    import shutil
+
+    src, run_id = trained
+    dst = tmp_path / "copy"
+    shutil.copytree(src, dst)
+    return dst, run_id
+
+
+def _events(project, run_id) -> list[str]:
+    return [e.message for e in project.events(run_id)]
+
+
+# -- 4. one trainer per run -------------------------------------------------------------------------
+def test_a_second_trainer_of_a_held_run_is_refused_and_a_dead_holders_lease_is_taken_over(trained, tmp_path):
+    import time
+
+    from studio.store import Project, RunHeldError
+
+    proj, run_id = _copy_project(trained, tmp_path)
+    with Project.open(proj) as p:
+        p.set_run_status(run_id, "stopped", "stopped by the user")
+        before = (p.run(run_id), _events(p, run_id))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from studio.store import Project; p = Project.open(sys.argv[1]); "
+                               "p.lease_run(int(sys.argv[2])); print('held', flush=True); time.sleep(120)",
+         str(proj), str(run_id)], stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, stdout, err = _run_cli("train", str(proj), "--resume", str(run_id), "--json")
+        assert code == 1
+        assert f"run {run_id} is being trained by another process (process {holder.pid}" in err
+        with Project.open(proj) as p:
+            assert p.run_is_held(run_id)
+            assert (p.run(run_id), _events(p, run_id)) == before  # nothing changed
+            with pytest.raises(RunHeldError):
+                p.lease_run(run_id)
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    with Project.open(proj) as p:
+        assert not p.run_is_held(run_id)
+        p.lease_run(run_id).release()  # the dead process's lease is taken over
+
+
+# -- 5. a checkpoint is checked against its run -------------------------------------------------------
+def _stopped_at_step_2(trained, tmp_path):
+    """A copy of the trained project whose run looks stopped at step 2 (last.ckpt gone)."""
+    from studio.store import Project
+
+    proj, run_id = _copy_project(trained, tmp_path)
+    (proj / "runs" / str(run_id) / "last.ckpt").unlink()
+    with Project.open(proj) as p:
+        p.set_run_status(run_id, "stopped", "stopped by the user", steps=2)
+    return proj, run_id
+
+
+def _doctor(path: Path, **changes) -> None:
+    import studio.engine.train.checkpoint as ckpt
+
+    state = ckpt.load_checkpoint(path)
+    for key, value in changes.items():
+        if key.startswith("config."):
+            state["config"][key[len("config."):]] = value
+        else:
+            state[key] = value
+    ckpt.save_checkpoint(path, {k: v for k, v in state.items() if k not in ("format", "version")})
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"step": 10**9}, "outside this run's 0..4 steps"),
+    ({"step": -5}, "outside this run's 0..4 steps"),
+    ({"config.image_size": 100000}, "refuses"),
+    ({"config.backbone": "mobilenet_v3_small"}, "belongs to another run"),
+    ({"optimizer": {"state": {}, "param_groups": []}}, "could not be resumed"),  # passes the check, fails to load
+])
+def test_a_doctored_checkpoint_is_refused_and_a_failed_resume_leaves_the_run_as_it_was(trained, tmp_path, changes,
+                                                                                         words):
+    from studio.store import Project
+
+    proj, run_id = _stopped_at_step_2(trained, tmp_path)
+    _doctor(proj / "runs" / str(run_id) / "step-2.ckpt", **changes)
+    with Project.open(proj) as p:
+        before = (p.run(run_id), _events(p, run_id), p.metric_series(run_id).steps)
+    code, stdout, err = _run_cli("train", str(proj), "--resume", str(run_id), "--json")
+    assert code == 1 and words in err, err
+    assert "resumed at step" not in err
+    with Project.open(proj) as p:
+        assert (p.run(run_id), _events(p, run_id), p.metric_series(run_id).steps) == before
+
+
+def test_another_runs_checkpoint_is_neither_exported_nor_evaluated(trained, tmp_path):
+    import shutil
+
+    from studio.services.training import create_run
+    from studio.store import Project
+
+    proj, run_id = _copy_project(trained, tmp_path)
+    with Project.open(proj) as p:
+        other = create_run(p, "sample", tiny_train_config(backbone="mobilenet_v3_small", steps=4))
+        target = p.run_dir(other.id) / "last.ckpt"
+        shutil.copy(proj / "runs" / str(run_id) / "last.ckpt", target)
+        p.add_checkpoint(other.id, 4, 1.0, target)
+        p.update_run(other.id, status="stopped", total_steps=4)
+    code, _, err = _run_cli("export", str(proj), str(other.id), "--format", "torchvision", "--out",
+                            str(tmp_path / "x.pth"))
+    assert code == 1 and "belongs to another run" in err and f"runs/{other.id}/last.ckpt" in err
+    assert not (tmp_path / "x.pth").exists()
+    code, _, err = _run_cli("eval", str(proj), str(other.id), "--knn", "--json")
+    assert code == 1 and "belongs to another run" in err
+    with Project.open(proj) as p:
+        assert p.evaluations(other.id) == []
+
+
+def test_cached_embeddings_are_keyed_by_the_checkpoints_content(trained, tmp_path):
+    import numpy as np
+    import torch
+
+    from studio.services.evaluation import compute_embeddings
+    from studio.store import Project
+
+    proj, run_id = _copy_project(trained, tmp_path)
+    with Project.open(proj) as p:
+        first = compute_embeddings(p, run_id, checkpoint_step=4, device="cpu")
+        again = compute_embeddings(p, run_id, checkpoint_step=4, device="cpu")
+        assert again.record.id == first.record.id  # cached
+        path = proj / "runs" / str(run_id) / "last.ckpt"
+        import studio.engine.train.checkpoint as ckpt
+
+        state = ckpt.load_checkpoint(path)
+        state["model"] = {k: (v.flip(0) if k.startswith("backbone.") and v.dim() == 4 else v)
+                          for k, v in state["model"].items()}
+        ckpt.save_checkpoint(path, {k: v for k, v in state.items() if k not in ("format", "version")})
+        replaced = compute_embeddings(p, run_id, checkpoint_step=4, device="cpu")
+        assert replaced.record.id != first.record.id
+        assert not np.allclose(replaced.vectors, first.vectors)
+

@@ -245,7 +245,9 @@ def export_run(
     check_destination(project, planned_outputs(project, run.id, fmt, out, checkpoint_step, with_heads), force=force)
 
     say("loading the checkpoint", 0, 0)
-    loaded = load_for_export(project.abs(ck.path))
+    from studio.services.runs import verify_checkpoint
+
+    loaded = load_for_export(project.abs(ck.path), state=verify_checkpoint(project, run, ck))
     check_stop()
     config = loaded.config
     from studio.engine.data.views import IMAGENET_MEAN, IMAGENET_STD

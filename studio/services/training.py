@@ -10,6 +10,7 @@ from studio.engine.errors import CheckpointError, ConfigError, DiskFullError
 from studio.engine.train import TrainConfig, Trainer, TrainingCallbacks, TrainingControl, TrainResult, build_method
 from studio.engine.train.checkpoint import is_disk_full
 from studio.services.datasets import load_images
+from studio.status import RunStatus
 from studio.store import Project, RunRecord, RunRecorder
 
 Progress = Callable[[int, int], None]
@@ -143,7 +144,28 @@ def execute_run(
     """Run (or resume) a stored run to its end on this thread, writing everything to the store.
 
     With `resume`, training continues from the newest checkpoint, or from the one saved at
-    `checkpoint_step` (the metrics after it are then replaced)."""
+    `checkpoint_step` (the metrics after it are then replaced).
+
+    The run is held (`Project.lease_run`) from here to its end: a second trainer of the same run,
+    in this process or another, gets RunHeldError and changes nothing."""
+    if not record:
+        return _execute_run(project, run_id, control, callbacks, resume, progress, trainer_factory, trainer_kwargs,
+                            record, checkpoint_step)
+    with project.lease_run(run_id):
+        if resume:
+            # Checked again now that it is held: another trainer may have ended it meanwhile.
+            from studio.services.runs import can_resume
+
+            can_resume(project, project.run(run_id), checkpoint_step).check()
+        elif RunStatus.of(project.run(run_id).status) is not RunStatus.QUEUED:
+            raise ConfigError(f"run {run_id} has already been started ({project.run(run_id).status}); "
+                              "continue it with resume instead.")
+        return _execute_run(project, run_id, control, callbacks, resume, progress, trainer_factory, trainer_kwargs,
+                            record, checkpoint_step)
+
+
+def _execute_run(project, run_id, control, callbacks, resume, progress, trainer_factory, trainer_kwargs, record,
+                 checkpoint_step) -> TrainResult:
     run = project.run(run_id)
     config = TrainConfig.from_dict(run.config)
     resume_from = None
@@ -159,8 +181,14 @@ def execute_run(
         resume_from = project.abs(ck.path)
         if checkpoint_step is None and ck.step >= (run.total_steps or 0) > 0 and run.status == "finished":
             raise ConfigError(f"run {run_id} is finished; there is nothing to resume.")
+        from studio.services.runs import verify_checkpoint
+
+        verify_checkpoint(project, run, ck)
     control = control or TrainingControl()
     recorder = RunRecorder(project, run_id, on_write_error=lambda exc: control.stop()) if record else None
+    gate = None
+    if recorder is not None and resume:
+        recorder = gate = _UntilStarted(recorder)
     try:
         images = load_images(project, project.dataset(run.dataset_id), config.image_size, progress)
     except Exception as exc:
@@ -181,6 +209,9 @@ def execute_run(
         **(trainer_kwargs or {}),
     )
     result = trainer.run()
+    if gate is not None and not gate.started:
+        # The resume failed before its first step: the run stays exactly as it was.
+        raise CheckpointError(f"run {run_id} could not be resumed ({result.reason}); it was left as it was.")
     if recorder is not None and recorder.error is not None:
         reason = store_write_failure(recorder.error)
         try:
@@ -192,6 +223,43 @@ def execute_run(
 
 
 DISK_FULL = "the disk is full: free some space and resume the run."
+
+
+class _UntilStarted(TrainingCallbacks):
+    """The recorder of a resumed run, deaf until training has started: a resume refused while
+    loading its checkpoint changes nothing in the stored run (status, steps, log)."""
+
+    def __init__(self, recorder: RunRecorder):
+        self.recorder = recorder
+        self.started = False
+
+    @property
+    def error(self):
+        return self.recorder.error
+
+    def on_start(self, info) -> None:
+        self.started = True
+        self.recorder.on_start(info)
+
+    def on_metrics(self, step, epoch, metrics) -> None:
+        if self.started:
+            self.recorder.on_metrics(step, epoch, metrics)
+
+    def on_checkpoint(self, path, step, epoch) -> None:
+        if self.started:
+            self.recorder.on_checkpoint(path, step, epoch)
+
+    def on_status(self, status, reason=None) -> None:
+        if self.started:
+            self.recorder.on_status(status, reason)
+
+    def on_log(self, message, level="info") -> None:
+        if self.started:
+            self.recorder.on_log(message, level)
+
+    def on_end(self, result) -> None:
+        if self.started:
+            self.recorder.on_end(result)
 
 
 def store_write_failure(exc: BaseException) -> str:

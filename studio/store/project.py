@@ -35,6 +35,73 @@ class ProjectError(Exception):
     """A project folder cannot be created, opened or upgraded; the message says why."""
 
 
+class RunHeldError(ProjectError):
+    """Another trainer holds the run (its lease is taken); nothing was changed."""
+
+
+class RunLease:
+    """The right to train one run: an OS lock on `runs/ID/.lease`, whose text says who holds it
+    (process, host, since). The system releases the lock when its process dies, however it
+    dies, so a stale lease of a dead process is simply taken over; a live holder (in this
+    process or another) makes `acquire` fail."""
+
+    def __init__(self, path: Path, run_id: int):
+        self.path = path
+        self.run_id = run_id
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLease":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock_file(fd)
+        except OSError:
+            holder = _read_text(fd)
+            os.close(fd)
+            who = f" ({holder})" if holder else ""
+            raise RunHeldError(f"run {self.run_id} is being trained by another process{who}; "
+                               "wait for it to end, or stop it first.") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {m.utcnow():%Y-%m-%d %H:%M:%S} UTC".encode())
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, 0)
+            except OSError:
+                pass
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
+
+    def __enter__(self) -> "RunLease":
+        return self.acquire() if self._fd is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock_file(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _read_text(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 400).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
 @dataclass(frozen=True)
 class DatasetRecord:
     id: int
@@ -396,6 +463,24 @@ class Project:
             level = "error" if status in (RunStatus.FAILED, RunStatus.DIVERGED) else "info"
             s.add(m.RunEvent(run_id=run_id, level=level, message=msg))
 
+    def lease_run(self, run_id: int) -> RunLease:
+        """Hold run `run_id` while training it: `with project.lease_run(id): ...`; raises
+        RunHeldError when another trainer holds it."""
+        return RunLease(self.root / "runs" / str(int(run_id)) / ".lease", int(run_id)).acquire()
+
+    def run_is_held(self, run_id: int) -> bool:
+        """Whether a trainer (in any process) holds the run now."""
+        path = self.root / "runs" / str(int(run_id)) / ".lease"
+        if not path.is_file():
+            return False
+        try:
+            RunLease(path, int(run_id)).acquire().release()
+        except RunHeldError:
+            return True
+        except OSError:
+            return False
+        return False
+
     def delete_run(self, run_id: int) -> None:
         import shutil
 
@@ -422,7 +507,9 @@ class Project:
             for row in rows:
                 alive = False
                 fresh = row.heartbeat_at is not None and (m.utcnow() - row.heartbeat_at).total_seconds() < stale_after_s
-                if row.host == host and row.pid:
+                if self.run_is_held(row.id):
+                    alive = True  # its trainer holds the lease: alive, however old its heartbeat
+                elif row.host == host and row.pid:
                     # A live pid with a stale heartbeat is a reused pid, not our run.
                     alive = _pid_alive(row.pid) and fresh
                 elif row.heartbeat_at is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from studio.engine.errors import CheckpointError, DiskFullError
+from studio.engine.errors import CheckpointError, DiskFullError, StudioError
 
 FORMAT = "ssl-studio-checkpoint"
 VERSION = 1
@@ -132,16 +132,21 @@ def encoder_state(method_state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return {k[len(prefix):]: v for k, v in method_state.items() if k.startswith(prefix)}
 
 
-def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild the run's backbone from a checkpoint and load its trained weights.
+def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu", state: dict[str, Any] | None = None):
+    """Rebuild the run's backbone from a checkpoint (or its `state`, loaded and checked already)
+    and load its trained weights; the settings are checked against their bounds first, so a
+    doctored file cannot ask for a 100,000-pixel model.
 
     Returns (backbone in eval mode, the checkpoint's TrainConfig, the checkpoint dict).
     """
     from studio.engine.backbones import build_backbone
     from studio.engine.train.config import TrainConfig
 
-    state = load_checkpoint(path)
-    config = TrainConfig.from_dict(state["config"])
+    state = load_checkpoint(path) if state is None else state
+    try:
+        config = TrainConfig.from_dict(state["config"]).validate()
+    except (KeyError, TypeError, ValueError, StudioError) as exc:
+        raise CheckpointError(f"{Path(path).name} holds settings this studio refuses ({exc}).") from None
     backbone = build_backbone(config.backbone, config.image_size, pretrained=False, **config.backbone_options)
     backbone.load_state_dict(encoder_state(state["model"]), strict=True)
     return backbone.to(device).eval(), config, state
