@@ -325,3 +325,102 @@ def test_cached_embeddings_are_keyed_by_the_checkpoints_content(trained, tmp_pat
         assert replaced.record.id != first.record.id
         assert not np.allclose(replaced.vectors, first.vectors)
 
+
+
+# -- 6. the project database -------------------------------------------------------------------------
+def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path):
+    proj = tmp_path / "p"
+    proj.mkdir()
+    db = proj / "project.db"
+    with sqlite3.connect(str(db)) as c:
+        c.execute("CREATE TABLE recipes (id INTEGER PRIMARY KEY, name TEXT)")
+        c.execute("INSERT INTO recipes (name) VALUES ('soup')")
+    c.close()
+    before = db.read_bytes()
+    code, _, err = _run_cli("runs", str(proj))
+    assert code == 1 and "not an SSL Studio project" in err and "Traceback" not in err
+    assert db.read_bytes() == before and sorted(p.name for p in proj.iterdir()) == ["project.db"]
+    with sqlite3.connect(str(db)) as c:  # another program's id is refused as well
+        c.execute("PRAGMA application_id = 1234")
+    code, _, err = _run_cli("runs", str(proj))
+    assert code == 1 and "another program" in err
+
+
+def test_an_empty_database_file_is_refused_not_adopted(tmp_path):
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "project.db").write_bytes(b"")
+    code, _, err = _run_cli("runs", str(proj), "--json")
+    assert code == 1 and "is empty" in err
+    assert (proj / "project.db").stat().st_size == 0
+
+
+def test_a_studio_project_carries_its_application_id_and_an_old_one_is_adopted(project):
+    from studio.store import Project
+    from studio.store.database import APPLICATION_ID, header
+
+    project.close()
+    assert header(project.db_path)[1] == APPLICATION_ID
+    with sqlite3.connect(str(project.db_path)) as c:  # a project made before the id existed
+        c.execute("PRAGMA application_id = 0")
+    Project.open(project.root).close()
+    assert header(project.db_path)[1] == APPLICATION_ID
+
+
+def _garble(db: Path, offset: int, size: int = 16384) -> None:
+    import random
+
+    rng = random.Random(0)
+    with open(db, "r+b") as f:
+        f.seek(offset)
+        f.write(bytes(rng.randrange(256) for _ in range(size)))
+
+
+def test_a_damaged_database_is_found_on_open_and_repair_copies_out_what_can_be_read(trained, tmp_path):
+    from studio.store import Project
+
+    proj, run_id = _copy_project(trained, tmp_path)
+    with Project.open(proj) as p:
+        points = sum(len(v) for v in p.metric_series(run_id).steps.values())
+        p.engine.dispose()
+    with sqlite3.connect(str(proj / "project.db")) as c:
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    size = (proj / "project.db").stat().st_size
+    _garble(proj / "project.db", size // 2)  # 16 KB of garbage mid-file
+    code, _, err = _run_cli("runs", str(proj))
+    assert code == 1 and "is damaged" in err and "ssl-studio repair" in err and "Traceback" not in err
+    code, stdout, err = _run_cli("repair", str(proj), "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert (proj / report["damaged"]).is_file()
+    code, stdout, err = _run_cli("runs", str(proj), "--json")
+    assert code == 0, err
+    assert [r["id"] for r in json.loads(stdout)["runs"]] == [run_id]
+    with Project.open(proj) as p:
+        kept = sum(len(v) for v in p.metric_series(run_id).steps.values())
+    assert 0 < kept <= points
+
+
+def test_a_bad_schema_version_is_a_clear_error(project):
+    project.close()
+    with sqlite3.connect(str(project.db_path)) as c:
+        c.execute("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'")
+    c.close()
+    code, _, err = _run_cli("runs", str(project.root))
+    assert code == 1 and "schema version is 'abc'" in err and "ValueError" not in err
+
+
+def test_a_read_only_project_opens_for_viewing(trained, tmp_path, monkeypatch):
+    import studio.store.database as database
+    from studio.store import Project, ProjectError
+
+    proj, run_id = _copy_project(trained, tmp_path)
+    monkeypatch.setattr(database, "writable", lambda db: False)  # as on a read-only file system
+    code, stdout, err = _run_cli("runs", str(proj), "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["runs"][0]["id"] == run_id and "read-only" in err
+    with Project.open(proj) as p:
+        assert p.read_only and p.run(run_id).status == "finished"
+        with pytest.raises(ProjectError, match="read-only"):
+            p.log(run_id, "hello")

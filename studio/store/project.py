@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from studio.store import models as m
@@ -241,7 +242,17 @@ def _configure_sqlite(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def make_engine(db_path: Path) -> Engine:
+def _configure_read_only(dbapi_conn, _record) -> None:
+    dbapi_conn.execute("PRAGMA busy_timeout=60000")
+
+
+def make_engine(db_path: Path, read_only: bool = False) -> Engine:
+    if read_only:
+        from studio.store.database import connect
+
+        engine = create_engine("sqlite://", creator=lambda: connect(db_path, True))
+        event.listen(engine, "connect", _configure_read_only)
+        return engine
     engine = create_engine(
         f"sqlite:///{db_path}",
         connect_args={"timeout": 60, "check_same_thread": False},
@@ -253,9 +264,12 @@ def make_engine(db_path: Path) -> Engine:
 class Project:
     """Open with `Project.open(path)` or `Project.create(path)`; close with `close()`."""
 
-    def __init__(self, root: Path, engine: Engine):
+    def __init__(self, root: Path, engine: Engine, read_only: bool = False):
         self.root = Path(root).resolve()
         self.engine = engine
+        # Opened for viewing only (a read-only folder or file system): every write is refused
+        # with a ProjectError that says so.
+        self.read_only = read_only
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     # -- life cycle -------------------------------------------------------------------------
@@ -277,19 +291,65 @@ class Project:
         return cls(root, engine)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Project":
+    def open(cls, path: str | os.PathLike, read_only: bool | None = None) -> "Project":
+        """Open a project; a file that is not a whole studio database is refused untouched
+        (ProjectError saying what to do). A project that cannot be written (read-only folder,
+        file or file system; or `read_only=True`) opens for viewing."""
+        from studio.store.database import DatabaseFileError, check_file, mark_as_ours, writable
+        from studio.store.migrations import SCHEMA_VERSION, schema_version, upgrade_if_needed
+
         root = Path(path).expanduser()
         db = root / DB_NAME
         if not db.is_file():
             raise ProjectError(f"{root} is not a project folder (no {DB_NAME}); create one with 'ssl-studio init'.")
-        engine = make_engine(db)
-        from studio.store.migrations import upgrade_if_needed
-
+        read_only = (not writable(db)) if read_only is None else read_only
+        try:
+            needs_id = check_file(db, read_only)
+        except DatabaseFileError as exc:
+            raise ProjectError(str(exc)) from None
+        engine = make_engine(db, read_only)
+        if read_only:
+            if schema_version(engine) != SCHEMA_VERSION:
+                engine.dispose()
+                raise ProjectError(f"{root} is read-only and was made by another version of SSL Studio; copy it to a "
+                                   "writable folder to open it.")
+            return cls(root, engine, read_only=True)
+        if needs_id:
+            with engine.begin() as conn:
+                mark_as_ours(conn.connection.driver_connection)
         upgrade_if_needed(engine, db)
         project = cls(root, engine)
         project.mark_interrupted_runs()
         project.remove_stale_temp_files()
         return project
+
+    @staticmethod
+    def repair(path: str | os.PathLike):
+        """Copy what SQLite can still read of a damaged project database into a new one in its
+        place (the damaged file is kept beside it); returns a `RepairReport`."""
+        from studio.store.database import repair
+        from studio.store.migrations import create_schema
+
+        db = Path(path).expanduser() / DB_NAME
+        if not db.is_file() or db.stat().st_size == 0:
+            raise ProjectError(f"{db} is missing or empty: there is nothing to repair. Restore it from a backup "
+                               f"({DB_NAME}.bak-v*), or create a new project with 'ssl-studio init'.")
+
+        def fresh(target: Path) -> None:
+            engine = make_engine(target)
+            try:
+                create_schema(engine)
+            finally:
+                engine.dispose()
+
+        from studio.store.database import DatabaseFileError
+
+        try:
+            return repair(db, fresh)
+        except (DatabaseFileError, OSError) as exc:
+            raise ProjectError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - sqlite3 errors of a file past saving
+            raise ProjectError(f"{db} could not be read at all ({exc}); restore it from a backup.") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -302,9 +362,15 @@ class Project:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as s:
-            with s.begin():
-                yield s
+        try:
+            with self._sessions() as s:
+                with s.begin():
+                    yield s
+        except OperationalError as exc:
+            if "readonly database" in str(exc) or (self.read_only and "attempt to write" in str(exc)):
+                raise ProjectError(f"{self.root} is read-only: it was opened for viewing, and nothing can be "
+                                   "changed in it. Copy it to a writable folder to train, evaluate or export.") from None
+            raise
 
     # -- paths ------------------------------------------------------------------------------
     @property
