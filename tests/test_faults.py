@@ -424,3 +424,32 @@ def test_a_read_only_project_opens_for_viewing(trained, tmp_path, monkeypatch):
         assert p.read_only and p.run(run_id).status == "finished"
         with pytest.raises(ProjectError, match="read-only"):
             p.log(run_id, "hello")
+
+
+# -- 7. input that should be refused ----------------------------------------------------------------
+@pytest.mark.parametrize("extra, words", [
+    (["--backbone", "vit_tiny", "--backbone-option", "patch_size=0"], "the patch size must be at least 1"),
+    (["--backbone", "vit_tiny", "--backbone-option", "num_layers=-1"], "the number of layers must be at least 1"),
+    (["--backbone", "vit_tiny", "--backbone-option", "patch_size=5"], "not a multiple of the patch size 5"),
+    (["--backbone", "resnet18", "--backbone-option", "small_stem=maybe"], "the small stem must be true or false"),
+    (["--backbone", "resnet18", "--set", "hidden_dim=1000000000"], "at most"),
+    (["--backbone", "resnet18", "--weight-decay", "-1"], "at least 0"),
+    (["--backbone", "resnet18", "--checkpoint-every", "-1"], "at least 0"),
+    (["--backbone", "resnet18", "--seed", "99999999999999999999"], "at most"),
+])
+def test_out_of_bounds_settings_are_refused_and_create_no_run(project, extra, words):
+    code, stdout, err = _run_cli("train", str(project.root), "--dataset", "sample", "--method", "simclr",
+                                 "--steps", "2", "--image-size", "32", "--device", "cpu", *extra, "--json")
+    assert code == 1 and words in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert project.runs() == []
+
+
+def test_backbone_options_describe_themselves_like_settings():
+    from studio.engine.backbones import backbone_spec
+
+    fields = {f.name: f for f in backbone_spec("vit_small").option_fields()}
+    assert fields["patch_size"].min == 1 and fields["patch_size"].max == 64 and fields["patch_size"].optional
+    assert backbone_spec("vit_small").check_options(32, {"patch_size": "8", "num_layers": "2"}) == {"patch_size": 8,
+                                                                                                      "num_layers": 2}
+    assert [f.name for f in backbone_spec("resnet50").option_fields()] == ["small_stem"]

@@ -34,9 +34,12 @@ def validate_config(config: TrainConfig, processes: int = 1) -> TrainConfig:
     built = build_config(cls.config_class, config.method_config)
     spec = backbone_spec(config.backbone)
     cls.check_backbone(spec.kind, config.backbone)
+    options = spec.check_options(config.image_size, config.backbone_options)
     check_batch_split(config.batch_size, processes)
     typed = {name: getattr(built, name) for name in config.method_config}
-    return config if typed == config.method_config else dataclasses.replace(config, method_config=typed)
+    if typed == config.method_config and options == config.backbone_options:
+        return config
+    return dataclasses.replace(config, method_config=typed, backbone_options=options)
 
 
 def create_run(project: Project, dataset: str | int, config: TrainConfig, parent_run_id: int | None = None,
