@@ -453,3 +453,36 @@ def test_backbone_options_describe_themselves_like_settings():
     assert backbone_spec("vit_small").check_options(32, {"patch_size": "8", "num_layers": "2"}) == {"patch_size": 8,
                                                                                                       "num_layers": 2}
     assert [f.name for f in backbone_spec("resnet50").option_fields()] == ["small_stem"]
+
+
+# -- 10. folder scans ---------------------------------------------------------------------------------
+def test_a_link_back_into_the_folder_a_loop_and_a_fifo_are_skipped_with_a_reason(tmp_path):
+    import threading
+
+    from conftest import write_image_folder
+
+    from studio.engine.data import open_source
+
+    root = write_image_folder(tmp_path / "imgs", per_class=4)  # 8 images, classes cats and dogs
+    (root / "self").symlink_to(".")
+    (root / "cats" / "up").symlink_to("..")
+    (root / "dogs" / "loop.png").symlink_to("loop2.png")
+    (root / "dogs" / "loop2.png").symlink_to("loop.png")
+    os.mkfifo(root / "cats" / "pipe.png")
+    outside = write_image_folder(tmp_path / "more", classes=("birds",), per_class=2)
+    (root / "dogs" / "more").symlink_to(outside)  # a real folder elsewhere: followed, once
+    (root / "cats" / "more-again").symlink_to(outside)
+
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(info=open_source("folder", str(root)).verify()),
+                              daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the scan blocked (on the FIFO?)"
+    info = result["info"]
+    assert info.class_names == ["cats", "dogs"] and info.images == 10  # 8 + the 2 behind the link, once
+    reasons = {Path(name).name: why for name, why in info.skipped}
+    assert "loop" in reasons["self"] and "loop" in reasons["up"]
+    assert reasons["loop.png"] == "a symbolic link loop" and reasons["loop2.png"] == "a symbolic link loop"
+    assert "FIFO" in reasons["pipe.png"]
+    assert any("scanned already" in reasons.get(n, "") for n in ("more", "more-again"))
