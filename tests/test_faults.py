@@ -486,3 +486,41 @@ def test_a_link_back_into_the_folder_a_loop_and_a_fifo_are_skipped_with_a_reason
     assert reasons["loop.png"] == "a symbolic link loop" and reasons["loop2.png"] == "a symbolic link loop"
     assert "FIFO" in reasons["pipe.png"]
     assert any("scanned already" in reasons.get(n, "") for n in ("more", "more-again"))
+
+
+# -- 11. messages -----------------------------------------------------------------------------------
+def test_the_diverged_reason_is_said_once_and_names_the_checkpoint_by_its_relative_path(project, monkeypatch):
+    import torch
+
+    from studio.engine.methods.simclr import SimCLR
+
+    original = SimCLR.training_step
+
+    def diverging(self, views, state):
+        out = original(self, views, state)
+        if state.step >= 2:
+            out = {**out, "loss": out["loss"] * torch.tensor(float("nan"))}
+        return out
+
+    monkeypatch.setattr(SimCLR, "training_step", diverging)
+    code, stdout, err = _run_cli("train", str(project.root), "--dataset", "sample", "--method", "simclr", "--backbone",
+                                 "resnet18", "--steps", "6", "--batch-size", "8", "--image-size", "16", "--device",
+                                 "cpu", "--checkpoint-every", "2", "--log-every", "1", "--json")
+    assert code == 1
+    payload = json.loads(stdout)
+    assert payload["status"] == "diverged"
+    assert err.count("the loss became") == 1, err
+    assert str(project.root) not in err and str(project.root) not in payload["reason"]
+    assert "runs/1/step-2.ckpt" in err
+    assert str(project.root) not in project.run(payload["run_id"]).reason
+
+
+def test_control_characters_from_file_names_never_reach_the_terminal(project, tmp_path):
+    folder = tmp_path / "imgs"
+    from conftest import write_image_folder
+
+    write_image_folder(folder, per_class=2)
+    (folder / "cats" / "\x1b[31mred\x1b[0m\x07.png").write_bytes(b"not an image")
+    code, _, err = _run_cli("dataset", "add", str(project.root), str(folder), "--name", "esc")
+    assert code == 0, err
+    assert "red" in err and "\x1b" not in err and "\x07" not in err

@@ -186,11 +186,19 @@ class ProgressPrinter:
         say(f"checkpoint at step {step}: {_rel(self.root, path)}")
 
     def on_status(self, status: str, reason: str | None = None) -> None:
+        held, self.held_error = getattr(self, "held_error", None), None
+        if held and held != reason:
+            say(f"error: {held}")
         if status == RunStatus.PAUSED:
             say("paused")
 
     def on_log(self, message: str, level: str = "info") -> None:
-        if level in ("warning", "error"):
+        if level == "error":
+            # Held until the status that follows: the run's ending reason is said once, by the
+            # result line, not also here.
+            self.held_error = message
+            return
+        if level == "warning":
             return say(f"{level}: {message}")
         say(message)
 
@@ -321,7 +329,9 @@ def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str
     if args.json:
         emit_json(payload)
     if RunStatus.of(result.status).is_error:
-        print(f"error: run {run_id} {result.status}: {result.reason}", file=sys.stderr)
+        from studio.cli import printable
+
+        print(printable(f"error: run {run_id} {result.status}: {result.reason}"), file=sys.stderr)
         return 1
     if not args.json:
         loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""

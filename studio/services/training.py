@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -206,12 +207,14 @@ def _execute_run(project, run_id, control, callbacks, resume, progress, trainer_
         raise
     trainer = trainer_factory(
         config, images, project.run_dir(run_id),
-        callbacks=[c for c in (recorder, *callbacks) if c is not None],
+        callbacks=[_ProjectPaths(c, project) for c in (recorder, *callbacks) if c is not None],
         control=control, resume_from=resume_from,
         monitors=run_monitors(project, run, config, images),
         **(trainer_kwargs or {}),
     )
     result = trainer.run()
+    if result.reason:
+        result = dataclasses.replace(result, reason=relative_paths(project, result.reason))
     if gate is not None and not gate.started:
         # The resume failed before its first step: the run stays exactly as it was.
         raise CheckpointError(f"run {run_id} could not be resumed ({result.reason}); it was left as it was.")
@@ -226,6 +229,44 @@ def _execute_run(project, run_id, control, callbacks, resume, progress, trainer_
 
 
 DISK_FULL = "the disk is full: free some space and resume the run."
+
+
+def relative_paths(project: Project, text: str) -> str:
+    """A message with the project's own paths relative to it (as paths are stored and printed)."""
+    root = str(project.root)
+    return text.replace(root + os.sep, "").replace(root, ".") if text else text
+
+
+class _ProjectPaths(TrainingCallbacks):
+    """Hands the engine's messages on with the project's paths made relative (a diverged run
+    names its last good checkpoint `runs/3/step-200.ckpt`, not by its absolute path)."""
+
+    def __init__(self, inner, project: Project):
+        self.inner = inner
+        self.project = project
+
+    def __getattr__(self, name):  # error, started, ... of the wrapped listener
+        return getattr(self.inner, name)
+
+    def on_start(self, info) -> None:
+        self.inner.on_start(info)
+
+    def on_metrics(self, step, epoch, metrics) -> None:
+        self.inner.on_metrics(step, epoch, metrics)
+
+    def on_checkpoint(self, path, step, epoch) -> None:
+        self.inner.on_checkpoint(path, step, epoch)
+
+    def on_status(self, status, reason=None) -> None:
+        self.inner.on_status(status, relative_paths(self.project, reason) if reason else reason)
+
+    def on_log(self, message, level="info") -> None:
+        self.inner.on_log(relative_paths(self.project, message), level)
+
+    def on_end(self, result) -> None:
+        if getattr(result, "reason", None):
+            result = dataclasses.replace(result, reason=relative_paths(self.project, result.reason))
+        self.inner.on_end(result)
 
 
 class _UntilStarted(TrainingCallbacks):
