@@ -41,7 +41,7 @@ class RunHeldError(ProjectError):
 
 
 class RunLease:
-    """The right to train one run: an OS lock on `runs/ID/.lease`, whose text says who holds it
+    """The right to train one run: an OS lock on `.locks/run-ID.lease`, whose text says who holds it
     (process, host, since). The system releases the lock when its process dies, however it
     dies, so a stale lease of a dead process is simply taken over; a live holder (in this
     process or another) makes `acquire` fail."""
@@ -529,14 +529,18 @@ class Project:
             level = "error" if status in (RunStatus.FAILED, RunStatus.DIVERGED) else "info"
             s.add(m.RunEvent(run_id=run_id, level=level, message=msg))
 
+    def _lease_path(self, run_id: int) -> Path:
+        # Beside the runs, not in their folders: a run's folder holds only its checkpoints.
+        return self.root / ".locks" / f"run-{int(run_id)}.lease"
+
     def lease_run(self, run_id: int) -> RunLease:
         """Hold run `run_id` while training it: `with project.lease_run(id): ...`; raises
         RunHeldError when another trainer holds it."""
-        return RunLease(self.root / "runs" / str(int(run_id)) / ".lease", int(run_id)).acquire()
+        return RunLease(self._lease_path(run_id), int(run_id)).acquire()
 
     def run_is_held(self, run_id: int) -> bool:
         """Whether a trainer (in any process) holds the run now."""
-        path = self.root / "runs" / str(int(run_id)) / ".lease"
+        path = self._lease_path(run_id)
         if not path.is_file():
             return False
         try:
