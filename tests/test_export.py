@@ -289,7 +289,7 @@ def test_chosen_checkpoint_and_heads(trained, sample_batch, tmp_path):
     assert (tmp_path / "h.card.json").is_file() and (tmp_path / "h.README.md").is_file()
     import onnxruntime as ort
 
-    onnx_export = export_run(project, run_id, "onnx", out=tmp_path / "h.onnx", with_heads=True)
+    onnx_export = export_run(project, run_id, "onnx", out=tmp_path / "ho.onnx", with_heads=True)
     session = ort.InferenceSession(str(onnx_export.path), providers=["CPUExecutionProvider"])
     f2, p2 = session.run(["features", "projections"], {"images": sample_batch.numpy()})
     np.testing.assert_allclose(f2, features.numpy(), atol=ATOL, rtol=0)

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -37,9 +38,19 @@ def emit_json(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text that came from files (names, messages of a library reading them) made safe for a
+    terminal: escape sequences dropped, other control characters shown as '?'."""
+    return _CONTROLS.sub("?", _ESCAPES.sub("", str(text)))
+
+
 def say(message: str) -> None:
     """Progress and human output that must not pollute --json stdout."""
-    print(message, file=sys.stderr, flush=True)
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +86,36 @@ def _add_debug_everywhere(sub: argparse._SubParsersAction) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or exc.__class__.__name__
+    return " ".join(printable(str(exc)).split()) or exc.__class__.__name__
+
+
+def _known_failure(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """Errors of the machine rather than of the studio, in words a person can act on."""
+    from sqlalchemy.exc import DatabaseError
+
+    from studio.engine.train.checkpoint import is_disk_full
+
+    if is_disk_full(exc):
+        return "the disk is full: free some space and try again."
+    if isinstance(exc, DatabaseError):
+        where = getattr(args, "project", None) or "PROJECT"
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        if "readonly" in detail:
+            return f"{where} is read-only: it can be viewed, not changed."
+        return (f"the project database is damaged ({detail}); run 'ssl-studio repair {where}' to copy out what can "
+                "still be read (the damaged file is kept).")
+    return None
+
+
+def _note_read_only(args: argparse.Namespace) -> None:
+    project = getattr(args, "project", None)
+    if not project or getattr(args, "command", None) in ("init", "repair"):
+        return
+    from studio.store.database import writable
+
+    db = os.path.join(str(project), "project.db")
+    if os.path.isfile(db) and not writable(__import__("pathlib").Path(db)):
+        say(f"note: {project} is read-only; it is opened for viewing only.")
 
 
 def _setting_hint(args: argparse.Namespace, exc: BaseException) -> str:
@@ -114,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from studio.store import ProjectError, SchemaVersionError
 
     try:
+        _note_read_only(args)
         return int(args.func(args) or 0)
     except UsageError as exc:
         parser.error(str(exc))  # exits 2
@@ -125,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StudioError, ProjectError, SchemaVersionError, OSError) as exc:
         if args.debug:
             raise
-        print(f"error: {_one_line(exc)}{_setting_hint(args, exc)}", file=sys.stderr)
+        known = _known_failure(exc, args) if isinstance(exc, OSError) else None
+        print(f"error: {known or _one_line(exc)}{_setting_hint(args, exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -133,5 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug still ends in one line; --debug shows where
         if args.debug:
             raise
+        known = _known_failure(exc, args)
+        if known:
+            print(f"error: {known}", file=sys.stderr)
+            return 1
         print(f"error: {exc.__class__.__name__}: {_one_line(exc)} (run again with --debug to see the traceback)", file=sys.stderr)
         return 1

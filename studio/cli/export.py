@@ -28,7 +28,7 @@ def _export(args: argparse.Namespace) -> int:
         result = export_run(
             project, args.run_id, args.format, out=args.out, checkpoint_step=args.checkpoint,
             with_heads=args.with_heads, dataset=args.dataset, batch_size=args.batch_size, device=args.device,
-            progress=progress,
+            progress=progress, force=args.force,
         )
         payload = result.to_json(project)
     if args.json:
@@ -60,5 +60,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", help="embeddings formats: the dataset to embed (default: the run's own)")
     p.add_argument("--batch-size", type=int, default=128, help="embeddings formats: images per batch")
     p.add_argument("--device", default="cpu", help="embeddings formats: auto | cpu | cuda | mps")
+    p.add_argument("--force", action="store_true",
+                   help="replace files that exist already (never the project's own database, checkpoints or cache)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_export)

@@ -52,7 +52,26 @@ def _dataset_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair(args: argparse.Namespace) -> int:
+    report = Project.repair(args.project)
+    payload = {"database": report.database.name, "damaged": report.damaged.name, "rows": report.rows,
+               "lost": report.lost}
+    if args.json:
+        emit_json(payload)
+    else:
+        copied = sum(report.rows.values())
+        lost = sum(report.lost.values())
+        say(f"repaired {report.database}: {copied} rows copied" + (f", {lost} unreadable rows lost" if lost else ""))
+        say(f"the damaged file is kept as {report.damaged.name}")
+    return 0
+
+
 def register(sub) -> None:
+    r = sub.add_parser("repair", help="copy what can still be read of a damaged project database into a new one")
+    r.add_argument("project")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_repair)
+
     p = sub.add_parser("init", help="create a project folder")
     p.add_argument("project")
     p.add_argument("--json", action="store_true")

@@ -186,11 +186,19 @@ class ProgressPrinter:
         say(f"checkpoint at step {step}: {_rel(self.root, path)}")
 
     def on_status(self, status: str, reason: str | None = None) -> None:
+        held, self.held_error = getattr(self, "held_error", None), None
+        if held and held != reason:
+            say(f"error: {held}")
         if status == RunStatus.PAUSED:
             say("paused")
 
     def on_log(self, message: str, level: str = "info") -> None:
-        if level in ("warning", "error"):
+        if level == "error":
+            # Held until the status that follows: the run's ending reason is said once, by the
+            # result line, not also here.
+            self.held_error = message
+            return
+        if level == "warning":
             return say(f"{level}: {message}")
         say(message)
 
@@ -271,17 +279,37 @@ def _train(args: argparse.Namespace) -> int:
     if args.gpus and args.gpus > 1:
         return _launch_gpus(args, request)
 
-    with Project.open(args.project) as project:
-        prepared = prepare_run(project, **request)
-        _announce(prepared)
-        run = prepared.run
-        control = TrainingControl()
-        printer = ProgressPrinter(project.root, run.id)
-        with stop_on_signals(control):
-            result = execute_run(project, run.id, control=control, callbacks=[printer], resume=prepared.resume,
-                                 checkpoint_step=prepared.checkpoint_step, progress=_decoding)
-        checkpoint = project.rel(result.checkpoint) if result.checkpoint else None
+    run = None
+    try:
+        with Project.open(args.project) as project:
+            prepared = prepare_run(project, **request)
+            _announce(prepared)
+            run = prepared.run
+            control = TrainingControl()
+            printer = ProgressPrinter(project.root, run.id)
+            with stop_on_signals(control):
+                result = execute_run(project, run.id, control=control, callbacks=[printer], resume=prepared.resume,
+                                     checkpoint_step=prepared.checkpoint_step, progress=_decoding)
+            checkpoint = project.rel(result.checkpoint) if result.checkpoint else None
+    except Exception as exc:
+        _report_disk_full(args, run.id if run is not None else None, exc)
+        raise
     return report_result(args, run.id, result, checkpoint, f"ssl-studio train {args.project} --resume {run.id}")
+
+
+def _report_disk_full(args: argparse.Namespace, run_id: int | None, exc: BaseException) -> None:
+    """A full disk before the run's result exists: --json still prints its one object, and the
+    error is said in the studio's words rather than SQLite's."""
+    from studio.engine.errors import DiskFullError
+    from studio.engine.train.checkpoint import is_disk_full
+    from studio.services.training import DISK_FULL
+
+    if not is_disk_full(exc):
+        return
+    if args.json:
+        emit_json({"run_id": run_id, "status": RunStatus.FAILED.value, "steps": None, "epochs": None,
+                   "final_loss": None, "images_per_s": None, "checkpoint": None, "reason": DISK_FULL})
+    raise DiskFullError(DISK_FULL) from exc
 
 
 def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str | None, resume_hint: str,
@@ -301,7 +329,9 @@ def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str
     if args.json:
         emit_json(payload)
     if RunStatus.of(result.status).is_error:
-        print(f"error: run {run_id} {result.status}: {result.reason}", file=sys.stderr)
+        from studio.cli import printable
+
+        print(printable(f"error: run {run_id} {result.status}: {result.reason}"), file=sys.stderr)
         return 1
     if not args.json:
         loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""

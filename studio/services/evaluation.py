@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -90,8 +91,11 @@ def run_encoder(project: Project, run_id: int, step: int | None = None, device: 
     if step == INITIAL_STEP:
         config = TrainConfig.from_dict(project.run(run_id).config)
         return initial_encoder(config, dev), config, INITIAL_STEP
+    from studio.services.runs import verify_checkpoint
+
     ck = checkpoint_for(project, run_id, step)
-    encoder, config, _ = load_encoder(project.abs(ck.path), dev)
+    state = verify_checkpoint(project, project.run(run_id), ck)
+    encoder, config, _ = load_encoder(project.abs(ck.path), dev, state=state)
     return encoder, config, ck.step
 
 
@@ -113,10 +117,28 @@ def _dataset_record(project: Project, run_id: int, dataset: str | int | None) ->
     return project.dataset(dataset if dataset is not None else project.run(run_id).dataset_id)
 
 
-def _embedding_path(project: Project, run_id: int, step: int, dataset_id: int):
+def _embedding_path(project: Project, run_id: int, step: int, dataset_id: int, digest: str = ""):
     folder = project.root / "embeddings"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"run{run_id}-step{step}-dataset{dataset_id}.npy"
+    return folder / f"run{run_id}-step{step}-dataset{dataset_id}{'-' + digest if digest else ''}.npy"
+
+
+def _checkpoint_key(project: Project, run_id: int, step: int) -> str:
+    """What cached embeddings of a checkpoint are keyed by besides its step: its content (a file
+    replaced under the same step is another checkpoint); "" for the initial weights."""
+    from studio.services.runs import checkpoint_digest
+
+    if step == INITIAL_STEP:
+        return "init"
+    return checkpoint_digest(project, checkpoint_for(project, run_id, step))
+
+
+def _cached_embedding(project: Project, run_id: int, step: int, dataset_id: int, digest: str):
+    for e in reversed(project.embeddings(run_id)):
+        if (e.checkpoint_step == step and e.dataset_id == dataset_id and Path(e.path).stem.endswith("-" + digest)
+                and project.abs(e.path).is_file()):
+            return e
+    return None
 
 
 def _resolve_step(project: Project, run_id: int, step: int | None) -> int:
@@ -144,7 +166,8 @@ def compute_embeddings(
     config = TrainConfig.from_dict(project.run(run_id).config)
     report("loading images", 0, 1)
     images = load_images(project, ds, config.image_size, lambda d, t: report("loading images", d, t))
-    record = None if recompute else project.find_embedding(run_id, step, ds.id)
+    digest = _checkpoint_key(project, run_id, step)
+    record = None if recompute else _cached_embedding(project, run_id, step, ds.id, digest)
     if record is not None:
         vectors = np.load(project.abs(record.path))
         if len(vectors) == len(images):
@@ -152,7 +175,7 @@ def compute_embeddings(
     encoder, config, step = run_encoder(project, run_id, step, device)
     vectors = embed_images(encoder, images.images, batch_size, config.image_size,
                            progress=lambda d, t: report("embedding", d, t), cancelled=cancelled)
-    path = _embedding_path(project, run_id, step, ds.id)
+    path = _embedding_path(project, run_id, step, ds.id, digest)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, vectors)
     tmp.replace(path)

@@ -106,6 +106,65 @@ def resolve_output(project: Project, run_id: int, step: int | None, format: str,
     return target, target.with_name(f"{target.stem}.card.json"), target.with_name(f"{target.stem}.README.md")
 
 
+# The project's own files, which no export may write over, even with `force`: the database (and
+# its journal, WAL and backups), the runs' checkpoints and the caches.
+PROTECTED_FOLDERS = ("runs", "cache")
+
+
+def _is_project_file(project: Project, target: Path) -> bool:
+    root = project.root.resolve()
+    try:
+        rel = target.resolve().relative_to(root)
+    except ValueError:
+        return False
+    parts = rel.parts
+    if not parts:
+        return True  # the project folder itself
+    if len(parts) == 1 and parts[0].startswith(project.db_path.name):
+        return True  # project.db, project.db-wal, -shm, -journal, .bak-v1 ...
+    return parts[0] in PROTECTED_FOLDERS
+
+
+def planned_outputs(project: Project, run_id: int, format: str, out: str | os.PathLike | None = None,
+                    checkpoint_step: int | None = None, with_heads: bool = False) -> list[Path]:
+    """Every file an export would write, main file first (what a front door asks about before
+    it overwrites anything)."""
+    fmt = _check_format(format)
+    ck = resolve_checkpoint(project, run_id, checkpoint_step)
+    path, card_path, readme_path = resolve_output(project, run_id, ck.step, fmt, out)
+    files = [path]
+    if fmt == "embeddings-npy":
+        files.append(index_path_for(path))
+    if with_heads and fmt == "torchvision":
+        files.append(path.with_name(f"{path.stem}.heads{path.suffix or '.pth'}"))
+    return files + [card_path, readme_path]
+
+
+def existing_outputs(project: Project, run_id: int, format: str, out: str | os.PathLike | None = None,
+                     checkpoint_step: int | None = None, with_heads: bool = False) -> list[Path]:
+    """The files an export would replace: a front door asks the person about these, then calls
+    `export_run(..., force=True)`. Raises ExportError when the destination is one of the
+    project's own files (never allowed)."""
+    files = planned_outputs(project, run_id, format, out, checkpoint_step, with_heads)
+    check_destination(project, files, force=True)
+    return [f for f in files if os.path.lexists(f)]
+
+
+def check_destination(project: Project, files: list[Path], force: bool = False) -> None:
+    """Refuse to write over the project's own files (always) or over an existing file (unless
+    `force`)."""
+    for f in files:
+        if _is_project_file(project, f):
+            raise ExportError(f"{f} is one of the project's own files (its database, checkpoints or cache); "
+                              "an export never writes there. Choose another destination, e.g. PROJECT/exports/.")
+        if os.path.lexists(f) and (f.is_dir() or f.is_symlink()):
+            raise ExportError(f"{f} exists and is not a plain file; choose another destination.")
+    existing = [f for f in files if os.path.lexists(f)]
+    if existing and not force:
+        names = ", ".join(str(f) for f in existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise ExportError(f"{names} exists already; choose another destination, or overwrite it with --force.")
+
+
 def _dataset_summary(dataset) -> dict[str, Any]:
     info = {"name": dataset.name, "kind": dataset.kind, "images": dataset.images, "classes": dataset.classes}
     if dataset.class_names and len(dataset.class_names) <= 100:
@@ -159,12 +218,14 @@ def export_run(
     progress: ExportProgress | None = None,
     should_stop: ShouldStop | None = None,
     record: bool = True,
+    force: bool = False,
 ) -> ExportResult:
     """Export run `run_id`'s checkpoint (newest, or at `checkpoint_step`) in `format`, write its
     card beside it and record it in the project; raises ExportCancelled if `should_stop` says so.
 
     `out` is a folder or a file (see `resolve_output`); embeddings formats embed `dataset`
-    (default: the run's own) on `device`, `batch_size` images at a time.
+    (default: the run's own) on `device`, `batch_size` images at a time. An existing file is
+    replaced only with `force`; the project's own files never are (see `check_destination`).
     """
     fmt = _check_format(format)
     say = progress or (lambda message, done, total: None)
@@ -181,9 +242,12 @@ def export_run(
     if fmt == "embeddings-parquet" and not parquet_available():
         # Said before minutes of embedding, not after.
         raise ExportError("Parquet export needs pyarrow: pip install 'ssl-studio[parquet]', or export CSV or NPY.")
+    check_destination(project, planned_outputs(project, run.id, fmt, out, checkpoint_step, with_heads), force=force)
 
     say("loading the checkpoint", 0, 0)
-    loaded = load_for_export(project.abs(ck.path))
+    from studio.services.runs import verify_checkpoint
+
+    loaded = load_for_export(project.abs(ck.path), state=verify_checkpoint(project, run, ck))
     check_stop()
     config = loaded.config
     from studio.engine.data.views import IMAGENET_MEAN, IMAGENET_STD
@@ -247,4 +311,4 @@ def export_run(
     return ExportResult(run.id, fmt, card_args["checkpoint_step"], path, files, card_path, readme_path, card, rec, extra_json)
 
 
-__all__ = ["ExportError", "ExportCancelled", "ExportResult", "ExportProgress", "export_run", "resolve_checkpoint", "resolve_output"]
+__all__ = ["ExportError", "ExportCancelled", "ExportResult", "ExportProgress", "check_destination", "existing_outputs", "export_run", "planned_outputs", "resolve_checkpoint", "resolve_output"]

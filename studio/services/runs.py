@@ -16,6 +16,7 @@ points after it are then replaced.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from studio.engine.errors import CheckpointError, ConfigError, StudioError
 from studio.status import RESUMABLE, RunStatus
@@ -141,3 +142,69 @@ def can_evaluate(project: Project, run: RunRecord, step: int | None = None) -> V
     if not verdict:
         return _no(verdict.reason.replace("to export", "to evaluate"), verdict.error)
     return verdict
+
+
+# -- a checkpoint belongs to its run ------------------------------------------------------------
+# What a checkpoint may differ in from its run: where and how verbosely it trained, never what.
+_RUNTIME_FIELDS = ("device", "log_every")
+
+
+def _learning_settings(config: dict) -> dict:
+    from studio.engine.train import TrainConfig
+
+    full = TrainConfig.from_dict(config).to_dict()
+    return {k: v for k, v in full.items() if k not in _RUNTIME_FIELDS}
+
+
+def verify_checkpoint(project: Project, run: RunRecord, checkpoint) -> dict:
+    """Load a run's checkpoint (a CheckpointRecord) and check that it is this run's: same method,
+    backbone, options and settings, a step within the run (and the one recorded for it), sane
+    backbone facts. Returns the loaded state; raises CheckpointError with a clear line
+    otherwise. Resume, export and evaluation read checkpoints only through this."""
+    from studio.engine.train.checkpoint import load_checkpoint
+    from studio.engine.train import TrainConfig
+
+    path = project.abs(checkpoint.path)
+    name = project.rel(path)
+    state = load_checkpoint(path)
+    where = f"the checkpoint {name}"
+    cfg = state.get("config")
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{where} holds no run settings; it was not written by this run.")
+    try:
+        theirs = _learning_settings(cfg)
+        TrainConfig.from_dict(cfg).validate()
+    except (TypeError, ValueError, StudioError) as exc:
+        raise CheckpointError(f"{where} holds settings this studio refuses ({exc}); it was not used.") from None
+    ours = _learning_settings(run.config)
+    differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {theirs.get(k)!r} (run: {ours.get(k)!r})" for k in differ[:3])
+        raise CheckpointError(f"{where} belongs to another run ({shown}); it was not used.")
+    info = state.get("backbone") or {}
+    if isinstance(info, dict) and info.get("name") not in (None, run.backbone):
+        raise CheckpointError(f"{where} holds a {info.get('name')} encoder, not this run's {run.backbone}; it was not used.")
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise CheckpointError(f"{where} records no whole step ({step!r}); it was not used.")
+    total = run.total_steps or 0
+    if step < 0 or (total and step > total):
+        raise CheckpointError(f"{where} says step {step}, outside this run's 0..{total} steps; it was not used.")
+    if checkpoint.step is not None and Path(checkpoint.path).name != "last.ckpt" and step != checkpoint.step:
+        raise CheckpointError(f"{where} says step {step}, but was recorded at step {checkpoint.step}; it was not used.")
+    for key in ("model", "optimizer", "scheduler", "rng"):
+        if key not in state:
+            raise CheckpointError(f"{where} lacks its {key} state; it was not used.")
+    return state
+
+
+def checkpoint_digest(project: Project, checkpoint) -> str:
+    """A short fingerprint of a checkpoint file's content (what cached embeddings are keyed by:
+    a file replaced under the same step is another checkpoint)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(project.abs(checkpoint.path), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]

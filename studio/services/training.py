@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from studio.engine.errors import CheckpointError, ConfigError
+from studio.engine.errors import CheckpointError, ConfigError, DiskFullError
 from studio.engine.train import TrainConfig, Trainer, TrainingCallbacks, TrainingControl, TrainResult, build_method
+from studio.engine.train.checkpoint import is_disk_full
 from studio.services.datasets import load_images
+from studio.status import RunStatus
 from studio.store import Project, RunRecord, RunRecorder
 
 Progress = Callable[[int, int], None]
@@ -32,9 +35,12 @@ def validate_config(config: TrainConfig, processes: int = 1) -> TrainConfig:
     built = build_config(cls.config_class, config.method_config)
     spec = backbone_spec(config.backbone)
     cls.check_backbone(spec.kind, config.backbone)
+    options = spec.check_options(config.image_size, config.backbone_options)
     check_batch_split(config.batch_size, processes)
     typed = {name: getattr(built, name) for name in config.method_config}
-    return config if typed == config.method_config else dataclasses.replace(config, method_config=typed)
+    if typed == config.method_config and options == config.backbone_options:
+        return config
+    return dataclasses.replace(config, method_config=typed, backbone_options=options)
 
 
 def create_run(project: Project, dataset: str | int, config: TrainConfig, parent_run_id: int | None = None,
@@ -142,7 +148,28 @@ def execute_run(
     """Run (or resume) a stored run to its end on this thread, writing everything to the store.
 
     With `resume`, training continues from the newest checkpoint, or from the one saved at
-    `checkpoint_step` (the metrics after it are then replaced)."""
+    `checkpoint_step` (the metrics after it are then replaced).
+
+    The run is held (`Project.lease_run`) from here to its end: a second trainer of the same run,
+    in this process or another, gets RunHeldError and changes nothing."""
+    if not record:
+        return _execute_run(project, run_id, control, callbacks, resume, progress, trainer_factory, trainer_kwargs,
+                            record, checkpoint_step)
+    with project.lease_run(run_id):
+        if resume:
+            # Checked again now that it is held: another trainer may have ended it meanwhile.
+            from studio.services.runs import can_resume
+
+            can_resume(project, project.run(run_id), checkpoint_step).check()
+        elif RunStatus.of(project.run(run_id).status) is not RunStatus.QUEUED:
+            raise ConfigError(f"run {run_id} has already been started ({project.run(run_id).status}); "
+                              "continue it with resume instead.")
+        return _execute_run(project, run_id, control, callbacks, resume, progress, trainer_factory, trainer_kwargs,
+                            record, checkpoint_step)
+
+
+def _execute_run(project, run_id, control, callbacks, resume, progress, trainer_factory, trainer_kwargs, record,
+                 checkpoint_step) -> TrainResult:
     run = project.run(run_id)
     config = TrainConfig.from_dict(run.config)
     resume_from = None
@@ -158,22 +185,39 @@ def execute_run(
         resume_from = project.abs(ck.path)
         if checkpoint_step is None and ck.step >= (run.total_steps or 0) > 0 and run.status == "finished":
             raise ConfigError(f"run {run_id} is finished; there is nothing to resume.")
+        from studio.services.runs import verify_checkpoint
+
+        verify_checkpoint(project, run, ck)
     control = control or TrainingControl()
     recorder = RunRecorder(project, run_id, on_write_error=lambda exc: control.stop()) if record else None
+    gate = None
+    if recorder is not None and resume:
+        recorder = gate = _UntilStarted(recorder)
     try:
         images = load_images(project, project.dataset(run.dataset_id), config.image_size, progress)
     except Exception as exc:
+        reason = DISK_FULL if is_disk_full(exc) else str(exc)
         if record:
-            project.set_run_status(run_id, "failed", str(exc))
+            try:
+                project.set_run_status(run_id, "failed", reason)
+            except Exception:  # noqa: BLE001 - the database itself is out of reach
+                pass
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise DiskFullError(reason) from exc
         raise
     trainer = trainer_factory(
         config, images, project.run_dir(run_id),
-        callbacks=[c for c in (recorder, *callbacks) if c is not None],
+        callbacks=[_ProjectPaths(c, project) for c in (recorder, *callbacks) if c is not None],
         control=control, resume_from=resume_from,
         monitors=run_monitors(project, run, config, images),
         **(trainer_kwargs or {}),
     )
     result = trainer.run()
+    if result.reason:
+        result = dataclasses.replace(result, reason=relative_paths(project, result.reason))
+    if gate is not None and not gate.started:
+        # The resume failed before its first step: the run stays exactly as it was.
+        raise CheckpointError(f"run {run_id} could not be resumed ({result.reason}); it was left as it was.")
     if recorder is not None and recorder.error is not None:
         reason = store_write_failure(recorder.error)
         try:
@@ -184,10 +228,88 @@ def execute_run(
     return result
 
 
+DISK_FULL = "the disk is full: free some space and resume the run."
+
+
+def relative_paths(project: Project, text: str) -> str:
+    """A message with the project's own paths relative to it (as paths are stored and printed)."""
+    root = str(project.root)
+    return text.replace(root + os.sep, "").replace(root, ".") if text else text
+
+
+class _ProjectPaths(TrainingCallbacks):
+    """Hands the engine's messages on with the project's paths made relative (a diverged run
+    names its last good checkpoint `runs/3/step-200.ckpt`, not by its absolute path)."""
+
+    def __init__(self, inner, project: Project):
+        self.inner = inner
+        self.project = project
+
+    def __getattr__(self, name):  # error, started, ... of the wrapped listener
+        return getattr(self.inner, name)
+
+    def on_start(self, info) -> None:
+        self.inner.on_start(info)
+
+    def on_metrics(self, step, epoch, metrics) -> None:
+        self.inner.on_metrics(step, epoch, metrics)
+
+    def on_checkpoint(self, path, step, epoch) -> None:
+        self.inner.on_checkpoint(path, step, epoch)
+
+    def on_status(self, status, reason=None) -> None:
+        self.inner.on_status(status, relative_paths(self.project, reason) if reason else reason)
+
+    def on_log(self, message, level="info") -> None:
+        self.inner.on_log(relative_paths(self.project, message), level)
+
+    def on_end(self, result) -> None:
+        if getattr(result, "reason", None):
+            result = dataclasses.replace(result, reason=relative_paths(self.project, result.reason))
+        self.inner.on_end(result)
+
+
+class _UntilStarted(TrainingCallbacks):
+    """The recorder of a resumed run, deaf until training has started: a resume refused while
+    loading its checkpoint changes nothing in the stored run (status, steps, log)."""
+
+    def __init__(self, recorder: RunRecorder):
+        self.recorder = recorder
+        self.started = False
+
+    @property
+    def error(self):
+        return self.recorder.error
+
+    def on_start(self, info) -> None:
+        self.started = True
+        self.recorder.on_start(info)
+
+    def on_metrics(self, step, epoch, metrics) -> None:
+        if self.started:
+            self.recorder.on_metrics(step, epoch, metrics)
+
+    def on_checkpoint(self, path, step, epoch) -> None:
+        if self.started:
+            self.recorder.on_checkpoint(path, step, epoch)
+
+    def on_status(self, status, reason=None) -> None:
+        if self.started:
+            self.recorder.on_status(status, reason)
+
+    def on_log(self, message, level="info") -> None:
+        if self.started:
+            self.recorder.on_log(message, level)
+
+    def on_end(self, result) -> None:
+        if self.started:
+            self.recorder.on_end(result)
+
+
 def store_write_failure(exc: BaseException) -> str:
     """What to tell a person whose run could not be written to the project database."""
     text = str(getattr(exc, "orig", None) or exc)
-    if "disk is full" in text or "No space left" in text:
+    if is_disk_full(exc):
         return ("the disk is full: the project database could not be written, so the run was stopped. "
                 "Free some space and resume it.")
     return f"the project database could not be written ({text.splitlines()[0][:200]}), so the run was stopped."

@@ -14,6 +14,8 @@ from studio.store.project import (
     MetricSeries,
     Project,
     ProjectError,
+    RunHeldError,
+    RunLease,
     RunRecord,
 )
 from studio.store.recorder import RunRecorder
@@ -31,6 +33,8 @@ __all__ = [
     "MetricSeries",
     "Project",
     "ProjectError",
+    "RunHeldError",
+    "RunLease",
     "RunRecord",
     "RunRecorder",
     "SchemaVersionError",

@@ -47,6 +47,10 @@ def _set_version(conn: Connection, version: int) -> None:
 
 
 def create_schema(engine: Engine) -> None:
+    from studio.store.database import mark_as_ours
+
+    with engine.begin() as conn:
+        mark_as_ours(conn.connection.driver_connection)
     m.Base.metadata.create_all(engine)
     from studio import __version__
 
@@ -61,7 +65,14 @@ def schema_version(engine: Engine) -> int:
             row = s.scalar(select(m.Meta).where(m.Meta.key == "schema_version"))
         except Exception:
             return 0
-        return int(row.value) if row else 0
+        if row is None:
+            return 0
+        try:
+            return int(row.value)
+        except (TypeError, ValueError):
+            raise SchemaVersionError(
+                f"the project database is damaged: its schema version is {row.value!r}, not a number. "
+                "Run 'ssl-studio repair PROJECT' to copy its contents into a new database.") from None
 
 
 def backup_database(db_path: Path, version: int) -> Path:
@@ -91,7 +102,7 @@ def upgrade_if_needed(engine: Engine, db_path: Path) -> Path | None:
         )
     if version == SCHEMA_VERSION:
         return None
-    if version == 0:  # not a studio file yet, or one that never finished being created
+    if version == 0:  # a studio file that never finished being created (foreign files are refused before)
         create_schema(engine)
         return None
     backup = backup_database(db_path, version)

@@ -17,11 +17,13 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from studio.store import models as m
 
 DB_NAME = "project.db"
+TEMP_MARKER = ".tmp-"  # `.NAME.tmp-PID`: a file being written, renamed to NAME when whole
 from studio.store.migrations import SCHEMA_VERSION  # noqa: E402  (one number, kept with the migrations)
 from studio.status import ACTIVE, LIVE, RunStatus  # noqa: E402
 
@@ -32,6 +34,73 @@ ACTIVE_STATUSES = tuple(s.value for s in RunStatus if s in ACTIVE)
 
 class ProjectError(Exception):
     """A project folder cannot be created, opened or upgraded; the message says why."""
+
+
+class RunHeldError(ProjectError):
+    """Another trainer holds the run (its lease is taken); nothing was changed."""
+
+
+class RunLease:
+    """The right to train one run: an OS lock on `.locks/run-ID.lease`, whose text says who holds it
+    (process, host, since). The system releases the lock when its process dies, however it
+    dies, so a stale lease of a dead process is simply taken over; a live holder (in this
+    process or another) makes `acquire` fail."""
+
+    def __init__(self, path: Path, run_id: int):
+        self.path = path
+        self.run_id = run_id
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLease":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock_file(fd)
+        except OSError:
+            holder = _read_text(fd)
+            os.close(fd)
+            who = f" ({holder})" if holder else ""
+            raise RunHeldError(f"run {self.run_id} is being trained by another process{who}; "
+                               "wait for it to end, or stop it first.") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {m.utcnow():%Y-%m-%d %H:%M:%S} UTC".encode())
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, 0)
+            except OSError:
+                pass
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
+
+    def __enter__(self) -> "RunLease":
+        return self.acquire() if self._fd is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock_file(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _read_text(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 400).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -173,7 +242,17 @@ def _configure_sqlite(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def make_engine(db_path: Path) -> Engine:
+def _configure_read_only(dbapi_conn, _record) -> None:
+    dbapi_conn.execute("PRAGMA busy_timeout=60000")
+
+
+def make_engine(db_path: Path, read_only: bool = False) -> Engine:
+    if read_only:
+        from studio.store.database import connect
+
+        engine = create_engine("sqlite://", creator=lambda: connect(db_path, True))
+        event.listen(engine, "connect", _configure_read_only)
+        return engine
     engine = create_engine(
         f"sqlite:///{db_path}",
         connect_args={"timeout": 60, "check_same_thread": False},
@@ -185,9 +264,12 @@ def make_engine(db_path: Path) -> Engine:
 class Project:
     """Open with `Project.open(path)` or `Project.create(path)`; close with `close()`."""
 
-    def __init__(self, root: Path, engine: Engine):
+    def __init__(self, root: Path, engine: Engine, read_only: bool = False):
         self.root = Path(root).resolve()
         self.engine = engine
+        # Opened for viewing only (a read-only folder or file system): every write is refused
+        # with a ProjectError that says so.
+        self.read_only = read_only
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     # -- life cycle -------------------------------------------------------------------------
@@ -209,18 +291,65 @@ class Project:
         return cls(root, engine)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Project":
+    def open(cls, path: str | os.PathLike, read_only: bool | None = None) -> "Project":
+        """Open a project; a file that is not a whole studio database is refused untouched
+        (ProjectError saying what to do). A project that cannot be written (read-only folder,
+        file or file system; or `read_only=True`) opens for viewing."""
+        from studio.store.database import DatabaseFileError, check_file, mark_as_ours, writable
+        from studio.store.migrations import SCHEMA_VERSION, schema_version, upgrade_if_needed
+
         root = Path(path).expanduser()
         db = root / DB_NAME
         if not db.is_file():
             raise ProjectError(f"{root} is not a project folder (no {DB_NAME}); create one with 'ssl-studio init'.")
-        engine = make_engine(db)
-        from studio.store.migrations import upgrade_if_needed
-
+        read_only = (not writable(db)) if read_only is None else read_only
+        try:
+            needs_id = check_file(db, read_only)
+        except DatabaseFileError as exc:
+            raise ProjectError(str(exc)) from None
+        engine = make_engine(db, read_only)
+        if read_only:
+            if schema_version(engine) != SCHEMA_VERSION:
+                engine.dispose()
+                raise ProjectError(f"{root} is read-only and was made by another version of SSL Studio; copy it to a "
+                                   "writable folder to open it.")
+            return cls(root, engine, read_only=True)
+        if needs_id:
+            with engine.begin() as conn:
+                mark_as_ours(conn.connection.driver_connection)
         upgrade_if_needed(engine, db)
         project = cls(root, engine)
         project.mark_interrupted_runs()
+        project.remove_stale_temp_files()
         return project
+
+    @staticmethod
+    def repair(path: str | os.PathLike):
+        """Copy what SQLite can still read of a damaged project database into a new one in its
+        place (the damaged file is kept beside it); returns a `RepairReport`."""
+        from studio.store.database import repair
+        from studio.store.migrations import create_schema
+
+        db = Path(path).expanduser() / DB_NAME
+        if not db.is_file() or db.stat().st_size == 0:
+            raise ProjectError(f"{db} is missing or empty: there is nothing to repair. Restore it from a backup "
+                               f"({DB_NAME}.bak-v*), or create a new project with 'ssl-studio init'.")
+
+        def fresh(target: Path) -> None:
+            engine = make_engine(target)
+            try:
+                create_schema(engine)
+            finally:
+                engine.dispose()
+
+        from studio.store.database import DatabaseFileError
+
+        try:
+            return repair(db, fresh)
+        except (DatabaseFileError, OSError) as exc:
+            raise ProjectError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - sqlite3 errors of a file past saving
+            raise ProjectError(f"{db} could not be read at all ({exc}); restore it from a backup.") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -233,9 +362,15 @@ class Project:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as s:
-            with s.begin():
-                yield s
+        try:
+            with self._sessions() as s:
+                with s.begin():
+                    yield s
+        except OperationalError as exc:
+            if "readonly database" in str(exc) or (self.read_only and "attempt to write" in str(exc)):
+                raise ProjectError(f"{self.root} is read-only: it was opened for viewing, and nothing can be "
+                                   "changed in it. Copy it to a writable folder to train, evaluate or export.") from None
+            raise
 
     # -- paths ------------------------------------------------------------------------------
     @property
@@ -394,6 +529,28 @@ class Project:
             level = "error" if status in (RunStatus.FAILED, RunStatus.DIVERGED) else "info"
             s.add(m.RunEvent(run_id=run_id, level=level, message=msg))
 
+    def _lease_path(self, run_id: int) -> Path:
+        # Beside the runs, not in their folders: a run's folder holds only its checkpoints.
+        return self.root / ".locks" / f"run-{int(run_id)}.lease"
+
+    def lease_run(self, run_id: int) -> RunLease:
+        """Hold run `run_id` while training it: `with project.lease_run(id): ...`; raises
+        RunHeldError when another trainer holds it."""
+        return RunLease(self._lease_path(run_id), int(run_id)).acquire()
+
+    def run_is_held(self, run_id: int) -> bool:
+        """Whether a trainer (in any process) holds the run now."""
+        path = self._lease_path(run_id)
+        if not path.is_file():
+            return False
+        try:
+            RunLease(path, int(run_id)).acquire().release()
+        except RunHeldError:
+            return True
+        except OSError:
+            return False
+        return False
+
     def delete_run(self, run_id: int) -> None:
         import shutil
 
@@ -420,7 +577,9 @@ class Project:
             for row in rows:
                 alive = False
                 fresh = row.heartbeat_at is not None and (m.utcnow() - row.heartbeat_at).total_seconds() < stale_after_s
-                if row.host == host and row.pid:
+                if self.run_is_held(row.id):
+                    alive = True  # its trainer holds the lease: alive, however old its heartbeat
+                elif row.host == host and row.pid:
                     # A live pid with a stale heartbeat is a reused pid, not our run.
                     alive = _pid_alive(row.pid) and fresh
                 elif row.heartbeat_at is not None:
@@ -430,6 +589,26 @@ class Project:
         for run_id in found:
             self.set_run_status(run_id, RunStatus.INTERRUPTED, "the process running it stopped unexpectedly")
         return found
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Remove temporary files (`.NAME.tmp-PID`, a checkpoint or export being written) left by
+        a process killed while writing; those of a live process (this one too) are kept."""
+        removed = []
+        for folder in (self.root / "runs", self.root / "exports", self.root / "cache"):
+            if not folder.is_dir():
+                continue
+            for p in folder.rglob(f".*{TEMP_MARKER}*"):
+                pid = p.name.rsplit(TEMP_MARKER, 1)[-1]
+                if not pid.isdigit() or not p.is_file() or p.is_symlink():
+                    continue
+                if int(pid) == os.getpid() or _pid_alive(int(pid)):
+                    continue  # being written now
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass  # a read-only project: left for a writable open
+        return removed
 
     # -- log --------------------------------------------------------------------------------
     def log(self, run_id: int, message: str, level: str = "info") -> None:

@@ -34,6 +34,9 @@ class RunRecorder:
 
     # -- engine callbacks -------------------------------------------------------------------
     def on_start(self, info: Any) -> None:
+        self._guarded(self._start, info)
+
+    def _start(self, info: Any) -> None:
         start_step = int(getattr(info, "start_step", 0))
         if start_step > 0:
             self.project.truncate_metrics(self.run_id, start_step)
@@ -71,7 +74,7 @@ class RunRecorder:
         self._guarded(self.project.set_run_status, self.run_id, status, reason)
 
     def on_log(self, message: str, level: str = "info") -> None:
-        self.project.log(self.run_id, message, level)
+        self._guarded(self.project.log, self.run_id, message, level)
 
     def on_end(self, result: Any) -> None:
         self._guarded(self.close)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from studio.engine.errors import ConfigError
+from studio.engine.settings import option
 
 SMALL_IMAGE_LIMIT = 64
 
@@ -102,6 +103,35 @@ class BackboneSpec:
     build: Callable[..., Backbone]
     options: dict[str, Any] = field(default_factory=dict)  # extra knobs and their defaults
     pretrained_weights: str | None = None  # torchvision weights enum name, where one exists
+    # The options' descriptions (help, bounds; studio.engine.settings.option), as method configs
+    # and TrainConfig describe their fields.
+    option_class: type | None = None
+
+    def option_fields(self):
+        from studio.engine.settings import config_fields
+
+        return config_fields(self.option_class) if self.option_class is not None else []
+
+    def check_options(self, image_size: int, options: dict[str, Any] | None) -> dict[str, Any]:
+        """The options typed and within their bounds (text from the command line becomes
+        numbers); unknown names and out-of-bound values raise ConfigError."""
+        from studio.engine.settings import parse_value
+
+        infos = {i.name: i for i in self.option_fields()}
+        typed: dict[str, Any] = {}
+        for name, value in (options or {}).items():
+            if name not in infos:
+                known = ", ".join(infos) or "none"
+                raise ConfigError(f"{self.name} has no option {name!r} (options: {known}).", setting="backbone_options")
+            try:
+                typed[name] = parse_value(infos[name], value)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.name}: {exc}", setting="backbone_options") from None
+        patch = typed.get("patch_size")
+        if patch and image_size % patch:
+            raise ConfigError(f"{self.name}: the image size {image_size} is not a multiple of the patch size {patch}.",
+                              setting="backbone_options")
+        return typed
 
 
 def _torchvision_weights(model_name: str, pretrained: bool):
@@ -252,18 +282,33 @@ def _vit(size: str):
 
 
 STEM_OPTION = {"small_stem": None}  # None: automatic (under 64 px)
+VIT_OPTION = {"patch_size": None, "num_layers": None}
+
+
+@dataclass
+class CNNOptions:
+    small_stem: bool | None = option(None, "a stride-1 3x3 stem without max-pool, for small images", label="small stem",
+                                     none="on under 64 px")
+
+
+@dataclass
+class ViTOptions:
+    patch_size: int | None = option(None, "side of the square patches; must divide the image size", min=1, max=64,
+                                    label="patch size", unit="px", none="from the image size")
+    num_layers: int | None = option(None, "transformer blocks of the encoder", min=1, max=48, label="number of layers",
+                                    none="the model's 12")
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "resnet18": BackboneSpec("resnet18", "cnn", 512, "ResNet-18 (11 M parameters); the everyday choice.", _resnet("resnet18", 512), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
-    "resnet34": BackboneSpec("resnet34", "cnn", 512, "ResNet-34 (21 M parameters).", _resnet("resnet34", 512), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
-    "resnet50": BackboneSpec("resnet50", "cnn", 2048, "ResNet-50 (25 M parameters); the papers' reference encoder.", _resnet("resnet50", 2048), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V2"),
-    "convnext_tiny": BackboneSpec("convnext_tiny", "cnn", 768, "ConvNeXt-Tiny (28 M parameters); a modern CNN, strong with AdamW.", _features_cnn("convnext_tiny", 768), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
-    "mobilenet_v3_small": BackboneSpec("mobilenet_v3_small", "cnn", 576, "MobileNetV3-Small (1.5 M parameters); for phones and quick tries.", _features_cnn("mobilenet_v3_small", 576), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
-    "mobilenet_v3_large": BackboneSpec("mobilenet_v3_large", "cnn", 960, "MobileNetV3-Large (3 M parameters); fast on small devices.", _features_cnn("mobilenet_v3_large", 960), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
-    "efficientnet_b0": BackboneSpec("efficientnet_b0", "cnn", 1280, "EfficientNet-B0 (4 M parameters); accurate for its size.", _features_cnn("efficientnet_b0", 1280), options=STEM_OPTION, pretrained_weights="IMAGENET1K_V1"),
-    "vit_tiny": BackboneSpec("vit_tiny", "vit", 192, "ViT-Tiny (5.5 M parameters), 3 heads of 64.", _vit("vit_tiny"), options={"patch_size": None, "num_layers": None}),
-    "vit_small": BackboneSpec("vit_small", "vit", 384, "ViT-Small (22 M parameters), 6 heads of 64.", _vit("vit_small"), options={"patch_size": None, "num_layers": None}),
-    "vit_base": BackboneSpec("vit_base", "vit", 768, "ViT-Base (86 M parameters), 12 heads of 64.", _vit("vit_base"), options={"patch_size": None, "num_layers": None}, pretrained_weights="IMAGENET1K_V1"),
+    "resnet18": BackboneSpec("resnet18", "cnn", 512, "ResNet-18 (11 M parameters); the everyday choice.", _resnet("resnet18", 512), options=STEM_OPTION, option_class=CNNOptions, pretrained_weights="IMAGENET1K_V1"),
+    "resnet34": BackboneSpec("resnet34", "cnn", 512, "ResNet-34 (21 M parameters).", _resnet("resnet34", 512), options=STEM_OPTION, option_class=CNNOptions, pretrained_weights="IMAGENET1K_V1"),
+    "resnet50": BackboneSpec("resnet50", "cnn", 2048, "ResNet-50 (25 M parameters); the papers' reference encoder.", _resnet("resnet50", 2048), options=STEM_OPTION, option_class=CNNOptions, pretrained_weights="IMAGENET1K_V2"),
+    "convnext_tiny": BackboneSpec("convnext_tiny", "cnn", 768, "ConvNeXt-Tiny (28 M parameters); a modern CNN, strong with AdamW.", _features_cnn("convnext_tiny", 768), options=STEM_OPTION, option_class=CNNOptions, pretrained_weights="IMAGENET1K_V1"),
+    "mobilenet_v3_small": BackboneSpec("mobilenet_v3_small", "cnn", 576, "MobileNetV3-Small (1.5 M parameters); for phones and quick tries.", _features_cnn("mobilenet_v3_small", 576), options=STEM_OPTION, option_class=CNNOptions, pretrained_weights="IMAGENET1K_V1"),
+    "mobilenet_v3_large": BackboneSpec("mobilenet_v3_large", "cnn", 960, "MobileNetV3-Large (3 M parameters); fast on small devices.", _features_cnn("mobilenet_v3_large", 960), options=STEM_OPTION, option_class=CNNOptions, pretrained_weights="IMAGENET1K_V1"),
+    "efficientnet_b0": BackboneSpec("efficientnet_b0", "cnn", 1280, "EfficientNet-B0 (4 M parameters); accurate for its size.", _features_cnn("efficientnet_b0", 1280), options=STEM_OPTION, option_class=CNNOptions, pretrained_weights="IMAGENET1K_V1"),
+    "vit_tiny": BackboneSpec("vit_tiny", "vit", 192, "ViT-Tiny (5.5 M parameters), 3 heads of 64.", _vit("vit_tiny"), options=VIT_OPTION, option_class=ViTOptions),
+    "vit_small": BackboneSpec("vit_small", "vit", 384, "ViT-Small (22 M parameters), 6 heads of 64.", _vit("vit_small"), options=VIT_OPTION, option_class=ViTOptions),
+    "vit_base": BackboneSpec("vit_base", "vit", 768, "ViT-Base (86 M parameters), 12 heads of 64.", _vit("vit_base"), options=VIT_OPTION, option_class=ViTOptions, pretrained_weights="IMAGENET1K_V1"),
 }
 
 

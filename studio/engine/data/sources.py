@@ -6,8 +6,10 @@ files are skipped and counted with their reason, never fatal.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -122,6 +124,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def open_image_file(path: str | os.PathLike) -> Image.Image:
+    why = _not_a_regular_file(Path(path))
+    if why:
+        raise OSError(why)
     if os.path.getsize(path) == 0:
         raise OSError("empty file")  # Pillow would call it "cannot identify", which hides the cause
     with warnings.catch_warnings():
@@ -137,6 +142,33 @@ def open_image_file(path: str | os.PathLike) -> Image.Image:
             raise Image.DecompressionBombError(str(exc)) from exc
         finally:
             Image.MAX_IMAGE_PIXELS = old
+
+
+def _entries(folder: Path, skipped: list[tuple[str, str]]) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        skipped.append((str(folder), f"cannot be read ({exc.strerror or exc})"))
+        return []
+
+
+def _not_a_regular_file(path: Path) -> str:
+    """Why `path` cannot be read as an image file without opening it (a FIFO would block the
+    reader), or "" when it can."""
+    try:
+        mode = os.stat(path).st_mode  # never blocks, unlike open()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if path.is_symlink():
+            return "a broken link"
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return ""
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return f"{kind}, not an image file"
 
 
 class FolderSource(ImageSource):
@@ -156,14 +188,46 @@ class FolderSource(ImageSource):
             )
 
     def _scan(self) -> tuple[list[Path], list[int], list[str]]:
-        def images_in(folder: Path, recursive: bool) -> list[Path]:
-            it = folder.rglob("*") if recursive else folder.iterdir()
-            return sorted(
-                p for p in it
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
-            )
+        self.scan_skipped: list[tuple[str, str]] = []
+        seen: set[str] = {os.path.realpath(self.root)}  # folders entered, by real path
+        files: set[str] = set()  # images taken, by real path
 
-        subdirs = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        def images_in(folder: Path, recursive: bool) -> list[Path]:
+            found: list[Path] = []
+            for entry in _entries(folder, self.scan_skipped):
+                path = Path(entry.path)
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    is_dir = entry.is_dir()  # follows a link
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    if recursive and self._enter(path, seen):
+                        found += images_in(path, True)
+                    continue
+                if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                why = _not_a_regular_file(path)
+                if why:
+                    self.scan_skipped.append((str(path), why))
+                    continue
+                real = os.path.realpath(path)
+                if real in files:
+                    self.scan_skipped.append((str(path), "the same file as another image of the folder (a link)"))
+                    continue
+                files.add(real)
+                found.append(path)
+            return sorted(found)
+
+        subdirs = []
+        for entry in _entries(self.root, self.scan_skipped):
+            try:
+                if not entry.name.startswith(".") and entry.is_dir() and self._enter(Path(entry.path), seen):
+                    subdirs.append(Path(entry.path))
+            except OSError:
+                continue
+        subdirs.sort()
         by_class = [(d.name, images_in(d, True)) for d in subdirs]
         by_class = [(n, ps) for n, ps in by_class if ps]
         top = images_in(self.root, False)
@@ -174,8 +238,25 @@ class FolderSource(ImageSource):
             if len(names) == 1:  # one sub-folder is a container, not a class
                 return paths, [-1] * len(paths), []
             return paths, labels, names
-        paths = images_in(self.root, True)
-        return paths, [-1] * len(paths), []
+        return sorted(top + [p for _, ps in by_class for p in ps]), [-1] * (len(top) + sum(len(ps) for _, ps in by_class)), []
+
+    def _enter(self, folder: Path, seen: set[str]) -> bool:
+        """Whether to scan `folder`: each real folder once, so a link to a folder is followed at
+        most once and a link back up (`self -> .`) not at all."""
+        real = os.path.realpath(folder)
+        if real in seen:
+            inside = os.path.realpath(folder.parent)
+            loop = folder.is_symlink() and (inside == real or inside.startswith(real.rstrip(os.sep) + os.sep))
+            what = "a link back into the folder (a loop)" if loop else "a folder scanned already (through a link)"
+            self.scan_skipped.append((str(folder), f"skipped: {what}"))
+            return False
+        seen.add(real)
+        return True
+
+    def verify(self, progress: Callable[[int, int], None] | None = None) -> SourceInfo:
+        info = super().verify(progress)
+        info.skipped[:0] = self.scan_skipped  # what the scan left out, with its reason
+        return info
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -55,10 +55,10 @@ class LoadedEncoder:
         return dict(self.backbone.arch)
 
 
-def load_for_export(checkpoint_path: str | os.PathLike) -> LoadedEncoder:
+def load_for_export(checkpoint_path: str | os.PathLike, state: dict[str, Any] | None = None) -> LoadedEncoder:
     from studio.engine.train.checkpoint import load_encoder
 
-    backbone, config, state = load_encoder(checkpoint_path, "cpu")
+    backbone, config, state = load_encoder(checkpoint_path, "cpu", state=state)
     step = state.get("step")
     epoch = state.get("epoch")
     return LoadedEncoder(backbone, config, int(step) if step is not None else None,

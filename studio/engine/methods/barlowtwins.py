@@ -17,9 +17,9 @@ from studio.engine.methods.base import Method, StepState, option
 
 @dataclass
 class BarlowTwinsConfig:
-    lambda_param: float = option(5e-3, "weight lambda of the redundancy-reduction (off-diagonal) term (paper: 5e-3)", min=0.0)
-    hidden_dim: int = option(2048, "hidden width of the 3-layer projector (paper: 8192 on ImageNet; 2048 for small images)", min=1)
-    output_dim: int = option(2048, "projection size, where the cross-correlation is computed (paper: 8192)", min=1)
+    lambda_param: float = option(5e-3, "weight lambda of the redundancy-reduction (off-diagonal) term (paper: 5e-3)", min=0.0, max=1.0)
+    hidden_dim: int = option(2048, "hidden width of the 3-layer projector (paper: 8192 on ImageNet; 2048 for small images)", min=1, max=65_536)
+    output_dim: int = option(2048, "projection size, where the cross-correlation is computed (paper: 8192)", min=1, max=262_144)
 
 
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_param: float) -> torch.Tensor:

@@ -15,8 +15,8 @@ from studio.engine.methods.base import Method, StepState, momentum_copy, option
 
 @dataclass
 class BYOLConfig:
-    hidden_dim: int = option(4096, "hidden width of the projector and predictor MLPs (paper: 4096)", min=1)
-    output_dim: int = option(256, "projection size, where the loss is computed (paper: 256)", min=1)
+    hidden_dim: int = option(4096, "hidden width of the projector and predictor MLPs (paper: 4096)", min=1, max=65_536)
+    output_dim: int = option(256, "projection size, where the loss is computed (paper: 256)", min=1, max=262_144)
     momentum: float = option(0.99, "target EMA momentum at the start (paper: 0.996 for ImageNet; 0.99 for small sets)", min=0.0, max=1.0)
     momentum_end: float = option(1.0, "momentum at the last step, reached along a cosine (paper: 1)", min=0.0, max=1.0)
 

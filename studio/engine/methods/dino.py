@@ -16,15 +16,15 @@ from studio.engine.methods.base import Method, StepState, linear_warmup, momentu
 
 @dataclass
 class DINOConfig:
-    output_dim: int = option(4096, "prototypes K of the head's last layer (paper: 65536 on ImageNet; 4096 for small sets)", min=2)
-    hidden_dim: int = option(2048, "hidden width of the head's 3-layer MLP (paper: 2048)", min=1)
-    bottleneck_dim: int = option(256, "bottleneck before the weight-normalised last layer (paper: 256)", min=1)
+    output_dim: int = option(4096, "prototypes K of the head's last layer (paper: 65536 on ImageNet; 4096 for small sets)", min=2, max=262_144)
+    hidden_dim: int = option(2048, "hidden width of the head's 3-layer MLP (paper: 2048)", min=1, max=65_536)
+    bottleneck_dim: int = option(256, "bottleneck before the weight-normalised last layer (paper: 256)", min=1, max=65_536)
     norm_last_layer: bool = option(True, "keep the last layer's weight norm fixed (paper: on; off is better but less stable)")
-    freeze_last_layer_epochs: float = option(1.0, "epochs the last layer stays frozen at the start (paper: 1; at most a tenth of the run)", min=0.0)
+    freeze_last_layer_epochs: float = option(1.0, "epochs the last layer stays frozen at the start (paper: 1; at most a tenth of the run)", min=0.0, max=10_000.0)
     student_temp: float = option(0.1, "student softmax temperature (paper: 0.1)", min=1e-3, max=10.0)
     warmup_teacher_temp: float = option(0.04, "teacher temperature at the first step (paper: 0.04)", min=1e-3, max=10.0)
     teacher_temp: float = option(0.07, "teacher temperature after the warm-up (paper: 0.04-0.07)", min=1e-3, max=10.0)
-    warmup_teacher_temp_epochs: float = option(30.0, "epochs of linear teacher-temperature warm-up (paper: 30; at most the run)", min=0.0)
+    warmup_teacher_temp_epochs: float = option(30.0, "epochs of linear teacher-temperature warm-up (paper: 30; at most the run)", min=0.0, max=10_000.0)
     center_momentum: float = option(0.9, "EMA rate of the centre subtracted from the teacher's output (paper: 0.9)", min=0.0, max=1.0)
     momentum: float = option(0.996, "teacher EMA momentum at the start (paper: 0.996)", min=0.0, max=1.0)
     momentum_end: float = option(1.0, "momentum at the last step, reached along a cosine (paper: 1)", min=0.0, max=1.0)
@@ -32,7 +32,7 @@ class DINOConfig:
     global_crop_min_scale: float = option(0.4, "smallest area fraction of a global crop (paper: 0.4)", min=0.01, max=1.0)
     local_crop_min_scale: float = option(0.05, "smallest area fraction of a local crop (paper: 0.05)", min=0.01, max=1.0)
     local_crop_max_scale: float = option(0.4, "largest area fraction of a local crop (paper: 0.4)", min=0.01, max=1.0)
-    local_crop_size: int = option(0, "side of a local crop in px; 0 means 96/224 of the image size", min=0)
+    local_crop_size: int = option(0, "side of a local crop in px; 0 means 96/224 of the image size", min=0, max=1024)
 
 
 def dino_loss(teacher_out: list[torch.Tensor], student_out: list[torch.Tensor], center: torch.Tensor,

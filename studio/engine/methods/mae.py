@@ -17,9 +17,9 @@ from studio.engine.methods.base import Method, StepState, option
 class MAEConfig:
     mask_ratio: float = option(0.75, "fraction of patches hidden from the encoder (paper: 0.75)", min=0.05, max=0.95)
     norm_pix_loss: bool = option(True, "regress each patch's pixels normalised by its own mean and std (paper: on, better features)")
-    decoder_dim: int = option(256, "width of the decoder (paper: 512 on ImageNet; 256 for small images)", min=8)
+    decoder_dim: int = option(256, "width of the decoder (paper: 512 on ImageNet; 256 for small images)", min=8, max=4096)
     decoder_depth: int = option(4, "transformer blocks of the decoder (paper: 8; 1-4 give similar fine-tuning)", min=1, max=16)
-    decoder_heads: int = option(8, "attention heads of the decoder (paper: 16)", min=1)
+    decoder_heads: int = option(8, "attention heads of the decoder (paper: 16)", min=1, max=64)
 
 
 def mae_loss(pred: torch.Tensor, patches: torch.Tensor, idx_mask: torch.Tensor, norm_pix_loss: bool = True,

@@ -17,11 +17,11 @@ from studio.engine.methods.base import Method, StepState, momentum_copy, option
 @dataclass
 class MoCoConfig:
     temperature: float = option(0.2, "InfoNCE temperature tau (MoCo v2: 0.2)", min=1e-3, max=10.0)
-    queue_size: int = option(4096, "negative keys kept in the queue (paper: 65536 on ImageNet; 4096 suits CIFAR-sized sets)", min=0)
+    queue_size: int = option(4096, "negative keys kept in the queue (paper: 65536 on ImageNet; 4096 suits CIFAR-sized sets)", min=0, max=1_000_000)
     momentum: float = option(0.99, "key-encoder EMA momentum at the start (paper: 0.999 on ImageNet, 0.99 for small sets)", min=0.0, max=1.0)
     momentum_end: float = option(1.0, "momentum at the last step, reached along a cosine", min=0.0, max=1.0)
-    hidden_dim: int = option(2048, "hidden width of the MLP head (MoCo v2: 2048)", min=1)
-    output_dim: int = option(128, "key/query size, where the loss is computed (MoCo: 128)", min=1)
+    hidden_dim: int = option(2048, "hidden width of the MLP head (MoCo v2: 2048)", min=1, max=65_536)
+    output_dim: int = option(128, "key/query size, where the loss is computed (MoCo: 128)", min=1, max=262_144)
     symmetric: bool = option(False, "also contrast view 2's query against view 1's key (MoCo v3 style); paper: off")
 
 

@@ -16,8 +16,8 @@ from studio.engine.methods.base import Method, StepState, option
 @dataclass
 class SimCLRConfig:
     temperature: float = option(0.5, "NT-Xent temperature tau (paper: 0.5 for CIFAR, 0.1 for ImageNet)", min=1e-3, max=10.0)
-    hidden_dim: int = option(0, "projection head hidden width; 0 means the backbone's feature size", min=0)
-    output_dim: int = option(128, "projection output size, where the loss is computed", min=1)
+    hidden_dim: int = option(0, "projection head hidden width; 0 means the backbone's feature size", min=0, max=65_536)
+    output_dim: int = option(128, "projection output size, where the loss is computed", min=1, max=262_144)
     num_layers: int = option(2, "layers of the projection MLP (SimCLR v1: 2, v2: 3)", min=2, max=4)
     color_strength: float = option(0.5, "colour jitter strength s (paper: 1.0 ImageNet, 0.5 CIFAR)", min=0.0, max=2.0)
 

@@ -14,9 +14,9 @@ from studio.engine.methods.base import Method, StepState, option
 
 @dataclass
 class SimSiamConfig:
-    hidden_dim: int = option(2048, "hidden width of the projection MLP (paper: 2048)", min=1)
-    output_dim: int = option(2048, "projection size, where the loss is computed (paper: 2048)", min=1)
-    predictor_hidden_dim: int = option(512, "bottleneck of the prediction MLP (paper: 512, a quarter of the output)", min=1)
+    hidden_dim: int = option(2048, "hidden width of the projection MLP (paper: 2048)", min=1, max=65_536)
+    output_dim: int = option(2048, "projection size, where the loss is computed (paper: 2048)", min=1, max=262_144)
+    predictor_hidden_dim: int = option(512, "bottleneck of the prediction MLP (paper: 512, a quarter of the output)", min=1, max=65_536)
 
 
 def simsiam_loss(p1: torch.Tensor, z2: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:

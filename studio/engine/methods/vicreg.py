@@ -15,11 +15,11 @@ from studio.engine.methods.base import Method, StepState, option
 
 @dataclass
 class VICRegConfig:
-    invariance_weight: float = option(25.0, "lambda, weight of the invariance (mean squared distance) term (paper: 25)", min=0.0)
-    variance_weight: float = option(25.0, "mu, weight of the variance hinge term (paper: 25)", min=0.0)
-    covariance_weight: float = option(1.0, "nu, weight of the covariance term (paper: 1)", min=0.0)
-    hidden_dim: int = option(2048, "hidden width of the expander (paper: 8192 on ImageNet; 2048 for small images)", min=1)
-    output_dim: int = option(2048, "expander output size, where the loss is computed (paper: 8192)", min=1)
+    invariance_weight: float = option(25.0, "lambda, weight of the invariance (mean squared distance) term (paper: 25)", min=0.0, max=1000.0)
+    variance_weight: float = option(25.0, "mu, weight of the variance hinge term (paper: 25)", min=0.0, max=1000.0)
+    covariance_weight: float = option(1.0, "nu, weight of the covariance term (paper: 1)", min=0.0, max=1000.0)
+    hidden_dim: int = option(2048, "hidden width of the expander (paper: 8192 on ImageNet; 2048 for small images)", min=1, max=65_536)
+    output_dim: int = option(2048, "expander output size, where the loss is computed (paper: 8192)", min=1, max=262_144)
     num_layers: int = option(3, "layers of the expander MLP (paper: 3)", min=2, max=4)
 
 
