@@ -409,8 +409,12 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
         # A reason may end in a child process's last output lines: the Run page shows them all.
         reason = reason.splitlines()[0].rstrip(":;") if reason else reason
         text = f"Run {run_id} {status}" + (f": {reason}" if reason and status != RunStatus.STOPPED else "") + "."
+        if result.get("refused"):
+            text = f"Run {run_id} was not started, and is left as it was: {result['refused']}"
         self.statusBar().showMessage(text, 15000)
-        if status == RunStatus.FINISHED:
+        if result.get("refused"):
+            pass
+        elif status == RunStatus.FINISHED:
             loss = result.get("final_loss")
             self.notify(f"Run {run_id} finished", f"{result.get('steps', 0):,} steps"
                         + (f", final loss {loss:.4g}" if isinstance(loss, float) else "") + ".")

@@ -110,7 +110,10 @@ class TrainingJob(QObject):
                             resume=self.resume_from_checkpoint, checkpoint_step=self.checkpoint_step)
             except Exception as exc:  # noqa: BLE001 - raised before the Trainer could record it
                 from studio.gui.tasks import error_text
+                from studio.services.jobs import refused_before_training
 
+                if refused_before_training(exc):  # the run is left as it was; say why it did not start
+                    return {**run_outcome(project, self._run_id), "refused": error_text(exc)}
                 settle_unrecorded_end(project, self._run_id, error_text(exc))
             return run_outcome(project, self._run_id)
 

@@ -27,6 +27,16 @@ def settle_unrecorded_end(project: Project, run_id: int, reason: str, stop_reque
         project.set_run_status(run_id, RunStatus.FAILED.value, reason)
 
 
+def refused_before_training(exc: BaseException) -> bool:
+    """A typed refusal raised before training began, which leaves the run as it was: another
+    process trains it (RunHeldError), or its checkpoint does not fit it (CheckpointError). Such a
+    run must not be marked failed; any other early error fails it (settle_unrecorded_end)."""
+    from studio.engine.errors import CheckpointError
+    from studio.store import RunHeldError
+
+    return isinstance(exc, (RunHeldError, CheckpointError))
+
+
 def run_outcome(project: Project, run_id: int) -> dict[str, Any]:
     """The stored ending of a run, as the front doors report it."""
     run = project.run(run_id)

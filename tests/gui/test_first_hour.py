@@ -100,3 +100,34 @@ def test_run_details_follow_a_training_run_live(make_window, project, qtbot):
     qtbot.waitUntil(lambda: "12 / 40 steps" in w.run_details.subtitle_label.text(), timeout=10_000)
     project.update_run(run.id, steps=16)  # as the trainer (or another process) records progress
     qtbot.waitUntil(lambda: "16 / 40 steps" in w.run_details.subtitle_label.text(), timeout=10_000)
+
+
+def test_resuming_a_run_another_process_trains_is_refused_and_leaves_it_as_it_was(make_window, project, qtbot):
+    from conftest import tiny_train_config
+
+    from studio.services.training import create_run, execute_run
+    from studio.engine.train import TrainingControl, TrainingCallbacks
+
+    class StopAt(TrainingCallbacks):
+        def __init__(self, control):
+            self.control = control
+
+        def on_metrics(self, step, epoch, metrics):
+            if step >= 3:
+                self.control.stop()
+
+    run = create_run(project, "sample", tiny_train_config(steps=40, batch_size=8, image_size=16, monitor_every=-1))
+    control = TrainingControl()
+    assert execute_run(project, run.id, control=control, callbacks=[StopAt(control)]).status == "stopped"
+    before = project.run(run.id)
+    w = make_window(project.root)
+    lease = project.lease_run(run.id)  # another trainer holds the run
+    try:
+        w.runs.resume(run.id)
+        qtbot.waitUntil(lambda: run.id not in w.runs.jobs, timeout=60_000)
+        qtbot.waitUntil(lambda: "was not started" in w.statusBar().currentMessage(), timeout=10_000)
+        assert "another process" in w.statusBar().currentMessage()
+        after = project.run(run.id)
+        assert (after.status, after.steps, after.reason) == (before.status, before.steps, before.reason)
+    finally:
+        lease.release()
