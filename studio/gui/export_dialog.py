@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QTextDocument
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QProgressBar,
-    QPushButton, QTextBrowser, QVBoxLayout, QWidget,
+    QMessageBox, QPushButton, QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from studio.engine.export.card import EMBEDDING_FORMATS, FORMAT_TITLES, FORMATS, MODEL_FORMATS
@@ -224,6 +224,8 @@ class ExportDialog(QDialog):
         }
         if fmt in EMBEDDING_FORMATS:
             options["dataset"] = self.dataset_combo.currentData()
+        if not self._may_write(options):
+            return
         self.result = None
         self.card_view.clear()
         self.status_label.setText("starting…")
@@ -239,6 +241,28 @@ class ExportDialog(QDialog):
         self._task.failed.connect(self._on_failed)
         self._task.cancelled.connect(self._on_cancelled)
         self._task.start()
+
+    def _may_write(self, options: dict[str, Any]) -> bool:
+        """Ask before an export replaces files that exist (services.export decides which; the
+        project's own files are never allowed); True to go on, with `force` set if asked."""
+        from studio.services.export import existing_outputs
+        from studio.gui.widgets import message_box
+
+        try:
+            existing = existing_outputs(self.project, self.run_id, options["format"], options["out"],
+                                        options["checkpoint_step"], options["with_heads"])
+        except Exception as exc:  # noqa: BLE001 - the typed refusal, said where the result would be
+            self._on_failed(str(exc))
+            return False
+        if existing:
+            names = "\n".join(str(p) for p in existing[:6]) + ("\n…" if len(existing) > 6 else "")
+            answer = message_box(self, "Replace the existing files?",
+                                 f"This export would replace {len(existing)} file(s):\n{names}", question=True)
+            if answer != QMessageBox.StandardButton.Yes:
+                self.status_label.setText("Not exported: the existing files are kept.")
+                return False
+            options["force"] = True
+        return True
 
     @Slot()
     def cancel_export(self) -> None:

@@ -82,3 +82,39 @@ def test_export_dialog_shows_a_failure(qtbot, finished_run, tmp_path):
     assert "Traceback" not in dialog.status_label.text()
     assert dialog.export_button.isEnabled()
     assert project.exports(run_id) == []
+
+
+def test_export_dialog_asks_before_replacing_files_and_never_writes_over_the_project(qtbot, finished_run, tmp_path,
+                                                                                     monkeypatch):
+    import studio.gui.widgets as widgets
+    from PySide6.QtWidgets import QMessageBox
+
+    from studio.gui.export_dialog import ExportDialog
+
+    project, run_id = finished_run
+    dialog = ExportDialog(project, run_id)
+    qtbot.addWidget(dialog)
+    dialog.set_format("torchvision")
+    dest = tmp_path / "out"
+    dialog.set_destination(dest)
+    with qtbot.waitSignal(dialog.exported, timeout=120_000):
+        dialog.start_export()
+    written = (dest / "encoder.pth").stat().st_mtime_ns
+    asked = []
+    answers = [QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Yes]
+    monkeypatch.setattr(widgets, "message_box", lambda *a, **k: (asked.append(a[2]), answers.pop(0))[1])
+    dialog.start_export()  # the same files again: asked, and Cancel keeps them
+    assert len(asked) == 1 and "would replace 3 file(s)" in asked[0] and str(dest / "encoder.pth") in asked[0]
+    assert not dialog.is_running() and "existing files are kept" in dialog.status_label.text()
+    assert (dest / "encoder.pth").stat().st_mtime_ns == written
+    with qtbot.waitSignal(dialog.exported, timeout=120_000):
+        dialog.start_export()  # asked again: Yes replaces them
+    assert len(asked) == 2 and len(project.exports(run_id)) == 2
+
+    before = (project.root / "project.db").read_bytes()[:100]
+    dialog.set_format("torchscript")
+    dialog.set_destination(project.root / "project.db")
+    with qtbot.waitSignal(dialog.export_failed, timeout=10_000):
+        dialog.start_export()
+    assert "one of the project's own files" in dialog.status_label.text() and len(asked) == 2
+    assert (project.root / "project.db").read_bytes()[:100] == before
