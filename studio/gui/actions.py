@@ -12,13 +12,13 @@ from typing import Callable
 
 from PySide6.QtGui import QAction, QKeySequence
 
-from studio.gui.app_state import AppState, needs_project, run_verdict
+from studio.gui.app_state import AppState, needs_project, needs_writable_project, run_verdict
 from studio.services.runs import Verdict
 
 SK = QKeySequence.StandardKey
 
 
-_project, _run = needs_project, run_verdict
+_project, _writable, _run = needs_project, needs_writable_project, run_verdict
 
 
 @dataclass(frozen=True)
@@ -38,16 +38,16 @@ ACTIONS = (
     ActionSpec("new_project", "&File", "&New project…", "new_project_dialog", SK.New),
     ActionSpec("open_project", "&File", "&Open project…", "open_project_dialog", SK.Open),
     ActionSpec("sample_project", "&File", "Open the &sample project", "open_sample_project"),
-    ActionSpec("add_folder", "&File", "Add dataset &folder…", "add_dataset_folder_dialog", "Ctrl+Shift+O", _project,
+    ActionSpec("add_folder", "&File", "Add dataset &folder…", "add_dataset_folder_dialog", "Ctrl+Shift+O", _writable,
                separator_before=True),
-    ActionSpec("add_sample", "&File", "Add s&ample", "add_sample", None, _project),
+    ActionSpec("add_sample", "&File", "Add s&ample", "add_sample", None, _writable),
     ActionSpec("close_project", "&File", "&Close project", "close_project", SK.Close, _project, separator_before=True),
     ActionSpec("quit", "&File", "&Quit", "quit_app", SK.Quit),
     ActionSpec("duplicate", "&Edit", "&Duplicate run…", "duplicate_run", "Ctrl+D", _run("duplicate"), of_run=True),
     ActionSpec("delete", "&Edit", "De&lete run…", "delete_run", SK.Delete, _run("delete"), of_run=True),
     ActionSpec("refresh", "&Edit", "&Refresh", "refresh_now", SK.Refresh, separator_before=True),
-    ActionSpec("start", "&Run", "&Start", "start_from_menu", "Ctrl+Return", _project),
-    ActionSpec("estimate", "&Run", "Estimate &cost", "estimate_from_menu", "Ctrl+Shift+E", _project),
+    ActionSpec("start", "&Run", "&Start", "start_from_menu", "Ctrl+Return", _writable),
+    ActionSpec("estimate", "&Run", "Estimate &cost", "estimate_from_menu", "Ctrl+Shift+E", _writable),
     ActionSpec("pause", "&Run", "&Pause", "pause_run", None, _run("pause"), of_run=True),
     ActionSpec("resume", "&Run", "&Resume", "resume_run", None, _run("resume"), of_run=True),
     ActionSpec("stop", "&Run", "S&top", "stop_run", "Ctrl+.", _run("stop"), of_run=True),

@@ -17,6 +17,7 @@ NO_RUN = Verdict(False, "Select a run in the side panel first.")
 @dataclass(frozen=True)
 class AppState:
     has_project: bool = False
+    writable: Verdict = field(default_factory=lambda: Verdict(True))  # services.runs.writable
     run: RunRecord | None = None
     page: str = ""
     verdicts: dict[str, Verdict] = field(default_factory=dict)
@@ -29,6 +30,11 @@ class AppState:
 
 def needs_project(state: AppState) -> Verdict:
     return Verdict(True) if state.has_project else NO_PROJECT
+
+
+def needs_writable_project(state: AppState) -> Verdict:
+    """Adding datasets, starting or estimating a run: a project that can be written."""
+    return state.writable if state.has_project else NO_PROJECT
 
 
 def run_verdict(action: str) -> Callable[[AppState], Verdict]:

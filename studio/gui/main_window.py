@@ -34,6 +34,7 @@ from studio.gui.tasks import wait_for_tasks
 from studio.gui.welcome_page import WelcomePage
 from studio.gui.widgets import Label
 from studio.status import RunStatus
+from studio.services.runs import Verdict, writable
 
 SETTINGS_ORG = "ssl-studio"
 SETTINGS_APP = "SSL Studio"
@@ -278,7 +279,8 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
     def app_state(self) -> AppState:
         run = self.run_page.run if self.project is not None else None
         return AppState(has_project=self.project is not None, run=run, page=self.current_page_title(),
-                        verdicts=self.runs.verdicts(run))
+                        verdicts=self.runs.verdicts(run),
+                        writable=writable(self.project) if self.project is not None else Verdict(True))
 
     def update_actions(self) -> None:
         """Menus and the pages' buttons follow the shown run's verdicts (services.runs decides)."""

@@ -12,7 +12,7 @@ from PySide6.QtCore import QObject, Signal
 
 from studio.gui.app_state import NO_PROJECT, NO_RUN
 from studio.services.runs import (
-    Verdict, can_continue_paused, can_delete, can_evaluate, can_export, can_pause, can_resume, can_stop,
+    Verdict, can_continue_paused, can_delete, can_evaluate, can_export, can_pause, can_resume, can_stop, writable,
 )
 from studio.status import RunStatus
 from studio.store import RunRecord
@@ -57,9 +57,12 @@ class RunController(QObject):
         stop = can_stop(run, busy)
         if not stop and not busy and RunStatus.of(run.status).is_active:
             stop = Verdict(False, f"Run {run.id} is trained by another process; stop it there.")
-        return {"pause": pause, "resume": resume, "stop": stop, "export": can_export(self.project, run),
-                "evaluate": can_evaluate(self.project, run),
-                "duplicate": Verdict(True), "delete": can_delete(run, busy)}
+        verdicts = {"pause": pause, "resume": resume, "stop": stop, "export": can_export(self.project, run),
+                    "evaluate": can_evaluate(self.project, run),
+                    "duplicate": Verdict(True), "delete": can_delete(run, busy)}
+        if not writable(self.project):
+            verdicts = {name: writable(self.project) for name in verdicts}
+        return verdicts
 
     def resume_from_verdict(self, run: RunRecord, step: int | None) -> Verdict:
         if self.project is None:

@@ -47,7 +47,11 @@ class ProjectHandling:
         self._close_project()
         self._set_project(project)
         self.welcome.set_recent(mw.remember_project(project.root))
-        self.setWindowTitle(f"{project.root.name} — SSL Studio")
+        self.setWindowTitle(f"{project.root.name}{' (read-only)' if project.read_only else ''} — SSL Studio")
+        if project.read_only:
+            from studio.services.runs import writable
+
+            self.statusBar().showMessage(writable(project).reason, 0)
         self.stack.setCurrentWidget(self.splitter)
         runs = project.runs()
         if runs:

@@ -208,3 +208,12 @@ def checkpoint_digest(project: Project, checkpoint) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+def writable(project: Project) -> Verdict:
+    """May anything be written to this project? A read-only one (its folder or file system) is
+    open for viewing only: no training, evaluation, export, deletion or new dataset."""
+    if getattr(project, "read_only", False):
+        return _no(f"{project.root.name} is open for viewing only: its folder is read-only. Copy the project "
+                   "somewhere writable to train, evaluate or export.")
+    return Verdict(True)

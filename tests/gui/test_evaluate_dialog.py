@@ -77,3 +77,20 @@ def test_compare_offers_evaluate_for_a_run_and_fills_its_column(make_window, pro
     qtbot.waitUntil(lambda: not dialog.busy(), timeout=120_000)
     [row] = [r for r in range(compare.table.rowCount()) if compare.run_at_row(r) == trained_run.id]
     assert compare.table.item(row, knn_col).text().startswith("0.")
+
+
+def test_a_read_only_project_is_shown_for_viewing_with_every_write_off(make_window, project, trained_run, monkeypatch):
+    import studio.store.database as database
+
+    project.close()
+    monkeypatch.setattr(database, "writable", lambda db: False)  # as on a read-only file system
+    w = make_window(project.root)
+    assert w.project.read_only and "(read-only)" in w.windowTitle()
+    assert "open for viewing only" in w.statusBar().currentMessage()
+    w.panel.select_run(trained_run.id)
+    w.update_actions()
+    for name in ("evaluate", "export", "delete", "duplicate", "add_folder", "add_sample", "start"):
+        action = w.actions_by_name[name]
+        assert not action.isEnabled() and "viewing only" in action.toolTip(), name
+    assert not w.run_details.evaluate_button.isEnabled()
+    assert "viewing only" in w.run_details.evaluate_button.toolTip()
