@@ -82,3 +82,24 @@ def test_the_estimate_plans_like_the_trainer_and_says_when_the_batch_is_lowered(
     est = estimate_cost(config, _images(20), steps=2)
     assert (est.batch_size, est.steps_per_epoch, est.total_steps) == plan_steps(config, 20)
     assert "more than the 20 images" in est.warnings[0]
+
+
+def test_train_budget_sizes_the_stored_run_and_keeps_the_options_given(project, monkeypatch, capsys):
+    """`ssl-studio train --budget 5m`: the run is stored sized (batch, length) with the reasons on
+    stderr; an option given stays as given. (The training itself is left out: five minutes.)"""
+    import studio.services.training as training
+    from studio.cli import main
+
+    monkeypatch.setattr(training, "execute_run", lambda project, run_id, **kw: SimpleNamespace(
+        status="stopped", steps=0, epochs=0, final_loss=None, images_per_s=None, checkpoint=None, reason=""))
+    code = main(["train", str(project.root), "--dataset", "sample", "--method", "simclr", "--backbone", "resnet18",
+                 "--budget", "5m", "--image-size", "16", "--device", "cpu"])
+    assert code == 0
+    [run] = project.runs()
+    assert run.config["batch_size"] == 64 and run.config["image_size"] == 16  # the CPU's batch; the size given
+    assert (run.config["epochs"] or 0) + (run.config["steps"] or 0) > 0
+    err = capsys.readouterr().err
+    assert "budget about 5 minutes: batch 64" in err and "s a step measured on CPU" in err
+    with pytest.raises(SystemExit) as refused:  # a usage error, as argparse exits
+        main(["train", str(project.root), "--resume", str(run.id), "--budget", "1h"])
+    assert refused.value.code == 2 and "--budget sizes a new run" in capsys.readouterr().err

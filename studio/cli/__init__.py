@@ -129,21 +129,23 @@ def _setting_hint(args: argparse.Namespace, exc: BaseException) -> str:
     return f" ({flag})" if flag else f" (--set {setting}=...)"
 
 
+def _self_test() -> int:
+    """`--self-test` checks the whole installation, the window included: the command line hands
+    over to it by name, as `gui` hands over to the GUI, so the CLI itself never imports Qt code."""
+    return importlib.import_module("studio.selftest").self_test()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
         # Answered before the command modules load (some import torch to list their choices).
         print(f"ssl-studio {__version__}")
         return 0
     if list(sys.argv[1:] if argv is None else argv) == ["--self-test"]:
-        from studio.selftest import self_test
-
-        return self_test()
+        return _self_test()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "self_test", False):
-        from studio.selftest import self_test
-
-        return self_test()
+        return _self_test()
     if getattr(args, "func", None) is None:
         if args.command is None:
             args = parser.parse_args(["gui", *(() if argv is None else argv)])

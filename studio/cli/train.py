@@ -241,7 +241,12 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     if resume and stored:
         raise UsageError("--run-id and --resume cannot be combined: --run-id starts a queued run, --resume continues one")
     if not (resume or stored):
-        return {"new": (args.dataset, config_from_args(args))}
+        config = config_from_args(args)
+        if getattr(args, "budget", None):
+            config = _sized(args, config)
+        return {"new": (args.dataset, config)}
+    if getattr(args, "budget", None):
+        raise UsageError(f"--budget sizes a new run; {'--resume' if resume else '--run-id'} keeps the run's own length")
     given = [n for n in _STRUCTURE_OPTIONS if getattr(args, n) not in (None, False, [])]
     given += [n for n in _given_settings(args) if n not in RUNTIME_SETTINGS]
     if given:
@@ -252,6 +257,16 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     if resume:
         return {"resume": args.resume, "overrides": overrides}
     return {"queued": args.run_id, "overrides": overrides}
+
+
+def _sized(args: argparse.Namespace, config):
+    """The config sized to --budget (services.budget), the reasons said on stderr."""
+    from studio.services.budget import BUDGETS, SIZED, size_for_dataset
+
+    sized = size_for_dataset(args.project, args.dataset, config, args.budget, keep=set(_given_settings(args)) & set(SIZED))
+    for reason in sized.reasons:
+        say(f"budget {BUDGETS[args.budget][0]}: {reason}")
+    return sized.config
 
 
 def _decoding(done: int, total: int) -> None:
@@ -431,6 +446,12 @@ def register(sub) -> None:
     for info in config_options():
         group = length if info.name in ("epochs", "steps") else basic if info.group == "basic" else advanced
         _add_config_option(group, info)
+    from studio.services.budget import BUDGETS
+
+    basic.add_argument("--budget", choices=list(BUDGETS), metavar="|".join(BUDGETS),
+                       help="size the run to the time you have (" + ", ".join(f"{k}: {v[0]}" for k, v in BUDGETS.items())
+                            + "): batch size, image size and length chosen for the device and dataset from a few "
+                              "measured steps; the ones you give stay yours")
     t.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stopped, interrupted, failed or diverged "
                    "run from its latest checkpoint")
     t.add_argument("--run-id", type=int, metavar="RUN_ID",
