@@ -5,6 +5,8 @@ Each area keeps its own fixtures in its own test files; only what several areas 
 
 from __future__ import annotations
 
+import sys
+
 import os
 from pathlib import Path
 
@@ -49,6 +51,17 @@ def write_image_folder(root: Path, classes=("cats", "dogs"), per_class: int = 6,
 @pytest.fixture
 def image_folder(tmp_path):
     return write_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(autouse=True)
+def _garbage_collected_on_the_main_thread():
+    """After a test, the objects it left in reference cycles are freed here, on the main (GUI)
+    thread, not by a later test's worker thread (studio.gui.tasks.collect_garbage_on_gui_thread)."""
+    yield
+    if "PySide6.QtWidgets" in sys.modules:
+        import gc
+
+        gc.collect()
 
 
 def tiny_train_config(**overrides):

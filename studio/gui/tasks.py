@@ -24,6 +24,22 @@ from superqt.utils import create_worker
 MAX_THREADS = 16  # training holds a thread for hours: the pool must not be the machine's core count
 
 
+_garbage_collector = None
+
+
+def collect_garbage_on_gui_thread() -> None:
+    """Python's cycle collector runs in whichever thread happens to allocate; a Qt widget it
+    frees on a worker thread destroys its children there and deadlocks with the GUI thread (seen:
+    a closed window's menus freed inside a task decoding images). Before any task runs,
+    pyqtgraph's GarbageCollector turns automatic collection off and collects on a GUI-thread
+    timer instead."""
+    global _garbage_collector
+    if _garbage_collector is None:
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        _garbage_collector = GarbageCollector(interval=1.0)
+
+
 @dataclass(frozen=True)
 class Progress:
     stage: str
@@ -119,6 +135,7 @@ class Task(QObject):
         stopped run has one); with `own_thread` it runs on a thread of its own that ends with
         it (training lowers its thread's priority, which no later task should inherit)."""
         super().__init__(parent)
+        collect_garbage_on_gui_thread()
         self._pool = None
         if own_thread:
             self._pool = QThreadPool(self)
