@@ -7,20 +7,12 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
-
 pytestmark = pytest.mark.usefixtures("private_settings")
 
 
 @pytest.fixture
-def window(qtbot, project, tmp_path, monkeypatch):
-    import studio.gui.main_window as mw
-
-    ini = str(tmp_path / "settings.ini")
-    monkeypatch.setattr(mw, "settings", lambda: QSettings(ini, QSettings.Format.IniFormat))
-    w = mw.MainWindow()
-    qtbot.addWidget(w)
-    w.open_project(project.root)
+def window(make_window, project):
+    w = make_window(project.root)
     w.show_new_run("sample")
     return w
 
