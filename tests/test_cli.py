@@ -223,3 +223,28 @@ def test_ctrl_c_stops_a_real_run_and_resume_finishes_it(proj):
 
     code, _, err = run_cli("train", path, "--resume", rid)
     assert code == 1 and "is finished" in err
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
+def test_a_closed_terminal_stops_the_run_with_a_checkpoint_like_sigterm():
+    """SIGHUP (the terminal closed) and SIGTERM ask the run to stop between steps; the process
+    lives on to write its checkpoint instead of dying with the steps since the last one."""
+    from studio.cli.train import stop_on_signals
+    from studio.engine.train import TrainingControl
+
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        control, before = TrainingControl(), signal.getsignal(sig)
+        with stop_on_signals(control):
+            os.kill(os.getpid(), sig)
+            assert control.stop_requested, sig
+        assert signal.getsignal(sig) == before  # the handler is the run's only while it trains
+
+
+def test_gui_without_a_display_says_so_and_exits_1():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    out = subprocess.run([sys.executable, "-m", "studio", "gui"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the display check is for Linux desktops")
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("error: no display found") and "xvfb-run" in out.stderr
