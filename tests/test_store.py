@@ -139,3 +139,25 @@ def test_a_run_left_running_by_a_dead_process_is_marked_interrupted(store):
         assert "stopped unexpectedly" in again.run(orphan.id).reason
         assert again.run(alive.id).status == "running"
         assert again.run(finished.id).status == "finished"
+
+
+def test_a_second_open_in_the_same_process_leaves_the_first_connection_seeing_other_writers(project):
+    """Opening the project again here (its file checks included) must not drop the POSIX locks of
+    the first connection: another process that writes and closes would then delete the WAL under
+    it, and it would read a stale snapshot for ever (a GUI saw a run torchrun had finished as
+    'queued')."""
+    import subprocess
+    import sys
+
+    from conftest import tiny_train_config
+
+    from studio.services.training import create_run
+    from studio.store import Project
+
+    run = create_run(project, "sample", tiny_train_config(steps=2))
+    assert project.run(run.id).status == "queued"
+    Project.open(project.root).close()  # e.g. a GUI task opening its own Project
+    code = ("import sys; from studio.store import Project; p = Project.open(sys.argv[1]); "
+            "p.set_run_status(int(sys.argv[2]), 'finished'); p.close()")
+    subprocess.run([sys.executable, "-c", code, str(project.root), str(run.id)], check=True, timeout=120)
+    assert project.run(run.id).status == "finished"

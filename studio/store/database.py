@@ -31,7 +31,8 @@ def _advice(db: Path) -> str:
 
 
 def header(db: Path) -> tuple[bytes, int]:
-    """(the first 16 bytes, the application id) of a database file."""
+    """(the first 16 bytes, the application id) of a database file: for tests and tools only, never
+    while this process has the file open in SQLite (closing this descriptor drops its locks)."""
     with open(db, "rb") as f:
         head = f.read(100)
     app_id = int.from_bytes(head[68:72], "big") if len(head) >= 72 else 0
@@ -62,19 +63,22 @@ def check_file(db: Path, read_only: bool = False, integrity: bool = True) -> boo
     if size == 0:
         raise DatabaseFileError(f"{db} is empty (0 bytes): it is not a project database, and was left as it is. "
                                 + _advice(db))
-    magic, app_id = header(db)
-    if magic != SQLITE_MAGIC:
-        raise DatabaseFileError(f"{db} is not a SQLite database (it is damaged, or another kind of file); it was "
-                                "left as it is. " + _advice(db))
-    if app_id not in (0, APPLICATION_ID):
-        raise DatabaseFileError(f"{db} is a SQLite database of another program (application id {app_id:#x}), not an "
-                                "SSL Studio project; it was left untouched.")
+    # The file is read through SQLite only, never with open(): closing any other descriptor of the
+    # file drops every POSIX lock this process holds on it, so a live connection of this process
+    # (the GUI's) would lose its locks, another process would then delete the WAL under it, and it
+    # would read a stale snapshot for ever (seen: a run finished by torchrun read as 'queued').
     try:
         conn = connect(db, read_only)
     except sqlite3.Error as exc:
         raise DatabaseFileError(f"{db} cannot be opened ({exc}). " + _advice(db)) from None
     try:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]  # the WAL's newest, not the file header's
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]  # the WAL's newest, not the file header's
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise DatabaseFileError(f"{db} is not a SQLite database (it is damaged, or another kind of file); it "
+                                        "was left as it is. " + _advice(db)) from None
+            raise
         if app_id not in (0, APPLICATION_ID):
             raise DatabaseFileError(f"{db} is a SQLite database of another program (application id {app_id:#x}), not "
                                     "an SSL Studio project; it was left untouched.")
