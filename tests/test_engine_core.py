@@ -236,3 +236,20 @@ def test_auto_device_is_cpu_here_and_seeds_repeat(sample8, tmp_path):
         firsts.append(cb.metrics["loss"][1])
     assert firsts[0] == firsts[1]  # same seed: the same weights, order and views
     assert firsts[2] != firsts[0]
+
+
+def test_every_listener_wrapper_hands_on_every_callback():
+    """A wrapper of listeners (the services' path and resume wrappers, the engine's list) that
+    misses a callback silently drops it: a resumed run's removed auto.ckpt stayed in the database."""
+    import inspect
+
+    from studio.engine.train.callbacks import CallbackList, TrainingCallbacks
+    from studio.services import training
+
+    names = [n for n, f in inspect.getmembers(TrainingCallbacks, inspect.isfunction) if n.startswith("on_")]
+    wrappers = [CallbackList] + [c for _, c in inspect.getmembers(training, inspect.isclass)
+                                 if issubclass(c, TrainingCallbacks) and c is not TrainingCallbacks]
+    assert len(wrappers) >= 3
+    for cls in wrappers:
+        missing = [n for n in names if getattr(cls, n) is getattr(TrainingCallbacks, n)]
+        assert not missing, f"{cls.__name__} does not hand on {missing}"

@@ -192,4 +192,4 @@ def test_sigkill_without_checkpoint_every_resumes_from_the_automatic_checkpoint(
     with Project.open(proj) as p:
         steps, _ = p.metric_curve(run.id, "loss", max_points=100_000)
         assert steps == list(range(1, 81))
-        assert [Path(c.path).name for c in p.checkpoints(run.id)] == ["last.ckpt"]
+        assert [Path(c.path).name for c in p.checkpoints(run.id)] == ["last.ckpt"], ([(c.path, c.step) for c in p.checkpoints(run.id)], sorted(x.name for x in (proj / "runs" / str(run.id)).iterdir()), done.stderr[-1500:])

@@ -257,6 +257,9 @@ class _ProjectPaths(TrainingCallbacks):
     def on_checkpoint(self, path, step, epoch) -> None:
         self.inner.on_checkpoint(path, step, epoch)
 
+    def on_checkpoint_removed(self, path) -> None:
+        self.inner.on_checkpoint_removed(path)
+
     def on_status(self, status, reason=None) -> None:
         self.inner.on_status(status, relative_paths(self.project, reason) if reason else reason)
 
@@ -292,6 +295,10 @@ class _UntilStarted(TrainingCallbacks):
     def on_checkpoint(self, path, step, epoch) -> None:
         if self.started:
             self.recorder.on_checkpoint(path, step, epoch)
+
+    def on_checkpoint_removed(self, path) -> None:
+        if self.started:
+            self.recorder.on_checkpoint_removed(path)
 
     def on_status(self, status, reason=None) -> None:
         if self.started:
