@@ -258,7 +258,9 @@ class _ProjectPaths(TrainingCallbacks):
         self.inner.on_checkpoint(path, step, epoch)
 
     def on_checkpoint_removed(self, path) -> None:
-        self.inner.on_checkpoint_removed(path)
+        hand_on = getattr(self.inner, "on_checkpoint_removed", None)  # a listener may have only some
+        if hand_on is not None:
+            hand_on(path)
 
     def on_status(self, status, reason=None) -> None:
         self.inner.on_status(status, relative_paths(self.project, reason) if reason else reason)
