@@ -1,6 +1,6 @@
 """Faults against a throw-away project (issue 20): each one done for real, its outcome checked.
 
-    python bench/faults.py [--json]
+    python bench/faults.py [--json] [--kills N] [--only NAME]
 
 Prints a table fault -> expected -> seen (and, with --json, one JSON line as the other benches
 do). Every fault runs through the `ssl-studio` command line in child processes, except the full
@@ -211,6 +211,58 @@ def stale_temp_checkpoint(base: Path) -> tuple[str, str, bool]:
     return "removed on the next open", f"exit {r.returncode}, left={tmp.exists()}", ok
 
 
+KILLS = 10  # --kills N
+
+
+def kill_soak(base: Path, kills: int | None = None) -> tuple[str, str, bool]:
+    """N random SIGKILLs and SIGHUPs while a run trains and writes checkpoints (every few tenths
+    of a second), one resumed at once by two trainers, then resumed to the end: every step drawn
+    once, no point lost or doubled, no temporary file left, the database whole."""
+    import random
+    import signal
+
+    from studio.store import Project
+
+    kills = KILLS if kills is None else kills
+    steps = 120
+    proj = new_project(base, "soak")
+    rng = random.Random(0)
+    sent = {"SIGKILL": 0, "SIGHUP": 0}
+    started = cli_start("train", proj, "--dataset", "sample", *TRAIN, "--steps", steps, "--checkpoint-minutes", "0.005",
+                        "--log-every", "1", "--json")
+    procs = [started]
+    for i in range(kills):
+        time.sleep(rng.uniform(2.0, 6.0))
+        sig = rng.choice([signal.SIGKILL, signal.SIGHUP]) if hasattr(signal, "SIGHUP") else signal.SIGKILL
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+                sent[sig.name] += 1
+        for p in procs:
+            p.wait(timeout=120)
+        # resume; every third time by two trainers at once (one must be refused)
+        procs = [cli_start("train", proj, "--resume", "1", "--json") for _ in range(2 if i % 3 == 2 else 1)]
+    for p in procs:
+        p.wait(timeout=900)
+    for _ in range(3):  # the last kill may have left it stopped or interrupted: resume to the end
+        with Project.open(proj) as p:
+            if p.run(1).status == "finished":
+                break
+        cli("train", proj, "--resume", "1", "--json", timeout=900)
+    with Project.open(proj) as p:
+        run = p.run(1)
+        drawn = p.metric_series(1, names=["loss"]).steps.get("loss", [])
+    dupes = len(drawn) - len(set(drawn))
+    lost = steps - len(set(drawn))
+    temps = [f.name for f in (proj / "runs").rglob("*.tmp*")]
+    whole = integrity(proj / "project.db")
+    ok = run.status == "finished" and lost == 0 and dupes == 0 and not temps and whole == "ok"
+    return (f"{kills} kills (SIGKILL/SIGHUP) during training and checkpoints, 2 resumers every third time: "
+            "finished, 0 points lost or doubled, 0 temp files, database ok",
+            f"{sent['SIGKILL']} SIGKILL + {sent['SIGHUP']} SIGHUP sent; run {run.status} at {run.steps}/{steps}; "
+            f"{lost} lost, {dupes} duplicate points; {len(temps)} temp files; integrity {whole}", ok)
+
+
 FAULTS = {
     "export over project.db / last.ckpt": export_over_database,
     "disk full during a checkpoint": disk_full_during_checkpoint,
@@ -220,6 +272,7 @@ FAULTS = {
     "16 KB of garbage mid project.db": truncated_database,
     "symlink loop, self link, FIFO": symlink_loop,
     "temp checkpoint of a killed writer": stale_temp_checkpoint,
+    "random kills and resumes (soak)": kill_soak,
 }
 
 
@@ -227,7 +280,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
     parser.add_argument("--only", help="run only the faults whose name contains this")
+    parser.add_argument("--kills", type=int, default=KILLS, help="signals sent in the soak (default %(default)s)")
     args = parser.parse_args()
+    globals()["KILLS"] = args.kills
     rows = []
     with tempfile.TemporaryDirectory(prefix="ssl-faults-") as tmp:
         for name, fault in FAULTS.items():
