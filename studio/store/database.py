@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+
+from studio.store.lease import pid_alive
+
 # `PRAGMA application_id` of a studio project: "SSLS". Files made before it was set carry 0 and a
 # `meta` table with a schema version; they are adopted (the id is written) on their next open.
 APPLICATION_ID = 0x53534C53
+TEMP_MARKER = ".tmp-"  # `.NAME.tmp-PID`: a file being written, renamed to NAME when whole
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -191,3 +197,53 @@ def repair(db: Path, create_schema) -> RepairReport:
             shutil.move(str(part), str(report.damaged) + suffix)
     os.replace(new, db)
     return report
+
+
+def _configure_sqlite(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (the GUI) read while a writer (a training run) commits; busy_timeout makes a
+    # second writer wait instead of failing with "database is locked".
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _configure_read_only(dbapi_conn, _record) -> None:
+    dbapi_conn.execute("PRAGMA busy_timeout=60000")
+
+
+def make_engine(db_path: Path, read_only: bool = False) -> Engine:
+    if read_only:
+        engine = create_engine("sqlite://", creator=lambda: connect(db_path, True))
+        event.listen(engine, "connect", _configure_read_only)
+        return engine
+    engine = create_engine(
+        f"sqlite:///{db_path}",
+        connect_args={"timeout": 60, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _configure_sqlite)
+    return engine
+
+
+def remove_stale_temp_files(root: Path) -> list[Path]:
+    """Remove the temporary files (`.NAME.tmp-PID`, a checkpoint or export being written) that a
+    process killed while writing left under a project folder; a live process's (this one's too)
+    are kept."""
+    removed = []
+    for folder in (root / "runs", root / "exports", root / "cache"):
+        if not folder.is_dir():
+            continue
+        for p in folder.rglob(f".*{TEMP_MARKER}*"):
+            pid = p.name.rsplit(TEMP_MARKER, 1)[-1]
+            if not pid.isdigit() or not p.is_file() or p.is_symlink():
+                continue
+            if int(pid) == os.getpid() or pid_alive(int(pid)):
+                continue  # being written now
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass  # a read-only project: left for a writable open
+    return removed

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import create_engine, delete, event, func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from studio.store import models as m
+from studio.store.errors import ProjectError, RunHeldError  # noqa: F401  (part of the store's surface)
+from studio.store.database import TEMP_MARKER, make_engine  # noqa: F401  (TEMP_MARKER: for the writers)
+from studio.store.lease import RunLease, pid_alive
+from studio.store.records import (  # noqa: F401  (the records a Project returns)
+    CheckpointRecord, DatasetRecord, EmbeddingMapRecord, EmbeddingRecord, EvaluationRecord, EventRecord, ExportRecord,
+    MetricSeries, RunRecord,
+)
 
 DB_NAME = "project.db"
-TEMP_MARKER = ".tmp-"  # `.NAME.tmp-PID`: a file being written, renamed to NAME when whole
 from studio.store.migrations import SCHEMA_VERSION  # noqa: E402  (one number, kept with the migrations)
 from studio.status import ACTIVE, LIVE, RunStatus  # noqa: E402
 
@@ -32,233 +35,11 @@ RUN_STATUSES = tuple(s.value for s in RunStatus)
 ACTIVE_STATUSES = tuple(s.value for s in RunStatus if s in ACTIVE)
 
 
-class ProjectError(Exception):
-    """A project folder cannot be created, opened or upgraded; the message says why."""
-
-
-class RunHeldError(ProjectError):
-    """Another trainer holds the run (its lease is taken); nothing was changed."""
-
-
-class RunLease:
-    """The right to train one run: an OS lock on `.locks/run-ID.lease`, whose text says who holds it
-    (process, host, since). The system releases the lock when its process dies, however it
-    dies, so a stale lease of a dead process is simply taken over; a live holder (in this
-    process or another) makes `acquire` fail."""
-
-    def __init__(self, path: Path, run_id: int):
-        self.path = path
-        self.run_id = run_id
-        self._fd: int | None = None
-
-    def acquire(self) -> "RunLease":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            _lock_file(fd)
-        except OSError:
-            holder = _read_text(fd)
-            os.close(fd)
-            who = f" ({holder})" if holder else ""
-            raise RunHeldError(f"run {self.run_id} is being trained by another process{who}; "
-                               "wait for it to end, or stop it first.") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {m.utcnow():%Y-%m-%d %H:%M:%S} UTC".encode())
-        os.fsync(fd)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            try:
-                os.ftruncate(self._fd, 0)
-            except OSError:
-                pass
-            os.close(self._fd)  # closing the descriptor drops the lock
-            self._fd = None
-
-    def __enter__(self) -> "RunLease":
-        return self.acquire() if self._fd is None else self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _lock_file(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-def _read_text(fd: int) -> str:
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        return os.read(fd, 400).decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
-
-@dataclass(frozen=True)
-class DatasetRecord:
-    id: int
-    name: str
-    kind: str
-    source: str
-    images: int
-    skipped: int
-    classes: int
-    class_names: list[str]
-    skipped_files: list[Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    id: int
-    dataset_id: int
-    dataset: str
-    method: str
-    backbone: str
-    config: dict[str, Any]
-    status: RunStatus
-    reason: str | None
-    device: str | None
-    steps: int
-    total_steps: int
-    epochs: int
-    final_loss: float | None
-    images_per_s: float | None
-    pid: int | None
-    host: str | None
-    parent_run_id: int | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at is None:
-            return None
-        end = self.finished_at or self.heartbeat_at or self.started_at
-        return max(0.0, (end - self.started_at).total_seconds())
-
-
-@dataclass(frozen=True)
-class CheckpointRecord:
-    id: int
-    run_id: int
-    step: int
-    epoch: float
-    path: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    id: int
-    run_id: int
-    time: datetime
-    level: str
-    message: str
-
-
-@dataclass(frozen=True)
-class EvaluationRecord:
-    id: int
-    run_id: int
-    checkpoint_step: int | None
-    dataset_id: int | None
-    kind: str
-    metrics: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class EmbeddingRecord:
-    id: int
-    run_id: int | None
-    checkpoint_step: int | None
-    dataset_id: int
-    path: str
-    count: int
-    dim: int
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class EmbeddingMapRecord:
-    id: int
-    embedding_id: int
-    algorithm: str
-    params: dict[str, Any]
-    path: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class ExportRecord:
-    id: int
-    run_id: int
-    checkpoint_step: int | None
-    format: str
-    path: str
-    card: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass
-class MetricSeries:
-    """Points of one run, by metric name: steps and values as parallel lists."""
-
-    steps: dict[str, list[int]] = field(default_factory=dict)
-    values: dict[str, list[float]] = field(default_factory=dict)
-    last_id: int = 0
-
-    def names(self) -> list[str]:
-        return sorted(self.steps)
-
-
 def _record(cls, row, **extra):
     names = cls.__dataclass_fields__.keys()
     data = {k: getattr(row, k) for k in names if k not in extra}
     data.update(extra)
     return cls(**data)
-
-
-def _configure_sqlite(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    # WAL lets readers (the GUI) read while a writer (a training run) commits; busy_timeout makes a
-    # second writer wait instead of failing with "database is locked".
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=60000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
-def _configure_read_only(dbapi_conn, _record) -> None:
-    dbapi_conn.execute("PRAGMA busy_timeout=60000")
-
-
-def make_engine(db_path: Path, read_only: bool = False) -> Engine:
-    if read_only:
-        from studio.store.database import connect
-
-        engine = create_engine("sqlite://", creator=lambda: connect(db_path, True))
-        event.listen(engine, "connect", _configure_read_only)
-        return engine
-    engine = create_engine(
-        f"sqlite:///{db_path}",
-        connect_args={"timeout": 60, "check_same_thread": False},
-    )
-    event.listen(engine, "connect", _configure_sqlite)
-    return engine
 
 
 class Project:
@@ -581,7 +362,7 @@ class Project:
                     alive = True  # its trainer holds the lease: alive, however old its heartbeat
                 elif row.host == host and row.pid:
                     # A live pid with a stale heartbeat is a reused pid, not our run.
-                    alive = _pid_alive(row.pid) and fresh
+                    alive = pid_alive(row.pid) and fresh
                 elif row.heartbeat_at is not None:
                     alive = (m.utcnow() - row.heartbeat_at).total_seconds() < stale_after_s
                 if not alive:
@@ -591,24 +372,10 @@ class Project:
         return found
 
     def remove_stale_temp_files(self) -> list[Path]:
-        """Remove temporary files (`.NAME.tmp-PID`, a checkpoint or export being written) left by
-        a process killed while writing; those of a live process (this one too) are kept."""
-        removed = []
-        for folder in (self.root / "runs", self.root / "exports", self.root / "cache"):
-            if not folder.is_dir():
-                continue
-            for p in folder.rglob(f".*{TEMP_MARKER}*"):
-                pid = p.name.rsplit(TEMP_MARKER, 1)[-1]
-                if not pid.isdigit() or not p.is_file() or p.is_symlink():
-                    continue
-                if int(pid) == os.getpid() or _pid_alive(int(pid)):
-                    continue  # being written now
-                try:
-                    p.unlink()
-                    removed.append(p)
-                except OSError:
-                    pass  # a read-only project: left for a writable open
-        return removed
+        """Remove the temporary files a process killed while writing left (database.py decides)."""
+        from studio.store.database import remove_stale_temp_files
+
+        return remove_stale_temp_files(self.root)
 
     # -- log --------------------------------------------------------------------------------
     def log(self, run_id: int, message: str, level: str = "info") -> None:
@@ -777,24 +544,3 @@ class Project:
             if run_id is not None:
                 q = q.where(m.Export.run_id == run_id)
             return [_record(ExportRecord, r) for r in s.scalars(q)]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    # A zombie (killed, not yet reaped) counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().split(b")")[-1].split()[0] != b"Z"
-    except OSError:
-        return True
-
-
-def now_s() -> float:
-    return time.time()
