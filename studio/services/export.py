@@ -29,7 +29,7 @@ from studio.engine.export import (
     write_npy,
     write_parquet,
 )
-from studio.engine.export.common import atomic_path
+from studio.engine.files import atomic_path
 from studio.engine.export.embeddings import index_path_for
 from studio.store import CheckpointRecord, ExportRecord, Project
 

@@ -1,11 +1,7 @@
-"""Shared pieces of the exporters: the error type, atomic writes, the encoder-with-heads wrapper."""
+"""Shared pieces of the exporters: the error type and the encoder-with-heads wrapper (their
+atomic writes are studio.engine.files.atomic_path, as checkpoints')."""
 
 from __future__ import annotations
-
-import os
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -24,24 +20,6 @@ class ExportError(StudioError):
 
 class ExportCancelled(ExportError):
     """The user stopped an export; nothing was recorded and no partial file is left."""
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path` and move it over `path` only if the block succeeds,
-    so a failed or cancelled export never leaves half a file under the promised name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
 
 
 class EncoderWithHeads(nn.Module):

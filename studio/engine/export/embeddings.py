@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from studio.engine.data.views import IMAGENET_MEAN, IMAGENET_STD, eval_view
-from studio.engine.export.common import ExportCancelled, ExportError, atomic_path
+from studio.engine.export.common import ExportCancelled, ExportError
+from studio.engine.files import atomic_path
 
 Progress = Callable[[int, int], None]
 

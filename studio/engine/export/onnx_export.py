@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from studio.engine.export.common import ExportError, atomic_path, example_input
+from studio.engine.export.common import ExportError, example_input
+from studio.engine.files import atomic_path
 
 OPSET = 17
 INPUT_NAME = "images"

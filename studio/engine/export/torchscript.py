@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from studio.engine.export.common import ExportError, atomic_path, example_input
+from studio.engine.export.common import ExportError, example_input
+from studio.engine.files import atomic_path
 
 
 def _outputs(result) -> list[torch.Tensor]:

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from studio.engine.export.common import HEADS_PREFIX, ExportError, atomic_path
+from studio.engine.export.common import HEADS_PREFIX, ExportError
+from studio.engine.files import atomic_path
 
 
 def library_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:

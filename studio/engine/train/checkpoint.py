@@ -5,13 +5,19 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
 import torch
 
+from studio.engine.files import atomic_path
 from studio.engine.errors import CheckpointError, DiskFullError, StudioError
+
+if TYPE_CHECKING:
+    from studio.engine.train.config import TrainConfig
 
 FORMAT = "ssl-studio-checkpoint"
 VERSION = 1
@@ -78,7 +84,6 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     payload = {"format": FORMAT, "version": VERSION, **state}
     need = expected_size(path, payload) + FREE_SPACE_MARGIN
     try:
@@ -90,17 +95,12 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             f"the disk is full: the checkpoint {path.name} needs about {need / 2**20:.0f} MB and "
             f"{have / 2**20:.0f} MB are free. Free some space and resume the run.")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(exc, Exception) and is_disk_full(exc):
+    except Exception as exc:  # atomic_path has removed the temporary file
+        if is_disk_full(exc):
             raise _disk_full(path) from exc
         raise
     return path
@@ -150,3 +150,66 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu", st
     backbone = build_backbone(config.backbone, config.image_size, pretrained=False, **config.backbone_options)
     backbone.load_state_dict(encoder_state(state["model"]), strict=True)
     return backbone.to(device).eval(), config, state
+
+
+# -- what a checkpoint holds beyond the modules, and when one is written --------------------------
+def host_rng_state() -> dict[str, Any]:
+    """Python's and NumPy's generators, as plain data a weights-only checkpoint can hold."""
+    version, mt, gauss = random.getstate()
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, torch.tensor(mt, dtype=torch.int64), gauss],
+        "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(cached)},
+    }
+
+
+def set_host_rng_state(rng: dict[str, Any]) -> None:
+    if rng.get("python") is not None:
+        version, mt, gauss = rng["python"]
+        random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss))
+    if rng.get("numpy") is not None:
+        n = rng["numpy"]
+        np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+
+
+LAST_CHECKPOINT = "last.ckpt"  # written at the end of a run and when it is stopped
+AUTO_CHECKPOINT = "auto.ckpt"  # the automatic one (by time or by share of the run), rewritten in place
+# The automatic checkpoint comes at least every `checkpoint_minutes` and every twentieth of the
+# run, so a crash costs at most that much work; but not more often than every
+# AUTO_CHECKPOINT_MIN_S of training, as writing one costs seconds for a large model.
+AUTO_CHECKPOINT_SHARE = 0.05
+AUTO_CHECKPOINT_MIN_S = 60.0  # also keeps short runs (and tests) from writing one every few steps
+
+
+class CheckpointSchedule:
+    """When a run writes a checkpoint before its end: every `checkpoint_every` steps (kept, as
+    step-N.ckpt) and, as the automatic checkpoint, once `checkpoint_minutes` of training time or
+    a twentieth of the run's steps have passed since the last checkpoint, whichever comes first."""
+
+    def __init__(self, config: TrainConfig, total: int, start_step: int, clock: Callable[[], float]):
+        self.every = config.checkpoint_every
+        self.seconds = config.checkpoint_minutes * 60.0
+        self.share_steps = max(1, round(total * AUTO_CHECKPOINT_SHARE))
+        self.total = total
+        self.clock = clock
+        self.saved(start_step)
+
+    def saved(self, step: int) -> None:
+        self.last_step, self.last_time = step, self.clock()
+
+    def paused_for(self, seconds: float) -> None:
+        """A pause is not training time."""
+        self.last_time += max(0.0, seconds)
+
+    def due(self, step: int) -> str | None:
+        """The file name of the checkpoint to write after `step`, or None."""
+        if step >= self.total:
+            return None  # the end writes last.ckpt
+        if self.every and step % self.every == 0:
+            return f"step-{step}.ckpt"
+        elapsed = self.clock() - self.last_time
+        if self.seconds and elapsed >= self.seconds:
+            return AUTO_CHECKPOINT
+        if step - self.last_step >= self.share_steps and elapsed >= AUTO_CHECKPOINT_MIN_S:
+            return AUTO_CHECKPOINT
+        return None
