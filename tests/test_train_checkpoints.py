@@ -11,7 +11,7 @@ from conftest import tiny_train_config
 
 from studio.engine.data import SampleSource, decode_images
 from studio.engine.train import TrainConfig, Trainer, TrainingCallbacks, TrainingControl, load_checkpoint
-from studio.engine.train.trainer import AUTO_CHECKPOINT_MIN_S, CheckpointSchedule
+from studio.engine.train.checkpoint import AUTO_CHECKPOINT_MIN_S, CheckpointSchedule
 
 
 @pytest.fixture(scope="module")

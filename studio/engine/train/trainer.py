@@ -28,7 +28,10 @@ from studio.engine.errors import ConfigError, DiskFullError, DivergedError, Stud
 from studio.engine.eval.health import collapse_verdict, spread_text
 from studio.engine.methods import StepState, build_config, method_class
 from studio.engine.train.callbacks import CallbackList, RunInfo, TrainingCallbacks, TrainResult
-from studio.engine.train.checkpoint import load_checkpoint, save_checkpoint
+from studio.engine.train.checkpoint import (
+    AUTO_CHECKPOINT, LAST_CHECKPOINT, CheckpointSchedule, host_rng_state, load_checkpoint,
+    save_checkpoint, set_host_rng_state,
+)
 from studio.engine.train.config import TrainConfig
 from studio.engine.train.control import TrainingControl
 from studio.engine.train.schedules import warmup_cosine
@@ -36,15 +39,6 @@ from studio.engine.train.schedules import warmup_cosine
 # A monitor looks at the encoder now and then (kNN accuracy, collapse) and returns metrics; its
 # `looks_at` ("backbone", the default, or "output") says which (studio.engine.train.monitor).
 Monitor = Callable[[torch.nn.Module, int], dict[str, float]]
-
-LAST_CHECKPOINT = "last.ckpt"  # written at the end of a run and when it is stopped
-AUTO_CHECKPOINT = "auto.ckpt"  # the automatic one (by time or by share of the run), rewritten in place
-# The automatic checkpoint comes at least every `checkpoint_minutes` and every twentieth of the
-# run, so a crash costs at most that much work; but not more often than every
-# AUTO_CHECKPOINT_MIN_S of training, as writing one costs seconds for a large model.
-AUTO_CHECKPOINT_SHARE = 0.05
-AUTO_CHECKPOINT_MIN_S = 60.0  # also keeps short runs (and tests) from writing one every few steps
-
 
 class _MethodOutput(torch.nn.Module):
     """A method's `output` as an encoder module, for the monitors that look at it."""
@@ -233,7 +227,7 @@ class Trainer:
             t.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"])
-        _set_host_rng_state(state["rng"])
+        set_host_rng_state(state["rng"])
         if t.device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], t.device)
         self.last_checkpoint = str(self.resume_from)
@@ -372,7 +366,7 @@ class Trainer:
         if self.rank != 0:
             return
         step, steps_per_epoch = self.step, self.steps_per_epoch
-        rng = {"torch": torch.get_rng_state(), "cuda": None, **_host_rng_state()}
+        rng = {"torch": torch.get_rng_state(), "cuda": None, **host_rng_state()}
         if self.device_info and self.device_info.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device_info.device)
         method = t.method
@@ -459,25 +453,6 @@ def failure_reason(exc: BaseException, batch_size: int) -> tuple[str, BaseExcept
     return f"{exc.__class__.__name__}: {exc}", exc
 
 
-def _host_rng_state() -> dict[str, Any]:
-    """Python's and NumPy's generators, as plain data a weights-only checkpoint can hold."""
-    version, mt, gauss = random.getstate()
-    _, key, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": [version, torch.tensor(mt, dtype=torch.int64), gauss],
-        "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(cached)},
-    }
-
-
-def _set_host_rng_state(rng: dict[str, Any]) -> None:
-    if rng.get("python") is not None:
-        version, mt, gauss = rng["python"]
-        random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss))
-    if rng.get("numpy") is not None:
-        n = rng["numpy"]
-        np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-
-
 @dataclass
 class _Training:
     """What `_setup` builds for the steps of one run."""
@@ -548,40 +523,6 @@ class _MetricsWindow:
             tr.throughput = self.images / elapsed
             tr.callbacks.on_metrics(tr.step, tr.step / tr.steps_per_epoch, {"images_per_s": tr.throughput})
         self.restart()
-
-
-class CheckpointSchedule:
-    """When a run writes a checkpoint before its end: every `checkpoint_every` steps (kept, as
-    step-N.ckpt) and, as the automatic checkpoint, once `checkpoint_minutes` of training time or
-    a twentieth of the run's steps have passed since the last checkpoint, whichever comes first."""
-
-    def __init__(self, config: TrainConfig, total: int, start_step: int, clock: Callable[[], float]):
-        self.every = config.checkpoint_every
-        self.seconds = config.checkpoint_minutes * 60.0
-        self.share_steps = max(1, round(total * AUTO_CHECKPOINT_SHARE))
-        self.total = total
-        self.clock = clock
-        self.saved(start_step)
-
-    def saved(self, step: int) -> None:
-        self.last_step, self.last_time = step, self.clock()
-
-    def paused_for(self, seconds: float) -> None:
-        """A pause is not training time."""
-        self.last_time += max(0.0, seconds)
-
-    def due(self, step: int) -> str | None:
-        """The file name of the checkpoint to write after `step`, or None."""
-        if step >= self.total:
-            return None  # the end writes last.ckpt
-        if self.every and step % self.every == 0:
-            return f"step-{step}.ckpt"
-        elapsed = self.clock() - self.last_time
-        if self.seconds and elapsed >= self.seconds:
-            return AUTO_CHECKPOINT
-        if step - self.last_step >= self.share_steps and elapsed >= AUTO_CHECKPOINT_MIN_S:
-            return AUTO_CHECKPOINT
-        return None
 
 
 class _StepModule(torch.nn.Module):
