@@ -19,7 +19,8 @@ import torch
 def bare_images_per_s(config, images, warmup: int) -> float:
     from studio.engine.data.views import make_view
     from studio.engine.methods import StepState
-    from studio.engine.train.trainer import build_method, build_optimizer
+    from studio.engine.train.optim import build_optimizer
+    from studio.engine.train.trainer import build_method
 
     torch.manual_seed(0)
     method = build_method(config)

@@ -34,7 +34,8 @@ def reference_images_per_s(config, images, warmup: int, workers: int) -> float:
     from lightly.transforms import SimCLRTransform
 
     from studio.engine.methods import StepState
-    from studio.engine.train.trainer import build_method, build_optimizer
+    from studio.engine.train.optim import build_optimizer
+    from studio.engine.train.trainer import build_method
 
     torch.manual_seed(0)
     method = build_method(config)

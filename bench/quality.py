@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -141,7 +142,7 @@ def studio_side(method, project, args, seed) -> tuple[nn.Module, dict]:
         options = ["--backbone-option", f"num_layers={args.vit_layers}", "--backbone-option", f"patch_size={args.patch}"]
     run = cli("train", str(project), "--dataset", "train", "--method", method, "--backbone", args.backbone, *options,
               "--image-size", str(args.image_size), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-              "--seed", str(seed), "--device", args.device)
+              "--seed", str(seed), "--device", args.device, *shlex.split(args.studio_args))
     if run["status"] != "finished":
         raise RuntimeError(f"studio {method} seed {seed}: {run['status']}: {run['reason']}")
     out = Path(project) / "bench-exports" / f"run-{run['run_id']}"
@@ -386,6 +387,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--studio-args", default="", help="more `ssl-studio train` options for the studio side, "
+                        "to try a setting against the defaults (e.g. \"--optimizer adamw --lr 5e-4\")")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data = load(args.folder, args.image_size)
@@ -421,7 +424,8 @@ def main() -> None:
                     rows.setdefault((method, side), []).append(score)
                     _common.emit("quality", method=method, side=side, seed=seed, knn_top1=round(score, 4),
                                  steps=args.steps, batch_size=args.batch_size, image_size=args.image_size,
-                                 backbone=args.backbone if method != "mae" else args.vit_backbone, **info)
+                                 backbone=args.backbone if method != "mae" else args.vit_backbone,
+                                 **({"studio_args": args.studio_args} if side == "studio" and args.studio_args else {}), **info)
     print_table(rows, args)
 
 

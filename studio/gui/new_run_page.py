@@ -23,6 +23,7 @@ from superqt import QCollapsible
 from studio.engine.backbones import BACKBONES
 from studio.engine.methods import METHODS
 from studio.engine.train import TrainConfig
+from studio.engine.train.optim import method_optimizer
 from studio.gui.budget_section import BudgetSection
 from studio.gui.estimate_section import CostEstimateSection
 from studio.gui.setting_editors import editor_for
@@ -360,10 +361,6 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         cls = METHODS[self.method_name()]
         esc = lambda text: html.escape(text, quote=False)  # noqa: E731
         self.method_info.setText(f"<b>{esc(cls.family.capitalize())}.</b> {esc(cls.summary)}<br><i>{esc(cls.paper)}</i>")
-        lr = self.setting_editors.get("lr")
-        if lr is not None:
-            lr_hint = f"method default: {cls.default_lr:g} × batch/256 ({cls.default_optimizer})"
-            lr.widget.setPlaceholderText(lr_hint)
         while self.method_form.rowCount():
             self.method_form.removeRow(0)
         self.field_editors = {}
@@ -446,9 +443,21 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         spec = BACKBONES.get(self.backbone_combo.currentData())
         if spec is not None:
             self.backbone_info.setText(spec.description)
+            self._show_optimizer_default(cls, spec.kind)
         kinds = " or ".join(k.upper() for k in cls.backbone_kinds)
         self.backbone_combo.setToolTip(f"{cls.title} works with {kinds} backbones.")
         return error
+
+    def _show_optimizer_default(self, cls, backbone_kind: str) -> None:
+        """The learning rate's placeholder says what an empty field means for this method and
+        backbone (the one rule: studio.engine.train.optim), and why where it is not the paper's."""
+        lr = self.setting_editors.get("lr")
+        if lr is None:
+            return
+        choice = method_optimizer(cls, backbone_kind)
+        lr.widget.setPlaceholderText(f"{choice.lr:g} × batch/256 ({choice.name})")
+        tip = f"Empty: the method's learning rate, {choice.lr:g} per 256 images with {choice.name}."
+        lr.widget.setToolTip(tip + (f" {choice.reason[:1].upper()}{choice.reason[1:]}." if choice.reason else ""))
 
     def shutdown(self) -> None:
         self.cancel_estimate()

@@ -18,7 +18,8 @@ from studio.engine.data.views import make_view
 from studio.engine.device import resolve_device
 from studio.engine.methods import StepState
 from studio.engine.train import TrainConfig, build_method
-from studio.engine.train.trainer import build_optimizer, plan_steps
+from studio.engine.train.optim import build_optimizer, resolve_optimizer
+from studio.engine.train.trainer import plan_steps
 
 DAY_S = 86_400.0
 # Slots of optimiser state per parameter (SGD/LARS momentum; AdamW's two moments).
@@ -117,9 +118,7 @@ def estimate_cost(config: TrainConfig, images: DecodedImages | np.ndarray, steps
 
     _check(cancelled)
     method = build_method(config).to(device)
-    lr = config.lr if config.lr is not None else method.default_lr * batch / 256
-    opt_name = config.optimizer or method.default_optimizer
-    wd = config.weight_decay if config.weight_decay is not None else method.default_weight_decay
+    opt_name, lr, wd = resolve_optimizer(config, type(method), method.backbone.kind, batch)
     optimizer = build_optimizer(opt_name, method, lr, wd)
     specs = method.view_specs(config.image_size)
     idx = np.random.default_rng(config.seed).choice(n, size=batch, replace=False)

@@ -25,7 +25,7 @@ from studio.engine.data.cache import DecodedImages
 from studio.engine.data.views import make_view
 from studio.engine.device import DeviceInfo, resolve_device
 from studio.engine.errors import ConfigError, DiskFullError, DivergedError, StudioError
-from studio.engine.eval.health import collapse_verdict, spread_text
+from studio.engine.eval.health import baseline_verdict, collapse_verdict, spread_text
 from studio.engine.methods import StepState, build_config, method_class
 from studio.engine.train.callbacks import CallbackList, RunInfo, TrainingCallbacks, TrainResult
 from studio.engine.train.checkpoint import (
@@ -34,6 +34,7 @@ from studio.engine.train.checkpoint import (
 )
 from studio.engine.train.config import TrainConfig
 from studio.engine.train.control import TrainingControl
+from studio.engine.train.optim import build_optimizer, resolve_optimizer
 from studio.engine.train.schedules import warmup_cosine
 
 # A monitor looks at the encoder now and then (kNN accuracy, collapse) and returns metrics; its
@@ -61,29 +62,6 @@ def build_method(config: TrainConfig, world_size: int = 1):
     cls.check_backbone(spec_kind, config.backbone)
     backbone = build_backbone(config.backbone, config.image_size, pretrained=config.pretrained, **config.backbone_options)
     return cls(backbone, method_cfg, world_size=world_size)
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float):
-    """No weight decay on biases and normalisation weights (as the papers' code)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def build_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    groups = _param_groups(model, weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
-    if name == "lars":
-        from lightly.utils.lars import LARS
-
-        return LARS(groups, lr=lr, momentum=0.9)
-    raise ConfigError(f"unknown optimizer {name!r}.")
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -129,6 +107,10 @@ class Trainer:
         self.resume_from = Path(resume_from) if resume_from else None
         self.monitors = list(monitors)
         self._collapsed = False  # the health monitor's last verdict, to log its changes
+        # kNN top-1 of the untrained encoder (the monitors' check at step 0), and whether the
+        # latest check was below it, to log its changes.
+        self.knn_baseline: float | None = None
+        self._below_baseline = False
         self.world_size = world_size
         self.rank = rank
         self.last_checkpoint: str | None = None
@@ -201,9 +183,7 @@ class Trainer:
             method = method.to(memory_format=torch.channels_last)
         # `batch` is the global batch (all processes together), so the lr does not depend on
         # how many processes share it.
-        base_lr = cfg.lr if cfg.lr is not None else method.default_lr * batch / 256
-        opt_name = cfg.optimizer or method.default_optimizer
-        wd = cfg.weight_decay if cfg.weight_decay is not None else method.default_weight_decay
+        opt_name, base_lr, wd = resolve_optimizer(cfg, type(method), method.backbone.kind, batch)
         optimizer = build_optimizer(opt_name, method, base_lr, wd)
         warmup = int(min(cfg.warmup_epochs * steps_per_epoch, 0.1 * total))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
@@ -226,6 +206,7 @@ class Trainer:
         if "scaler" in state and t.use_scaler:
             t.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self.knn_baseline = state.get("knn_baseline")
         torch.set_rng_state(state["rng"]["torch"])
         set_host_rng_state(state["rng"])
         if t.device.type == "cuda" and state["rng"].get("cuda") is not None:
@@ -253,6 +234,9 @@ class Trainer:
         window = _MetricsWindow(self)
         schedule = CheckpointSchedule(self.config, t.total, self.step, self.clock)
         perm_epoch, perm = -1, None
+        if self.step == 0 and self.monitors and self.config.monitor_every >= 0:
+            # The untrained encoder's figures start the curves: the baseline a run must beat.
+            self._run_monitors(t.method, 0, self.steps_per_epoch)
         t.method.train()
         while self.step < t.total:
             if self.control.stop_requested:
@@ -287,7 +271,7 @@ class Trainer:
                 schedule.saved(step)
             if self._monitor_due(step, self.steps_per_epoch, t.total):
                 window.emit()
-                self._run_monitors(t.method, step, self.steps_per_epoch)
+                self._run_monitors(t.method, step, self.steps_per_epoch, last=last)
                 t.method.train()
                 window.restart()
         self._save(t, LAST_CHECKPOINT)
@@ -379,6 +363,7 @@ class Trainer:
             "scheduler": t.scheduler.state_dict(),
             "scaler": t.scaler.state_dict(),
             "rng": rng,
+            "knn_baseline": self.knn_baseline,
             "backbone": {"name": method.backbone.name, "kind": method.backbone.kind,
                          "feature_dim": method.backbone.feature_dim, "arch": method.backbone.arch},
         }
@@ -399,7 +384,7 @@ class Trainer:
             return step % steps_per_epoch == 0 or step == total
         return step % every == 0 or step == total
 
-    def _run_monitors(self, method, step: int, steps_per_epoch: int) -> None:
+    def _run_monitors(self, method, step: int, steps_per_epoch: int, last: bool = False) -> None:
         method.eval()
         metrics: dict[str, float] = {}
         encoders = {"backbone": method.backbone, "output": _MethodOutput(method)}
@@ -411,14 +396,30 @@ class Trainer:
                     self.callbacks.on_log(f"monitor skipped: {exc}", "warning")
         if metrics:
             self.callbacks.on_metrics(step, step / steps_per_epoch, metrics)
+        if step == 0:
+            self.knn_baseline = metrics.get("knn_top1")
+            return
         self._report_collapse(step, metrics)
+        self._report_baseline(step, metrics, last)
+
+    def _report_baseline(self, step: int, metrics: dict[str, float], last: bool) -> None:
+        """One line in the run's log when kNN top-1 falls below the untrained encoder's, one when
+        it is above again; and at the last step, if it ended below."""
+        if "knn_top1" not in metrics:
+            return
+        below, message = baseline_verdict(metrics["knn_top1"], self.knn_baseline)
+        if below != self._below_baseline:
+            self._below_baseline = below
+            self.callbacks.on_log(f"step {step}: {message}", "warning" if below else "info")
+        if below and last:
+            self.callbacks.on_log(f"the run ended below random init: {message}", "warning")
 
     def _report_collapse(self, step: int, metrics: dict[str, float]) -> None:
         """One line in the run's log when the health monitor's collapse verdict turns on, and one
         when it turns off again: the curve alone is easy to miss."""
         if "collapse" not in metrics:
             return
-        collapsed, message = collapse_verdict(metrics)
+        collapsed, message = collapse_verdict(metrics, getattr(self.method, "collapse_advice", ""))
         if collapsed == self._collapsed:
             return
         self._collapsed = collapsed
