@@ -156,14 +156,15 @@ def test_the_health_monitor_judges_the_methods_output_and_the_log_says_when_it_c
         seen[name] = (log, backbone)
 
     log, backbone = seen["simclr"]
-    assert [c for _, _, c in log.health] == [0.0] * 4
+    assert [(s, c) for s, _, c in log.health] == [(0, 0.0), (10, 0.0), (20, 0.0), (30, 0.0), (40, 0.0)]  # from the untrained
     assert log.health[-1][1] > 0.5 > backbone  # the monitor measured the output, not the backbone
     assert not [m for _, m in log.lines if "collaps" in m]
 
     log, _ = seen["dino"]
     assert log.health[-1][2] == 1.0 and log.health[-1][1] < 0.1
     warnings = [m for level, m in log.lines if level == "warning" and "collapsing" in m]
-    assert len(warnings) == 1 and warnings[0].startswith(f"step {log.health[0][0]}:")
+    assert len(warnings) == 1 and warnings[0].startswith(f"step {log.health[1][0]}:")
+    assert "teacher_temp" in warnings[0]  # DINO's own likely cause and change (DINO.collapse_advice)
 
 
 def test_the_log_says_when_collapsed_outputs_spread_again(tmp_path):
@@ -339,9 +340,10 @@ def test_monitor_metrics_are_written_during_a_run(trained):
     names = set(project.metric_names(run_id))
     assert {"knn_top1", "embedding_std", "effective_rank", "alignment", "uniformity", "collapse"} <= names
     series = project.metric_series(run_id, ["knn_top1", "collapse"])
-    assert series.steps["knn_top1"] == [TRAIN_STEPS // 2, TRAIN_STEPS]
+    # The untrained encoder's check at step 0 starts the curves (the baseline a run must beat).
+    assert series.steps["knn_top1"] == [0, TRAIN_STEPS // 2, TRAIN_STEPS]
     assert all(0.0 <= v <= 1.0 for v in series.values["knn_top1"])
-    assert series.values["collapse"] == [0.0, 0.0]
+    assert series.values["collapse"] == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.timeout(1800)  # the shared module fixture trains; slow on a loaded 2-core machine

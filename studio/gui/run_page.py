@@ -150,6 +150,8 @@ class RunPage(QWidget):
         for p in (*self.plots.values(), self.other_plot):
             p.clear_curves()
             p.reset_view()
+        self._draw_baseline("")
+        self.heading.show_baseline(None)
         self.other_combo.blockSignals(True)
         self.other_combo.clear()
         self.other_combo.blockSignals(False)
@@ -258,6 +260,7 @@ class RunPage(QWidget):
     def _on_other_choice(self) -> None:
         self.other_plot.clear_curves()
         self.other_plot.reset_view()
+        self._draw_baseline("")
         self._draw_other()
 
     def _draw_other(self) -> None:
@@ -275,7 +278,28 @@ class RunPage(QWidget):
         c = self.other_plot.curve(name)
         c.setData(x, y, symbol="o" if len(x) < 50 else None, symbolSize=5,
                   symbolBrush=CURVE_COLOURS[0], symbolPen=None)
+        self._draw_baseline(name)
         self.other_plot.fit_view(self._total_steps())
+
+    def _draw_baseline(self, name: str) -> None:
+        """A dashed line at the untrained encoder's kNN top-1 under the kNN curve: the level the
+        run must beat."""
+        import pyqtgraph as pg
+
+        baseline = self.knn_baseline() if name == PREFERRED_MONITOR else None
+        line = getattr(self, "_baseline_line", None)
+        if baseline is None:
+            if line is not None:
+                self.other_plot.getPlotItem().removeItem(line)
+                self._baseline_line = None
+            return
+        if line is None:
+            pen = pg.mkPen(CURVE_COLOURS[0], width=1, style=Qt.PenStyle.DashLine)
+            line = pg.InfiniteLine(angle=0, movable=False, pen=pen,
+                                   label="untrained {value:.3f}", labelOpts={"position": 0.12, "color": CURVE_COLOURS[0]})
+            self.other_plot.getPlotItem().addItem(line, ignoreBounds=False)
+            self._baseline_line = line
+        line.setValue(baseline)
 
     def _total_steps(self) -> int | None:
         """The x span of the plots: the steps a live run will reach (its plots span them from the
@@ -328,9 +352,27 @@ class RunPage(QWidget):
         self.reason_label.style().unpolish(self.reason_label)
         self.reason_label.style().polish(self.reason_label)
 
+    def knn_baseline(self) -> float | None:
+        """kNN top-1 of the untrained encoder: the monitors' check at step 0 (None before it, or
+        for a run without one)."""
+        steps = self.series_steps.get(PREFERRED_MONITOR) or []
+        return self.series_values[PREFERRED_MONITOR][0] if steps and steps[0] == 0 else None
+
+    def _update_baseline(self) -> None:
+        """The heading's "below random init" pill follows the kNN monitor's latest check."""
+        from studio.engine.eval.health import baseline_verdict
+
+        steps = self.series_steps.get(PREFERRED_MONITOR) or []
+        below, message = (False, "")
+        if len(steps) > 1:
+            below, message = baseline_verdict(self.series_values[PREFERRED_MONITOR][-1], self.knn_baseline())
+        self.heading.show_baseline(steps[-1] if below else None, message)
+
     def _update_health(self) -> None:
         """The heading's "collapsing" pill follows the health monitor's latest verdict."""
         from studio.engine.eval.health import collapse_verdict
+
+        self._update_baseline()
 
         verdicts = self.series_values.get("collapse")
         if not verdicts:
@@ -340,7 +382,10 @@ class RunPage(QWidget):
         spread_steps = self.series_steps.get("embedding_std_ratio") or []
         # A non-finite spread is not written: then the last one on record is from another check.
         spread = self.series_values["embedding_std_ratio"][-1] if spread_steps and spread_steps[-1] == step else None
-        collapsing, message = collapse_verdict({"collapse": verdicts[-1], "embedding_std_ratio": spread})
+        from studio.engine.methods import METHODS
+
+        advice = getattr(METHODS.get(self.run.method), "collapse_advice", "")
+        collapsing, message = collapse_verdict({"collapse": verdicts[-1], "embedding_std_ratio": spread}, advice)
         if not collapsing:
             self.heading.show_health(None)
             return

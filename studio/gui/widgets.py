@@ -218,11 +218,18 @@ class RunTitleRow(QHBoxLayout):
         self.health_pill.setObjectName("HealthPill")
         self.health_pill.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.health_pill.hide()
+        # Beside it while the kNN monitor's latest check is under the untrained encoder's.
+        self.baseline_pill = Label("below random init")
+        self.baseline_pill.setObjectName("HealthPill")
+        self.baseline_pill.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.baseline_pill.hide()
         self.addWidget(self.title_label)
         self.addSpacing(8)
         self.addWidget(self.status_pill, 0, Qt.AlignmentFlag.AlignVCenter)
         self.addSpacing(4)
         self.addWidget(self.health_pill, 0, Qt.AlignmentFlag.AlignVCenter)
+        self.addSpacing(4)
+        self.addWidget(self.baseline_pill, 0, Qt.AlignmentFlag.AlignVCenter)
         self.addStretch(1)
 
     def show_health(self, collapse_step: int | None, message: str = "", ended: bool = False) -> None:
@@ -233,6 +240,13 @@ class RunTitleRow(QHBoxLayout):
         if collapse_step is not None:
             self.health_pill.setText("collapsed" if ended else "collapsing")
             self.health_pill.setToolTip(f"At step {collapse_step:,} {message} The run's log below says when it began.")
+
+    def show_baseline(self, step: int | None, message: str = "") -> None:
+        """Show the pill when the kNN check at `step` was below the untrained encoder's, with the
+        verdict's words (eval.health.baseline_verdict) as its tooltip; None hides it."""
+        self.baseline_pill.setVisible(step is not None)
+        if step is not None:
+            self.baseline_pill.setToolTip(f"At step {step:,} {message}")
 
     def show_run(self, run) -> None:
         from studio.engine.methods import METHODS

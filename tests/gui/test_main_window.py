@@ -167,6 +167,34 @@ def test_the_run_heading_says_collapsing_while_the_health_monitor_does(make_wind
     qtbot.waitUntil(lambda: pill.isVisible() and pill.text() == "collapsed", timeout=10_000)
 
 
+def test_the_run_page_marks_the_untrained_encoders_knn_and_says_when_a_run_is_below_it(make_window, qtbot, project):
+    """The monitors' check at step 0 is the untrained encoder's: the kNN plot draws it as a dashed
+    line, and the heading says "below random init" while the latest check is under it."""
+    import time
+
+    from conftest import tiny_train_config
+
+    from studio.services.training import create_run
+
+    run = create_run(project, "sample", tiny_train_config(steps=40))
+    project.set_run_status(run.id, "running")
+    t = time.time()
+    knn = lambda step, v: (run.id, step, step / 10, "knn_top1", v, t)  # noqa: E731
+    project.add_metrics([(run.id, s, s / 10, "loss", 5.0 - 0.1 * s, t) for s in range(1, 21)]
+                        + [knn(0, 0.52), knn(10, 0.61), knn(20, 0.35)])
+    w = make_window(project.root)
+    w.panel.select_run(run.id)
+    page = w.run_page
+    pill = page.heading.baseline_pill
+    qtbot.waitUntil(lambda: pill.isVisible(), timeout=10_000)
+    assert "step 20" in pill.toolTip() and "0.350 is below the untrained encoder's 0.520" in pill.toolTip()
+    page.flush_drawing()
+    assert page.other_combo.currentData() == "knn_top1"
+    assert page._baseline_line is not None and page._baseline_line.value() == 0.52
+    project.add_metrics([knn(30, 0.7)])
+    qtbot.waitUntil(lambda: not pill.isVisible(), timeout=10_000)
+
+
 def test_screenshot_writes_the_window_as_a_png(project, tmp_path):
     import os
     import subprocess

@@ -124,12 +124,16 @@ def spread_text(std_ratio: float | None) -> str:
 COLLAPSE_METRIC_CUTOFF = 0.5
 
 
-def collapse_verdict(report: Mapping[str, Any]) -> tuple[bool, str]:
+GENERIC_COLLAPSE_ADVICE = "try a lower learning rate, or the method's defaults"
+
+
+def collapse_verdict(report: Mapping[str, Any], advice: str = "") -> tuple[bool, str]:
     """(collapsing, what to tell the user) for a health check, in the one wording the run's log
     and the Run page share.
 
     `report` is a `health_report` (keys `collapsed`, `std_ratio`) or the health monitor's
     metrics as stored (`collapse`, `embedding_std_ratio`); a missing spread reads as not finite.
+    `advice` is the method's likely cause and change (`Method.collapse_advice`).
     """
     if "collapsed" in report:
         collapsing = bool(report["collapsed"])
@@ -140,8 +144,25 @@ def collapse_verdict(report: Mapping[str, Any]) -> tuple[bool, str]:
     if collapsing:
         return True, (f"the outputs are collapsing towards one point ({spread}; under "
                       f"{STD_RATIO_COLLAPSE_THRESHOLD} counts as collapse). If it lasts, the run learns "
-                      f"nothing: try a lower learning rate, or the method's defaults.")
+                      f"nothing: {advice or GENERIC_COLLAPSE_ADVICE}.")
     return False, f"the outputs are spread out ({spread})."
+
+
+# kNN top-1 this far under the untrained encoder's counts as "worse than no training" (the
+# monitor's held-out split has a few hundred images: a point or two is noise).
+BELOW_BASELINE_MARGIN = 0.01
+
+
+def baseline_verdict(knn_top1: float, baseline: float | None) -> tuple[bool, str]:
+    """(below, what to tell the user) for a kNN check against the untrained encoder's (the
+    monitor's check at step 0): a short run must not end worse than random init unsaid."""
+    if baseline is None or not math.isfinite(knn_top1) or not math.isfinite(baseline):
+        return False, ""
+    if knn_top1 < baseline - BELOW_BASELINE_MARGIN:
+        return True, (f"kNN top-1 {knn_top1:.3f} is below the untrained encoder's {baseline:.3f} (step 0): the "
+                      f"features are worse than none so far. A longer run usually passes it; if it does not, "
+                      f"try another method (SimCLR learns fastest in short runs).")
+    return False, f"kNN top-1 {knn_top1:.3f} is above the untrained encoder's {baseline:.3f} again."
 
 
 def health_report(z, z2=None, max_points: int | None = HEALTH_MAX_POINTS, seed: int = 0) -> dict:

@@ -43,6 +43,8 @@ class BarlowTwins(Method):
     default_optimizer = "lars"
     default_lr = 0.2
     default_weight_decay = 1.5e-6
+    collapse_advice = ("lower the learning rate, or lambda_param if the off-diagonal term dominates; a batch much smaller "
+                       "than output_dim makes the cross-correlation noisy, so lower output_dim")
 
     def __init__(self, backbone, config: BarlowTwinsConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

@@ -80,6 +80,9 @@ class Method(nn.Module):
     default_optimizer: ClassVar[str] = "sgd"
     default_lr: ClassVar[float] = 0.06
     default_weight_decay: ClassVar[float] = 5e-4
+    # The likely causes of a collapse for this method and the change to try, naming its settings:
+    # the health monitor's warning ends with it (eval.health.collapse_verdict).
+    collapse_advice: ClassVar[str] = ""
 
     def __init__(self, backbone: Backbone, config: Any, world_size: int = 1):
         super().__init__()

@@ -41,6 +41,8 @@ class BYOL(Method):
     default_optimizer = "lars"
     default_lr = 0.2
     default_weight_decay = 1.5e-6
+    collapse_advice = ("raise the target's starting momentum (0.996) so it moves slower, or lower the learning rate; BYOL "
+                       "holds only while its predictor keeps up with a slow target")
 
     def __init__(self, backbone, config: BYOLConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

@@ -61,6 +61,8 @@ class DINO(Method):
     default_optimizer = "adamw"
     default_lr = 5e-4
     default_weight_decay = 0.04
+    collapse_advice = ("lower teacher_temp (0.04 sharpens the teacher's targets) if all outputs go uniform, lower "
+                       "center_momentum (faster centring) if one dimension wins every image, and lower the learning rate")
 
     def __init__(self, backbone, config: DINOConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

@@ -73,6 +73,8 @@ class IBOT(DINO):
     default_optimizer = "adamw"
     default_lr = 5e-4
     default_weight_decay = 0.04
+    collapse_advice = ("lower teacher_temp (sharper targets), or the learning rate; iBOT shares DINO's teacher, centring and "
+                       "their failure modes")
 
     def __init__(self, backbone, config: IBOTConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

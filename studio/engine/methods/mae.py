@@ -54,6 +54,8 @@ class MAE(Method):
     default_optimizer = "adamw"
     default_lr = 1.5e-4
     default_weight_decay = 0.05
+    collapse_advice = ("a masked autoencoder cannot collapse in this sense (it reconstructs pixels); low spread means the "
+                       "features are not yet distinct: train longer, or raise mask_ratio")
 
     def __init__(self, backbone, config: MAEConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

@@ -48,6 +48,8 @@ class MoCo(Method):
     default_optimizer = "sgd"
     default_lr = 0.06  # paper 0.03 for batch 256 on ImageNet; 0.06 is the CIFAR recipe
     default_weight_decay = 5e-4
+    collapse_advice = ("lower the learning rate, or raise the temperature; on a small dataset shrink queue_size so the queue "
+                       "holds fewer stale keys than images")
 
     def __init__(self, backbone, config: MoCoConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

@@ -60,6 +60,8 @@ class MoCoV3(Method):
     default_optimizer = "adamw"
     default_lr = 1.5e-4
     default_weight_decay = 0.1
+    collapse_advice = ("lower the learning rate or keep freeze_patch_embedding on (MoCo v3's fix for ViT instability), and "
+                       "raise the temperature")
 
     def __init__(self, backbone, config: MoCoV3Config, world_size: int = 1):
         super().__init__(backbone, config, world_size)

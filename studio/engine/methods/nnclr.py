@@ -44,6 +44,8 @@ class NNCLR(Method):
     default_optimizer = "adamw"
     default_lr = 1e-3
     default_weight_decay = 1e-6
+    collapse_advice = ("lower the learning rate, or shrink support_size on a small dataset (neighbours from a queue of stale "
+                       "embeddings agree too easily)")
 
     def __init__(self, backbone, config: NNCLRConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

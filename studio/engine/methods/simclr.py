@@ -42,6 +42,8 @@ class SimCLR(Method):
     default_optimizer = "sgd"
     default_lr = 0.06
     default_weight_decay = 5e-4
+    collapse_advice = ("lower the learning rate, or raise the temperature (NT-Xent with negatives rarely collapses: when it "
+                       "does, the learning rate is too high for the batch)")
 
     def __init__(self, backbone, config: SimCLRConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

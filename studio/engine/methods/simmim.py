@@ -41,6 +41,8 @@ class SimMIM(Method):
     default_optimizer = "adamw"
     default_lr = 1e-4
     default_weight_decay = 0.05
+    collapse_advice = ("a masked image model cannot collapse in this sense (it reconstructs pixels); low spread means the "
+                       "features are not yet distinct: train longer, or change mask_ratio")
 
     def __init__(self, backbone, config: SimMIMConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

@@ -38,6 +38,8 @@ class SimSiam(Method):
     default_optimizer = "sgd"
     default_lr = 0.05
     default_weight_decay = 5e-4
+    collapse_advice = ("lower the learning rate and keep weight decay on; SimSiam holds only with its predictor and stop- "
+                       "gradient, which a high learning rate overwhelms")
 
     def __init__(self, backbone, config: SimSiamConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

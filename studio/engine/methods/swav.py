@@ -53,6 +53,8 @@ class SwAV(Method):
     default_optimizer = "lars"
     default_lr = 0.6
     default_weight_decay = 1e-6
+    collapse_advice = ("lower the learning rate, or keep freeze_prototypes_epochs at 1 or more (the paper freezes the "
+                       "prototypes in the first epoch: moving early, they can take every image's assignment)")
 
     def __init__(self, backbone, config: SwAVConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

@@ -43,6 +43,7 @@ class VICReg(Method):
     default_optimizer = "lars"
     default_lr = 0.2
     default_weight_decay = 1e-6
+    collapse_advice = "raise variance_weight (the term that keeps each dimension spread), or lower the learning rate"
 
     def __init__(self, backbone, config: VICRegConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)
