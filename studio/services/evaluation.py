@@ -349,6 +349,15 @@ def resolve_protocols(names) -> tuple[str, ...]:
     return tuple(k for k in PROTOCOL_KEYS if k in wanted)
 
 
+def labels_missing(protocols, baseline: bool, has_labels: bool, dataset: str = "this dataset") -> str:
+    """Why these protocols cannot run on a dataset without labels ("" when they can)."""
+    labelled = [k for k in protocols if protocol(k).needs_labels] + (["baseline"] if baseline else [])
+    if not labelled or has_labels:
+        return ""
+    return (f"the dataset {dataset!r} has no labels; {', '.join(labelled)} need a labelled dataset "
+            "(a folder with one sub-folder per class). The diagnostics (rank) work without labels.")
+
+
 @dataclass
 class _Job:
     """What every protocol of one evaluate_run call shares."""
@@ -539,12 +548,10 @@ def evaluate_run(
     config = TrainConfig.from_dict(run.config)
     ds = _dataset_record(project, run_id, dataset)
     emb = compute_embeddings(project, run_id, ds.id, checkpoint_step, device, report=report, cancelled=cancelled)
-    labelled = [k for k in chosen if protocol(k).needs_labels] + (["baseline"] if baseline else [])
-    if labelled and not emb.has_labels:
-        raise EvaluationError(
-            f"the dataset {ds.name!r} has no labels; {', '.join(labelled)} need a labelled dataset "
-            "(a folder with one sub-folder per class). The diagnostics (rank) work without labels."
-        )
+    missing = labels_missing(chosen, baseline, emb.has_labels, ds.name)
+    if missing:
+        raise EvaluationError(missing)
+    labelled = bool([k for k in chosen if protocol(k).needs_labels]) or baseline
     step = emb.record.checkpoint_step
     options = {"knn_ks": knn_ks or KNN_SWEEP, "fewshot_shots": fewshot_shots or FEW_SHOTS,
                "fewshot_draws": fewshot_draws or FEW_SHOT_DRAWS, "finetune_fractions": finetune_fractions or LABEL_FRACTIONS,
@@ -627,6 +634,7 @@ __all__ = [
     "evaluate_run",
     "evaluation_summary",
     "initial_encoder",
+    "labels_missing",
     "load_embedding_set",
     "protocol",
     "resolve_protocols",
