@@ -234,9 +234,10 @@ class RunDialogs:
         return dialog
 
     def _on_evaluated(self, run_id: int, results: dict) -> None:
-        """The new numbers show at once: Run details, and the Compare table's columns."""
+        """The new numbers show at once: Run details, the Compare table's columns, the Evaluation view."""
         self.statusBar().showMessage(f"Run {run_id}: {results_text(results)}", 15000)
         self.refresh_now()
-        compare = self._pages.get("Compare")
-        if hasattr(compare, "refresh"):
-            compare.refresh()
+        for title in ("Compare", "Evaluation"):
+            page = self._pages.get(title)
+            if hasattr(page, "refresh"):
+                page.refresh()

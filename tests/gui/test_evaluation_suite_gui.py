@@ -107,3 +107,27 @@ def test_the_dialog_refuses_label_protocols_on_an_unlabelled_dataset_and_cancel_
     assert dialog.status_label.text().startswith("Cancelled")
     assert not [e for e in project.evaluations(shapes_runs[0]) if e.kind == "finetune"]
     dialog.close()
+
+
+def test_the_evaluation_view_tabulates_runs_by_task_and_marks_the_best(make_window, project, shapes_runs):
+    from studio.services.evaluation import evaluate_run, evaluation_summary, protocol
+
+    for run_id in shapes_runs:
+        evaluate_run(project, run_id, protocols=["rank", "clustering"], device="cpu")
+    w = make_window(project.root)
+    [action] = [a for a in w.page_actions if a.text() == "Evaluation"]  # View ▸ Evaluation
+    action.trigger()
+    assert w.current_page_title() == "Evaluation"
+    view = w.page("Evaluation")
+    titles = view.column_titles()
+    assert titles == ["Run", "Method", "Backbone", "Dataset", "NMI", "ARI", "Effective rank", "Alignment", "Uniformity"]
+    assert [view.table.item(r, 0).text() for r in range(2)] == [f"#{i}" for i in shapes_runs]
+    summaries = [evaluation_summary(project, i) for i in shapes_runs]
+    for title, key, pick in (("Effective rank", "effective_rank", max), ("Alignment", "alignment", min),
+                             ("Uniformity", "uniformity", min)):
+        values = [s[key] for s in summaries]
+        assert view.best_rows(title) == [r for r, v in enumerate(values) if v == pick(values)], title
+        col = titles.index(title)
+        assert view.table.item(view.best_rows(title)[0], col).font().bold()
+    header = view.table.horizontalHeaderItem(titles.index("Alignment")).toolTip()
+    assert "Lower is better" in header and protocol("rank").about.split(".")[0][:40] in header.replace("\n", " ")
