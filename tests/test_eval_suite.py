@@ -117,3 +117,12 @@ def test_cli_eval_tasks_json(suite_project, capsys):
     assert exc.value.code == 2
     assert "zeroshot" in capsys.readouterr().err
     assert sorted(e.kind for e in project.evaluations(run_id)) == ["clustering", "fewshot", "knn", "rank", "retrieval"]
+
+
+def test_task_words_resolve_in_the_tables_order():
+    from studio.services.evaluation import PROTOCOL_KEYS, protocol, resolve_protocols
+
+    assert resolve_protocols(["rank,knn", " Fewshot "]) == ("knn", "fewshot", "rank")
+    assert resolve_protocols("all") == PROTOCOL_KEYS
+    assert all(protocol(k).about and protocol(k).columns for k in PROTOCOL_KEYS)
+    assert [p for p in PROTOCOL_KEYS if not protocol(p).needs_labels] == ["rank"]

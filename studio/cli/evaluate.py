@@ -28,7 +28,7 @@ def _eval(args: argparse.Namespace) -> int:
     knn, linear, finetune = args.knn, args.linear, args.finetune
     protocols = None
     if args.tasks is not None:
-        words = [w for part in args.tasks for w in part.split(",")]
+        words = list(args.tasks)
         if knn or linear or finetune:
             words += [w for w, on in (("knn", knn), ("linear", linear), ("finetune", finetune)) if on]
         try:

@@ -337,8 +337,11 @@ def protocol(kind: str) -> Protocol | None:
 
 
 def resolve_protocols(names) -> tuple[str, ...]:
-    """Task words (any order, "all" for every one) as protocol keys in the table's order."""
-    wanted = {str(n).strip().lower() for n in names if str(n).strip()}
+    """Task words (any order, comma-separated or not, "all" for every one) as protocol keys in the
+    table's order."""
+    if isinstance(names, str):
+        names = [names]
+    wanted = {w.strip().lower() for n in names for w in str(n).split(",") if w.strip()}
     if "all" in wanted:
         return PROTOCOL_KEYS
     unknown = sorted(wanted - set(PROTOCOL_KEYS))
