@@ -1,4 +1,5 @@
-"""The Evaluation view: a table of runs × evaluation tasks, the best run of each column marked.
+"""The Evaluation view: a table of runs × evaluation tasks, the best run of each column marked
+(in bold; none where every run scores the same).
 
 Every number is the newest stored evaluation of its kind (services.evaluation.evaluation_summary);
 the columns, their titles, whether more is better and the header tooltips all come from the one
@@ -61,7 +62,8 @@ class EvaluationView(QWidget):
             for r, run in enumerate(runs):
                 value = values.get(run.id)
                 item = QTableWidgetItem("" if value is None else f"{value:.4g}")
-                is_best = value is not None and len(values) > 1 and value == best
+                # A column where every run scores the same has no best run to point at.
+                is_best = value is not None and len(set(values.values())) > 1 and value == best
                 item.setData(BEST_ROLE, is_best)
                 if is_best:
                     font = item.font()
