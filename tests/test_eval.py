@@ -264,7 +264,7 @@ def test_evaluate_run_stores_results_and_refuses_unlabelled(small_project, tmp_p
 
     project, run_id = small_project
     out = evaluate_run(project, run_id, checkpoint_step=0, knn=True, linear=True, finetune=True,
-                       finetune_epochs=1, finetune_batch_size=16, device="cpu")
+                       finetune_epochs=1, finetune_batch_size=16, finetune_fractions=(1.0,), device="cpu")
     assert {"knn_top1", "linear_top1", "finetune_top1", "finetune_random_top1"} <= set(out)
     assert all(0.0 <= out[k] <= 1.0 for k in ("knn_top1", "linear_top1", "finetune_top1"))
     kinds = sorted(e.kind for e in project.evaluations(run_id))

@@ -22,23 +22,41 @@ def _reporter():
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from studio.services.evaluation import evaluate_run
+    from studio.engine.eval import EvaluationError
+    from studio.services.evaluation import evaluate_run, resolve_protocols
 
     knn, linear, finetune = args.knn, args.linear, args.finetune
-    if not (knn or linear or finetune):
+    protocols = None
+    if args.tasks is not None:
+        words = list(args.tasks)
+        if knn or linear or finetune:
+            words += [w for w, on in (("knn", knn), ("linear", linear), ("finetune", finetune)) if on]
+        try:
+            protocols = resolve_protocols(words)
+        except EvaluationError as exc:
+            raise UsageError(f"--tasks: {exc}") from exc
+    elif not (knn or linear or finetune):
         knn = linear = True  # the two cheap ones, as the CLI contract's example
     with Project.open(args.project) as project:
         result = evaluate_run(
             project, args.run_id, dataset=args.dataset, checkpoint_step=args.step, knn=knn, linear=linear,
             finetune=finetune, baseline=args.baseline, finetune_epochs=args.epochs, device=args.device,
-            report=_reporter(),
+            report=_reporter(), protocols=protocols, finetune_steps=args.finetune_steps,
         )
     if args.json:
         emit_json(result)
     else:
         for key, value in result.items():
-            print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
+            print(f"{key}\t{_plain(value)}")
     return 0
+
+
+def _plain(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return "  ".join(f"{k} {_plain(v)}" for k, v in value.items())
+    return str(value)
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -71,24 +89,39 @@ def _step(value: str) -> int:
     return step
 
 
-def _epochs(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError("--epochs must be at least 1")
-    return n
+def _at_least_one(flag: str):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number; got {value!r}") from exc
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least 1")
+        return n
+
+    return parse
 
 
 def register(sub) -> None:
-    e = sub.add_parser("eval", help="evaluate a run's encoder: kNN, linear probe, fine-tuning")
+    from studio.services.evaluation import PROTOCOL_KEYS
+
+    e = sub.add_parser("eval", help="evaluate a run's encoder: kNN, linear probe, few-shot, fine-tuning, retrieval, "
+                                    "clustering, label-free diagnostics")
     e.add_argument("project")
     e.add_argument("run_id", type=int)
     e.add_argument("--dataset", help="a labelled dataset of the project (default: the run's)")
-    e.add_argument("--step", type=_step, help="checkpoint step (default: the newest; 0: initial weights)")
+    e.add_argument("--step", "--checkpoint", dest="step", type=_step,
+                   help="checkpoint step (default: the newest; 0: initial weights)")
+    e.add_argument("--tasks", "--protocol", dest="tasks", action="append", metavar="TASK[,TASK...]",
+                   help=f"protocols to run: {','.join(PROTOCOL_KEYS)} or all (each stored as an evaluation)")
     e.add_argument("--knn", action="store_true", help="weighted kNN top-1 (k and temperature of the run)")
     e.add_argument("--linear", action="store_true", help="linear probe (logistic regression on frozen features)")
     e.add_argument("--finetune", action="store_true", help="fine-tune the encoder and the same from random init")
     e.add_argument("--baseline", action="store_true", help="also kNN / linear probe of the encoder at random init")
-    e.add_argument("--epochs", type=_epochs, default=3, help="fine-tuning epochs (default 3)")
+    e.add_argument("--epochs", type=_at_least_one("--epochs"), default=3,
+                   help="fine-tuning budget in epochs over all the labels (default 3), for every share of them")
+    e.add_argument("--finetune-steps", type=_at_least_one("--finetune-steps"), default=None, help="fine-tuning steps per share of the labels "
+                   "(overrides --epochs)")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_eval)

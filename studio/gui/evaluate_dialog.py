@@ -1,6 +1,7 @@
-"""Run ▸ Evaluate…: judge a run's checkpoint on a labelled dataset (kNN, linear probe, fine-tuning
-against training from scratch) on a Task with progress and cancel; the results are stored by
-services.evaluation and show in Run details and Compare at once."""
+"""Run ▸ Evaluate…: judge a run's checkpoint on a dataset of the project with any subset of the
+evaluation suite (one checkbox per protocol of services.evaluation.PROTOCOLS) on a Task with
+progress and cancel; the results are stored by services.evaluation and show in Run details,
+Compare and the Evaluation view at once."""
 
 from __future__ import annotations
 
@@ -11,47 +12,59 @@ from PySide6.QtWidgets import (
 
 from studio.gui.widgets import Label
 
-KINDS = (  # (key of evaluate_run, label, on by default, what it costs)
-    ("knn", "kNN top-1", True, "seconds: the embeddings and a vote of their nearest neighbours"),
-    ("linear", "Linear probe", True, "seconds to a minute: a logistic regression on frozen features"),
-    ("finetune", "Fine-tune vs from scratch", False, "minutes: trains the whole encoder and a fresh one"),
-    ("baseline", "Compare with the untrained encoder", False, "the same kNN and linear numbers at initialisation"),
-)
+def wrapped(text: str, width: int = 90) -> str:
+    """A long tooltip in lines of `width` (plain-text tooltips do not wrap by themselves)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(part, width) for part in text.split("\n"))
+
+
+def _choices():
+    """The dialog's checkboxes: every protocol, then the untrained-encoder baseline (services' table)."""
+    from studio.services.evaluation import BASELINE, PROTOCOLS
+
+    return (*PROTOCOLS, BASELINE)
 
 
 class EvaluateDialog(QDialog):
     """Emits `evaluated(run_id, results)` once the chosen evaluations are stored."""
 
     evaluated = Signal(int, dict)
+    fast_options: dict = {}  # extra evaluate_run arguments (tests: fewer fine-tuning steps)
 
     def __init__(self, project, run_id: int, step: int | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.project, self.run_id, self.step = project, run_id, step
         self.task = None
         self.results: dict | None = None
+        self._reason_shown = False
         run = project.run(run_id)
         self.setWindowTitle(f"Evaluate run {run_id}")
         lay = QVBoxLayout(self)
         at = f"its checkpoint at step {step:,}" if step is not None else "its newest checkpoint"
-        intro = Label(f"Run {run_id} ({run.method} on {run.backbone}), {at}, on a dataset with classes.")
+        intro = Label(f"Run {run_id} ({run.method} on {run.backbone}), {at}, on a dataset of the project.")
         intro.setWordWrap(True)
         lay.addWidget(intro)
         form = QFormLayout()
         self.dataset_combo = QComboBox()
         self.dataset_combo.setObjectName("dataset")
+        self._labelled: dict[str, bool] = {}
         for ds in project.datasets():
-            if ds.classes > 1:
-                self.dataset_combo.addItem(f"{ds.name} ({ds.images:,} images, {ds.classes} classes)", ds.name)
+            self._labelled[ds.name] = ds.classes > 1
+            what = f"{ds.classes} classes" if ds.classes > 1 else "no labels"
+            self.dataset_combo.addItem(f"{ds.name} ({ds.images:,} images, {what})", ds.name)
         own = self.dataset_combo.findData(run.dataset)
         self.dataset_combo.setCurrentIndex(max(0, own))
+        self.dataset_combo.setToolTip("The run's own dataset, or any other of the project (transfer).")
+        self.dataset_combo.currentIndexChanged.connect(self._update)
         form.addRow("Dataset", self.dataset_combo)
         self.checks: dict[str, QCheckBox] = {}
-        for key, label, on, cost in KINDS:
-            box = QCheckBox(label)
-            box.setChecked(on)
-            box.setToolTip(f"Takes {cost}.")
+        for choice in _choices():
+            box = QCheckBox(choice.label)
+            box.setChecked(choice.default)
+            box.setToolTip(wrapped(choice.tooltip))
             box.toggled.connect(self._update)
-            self.checks[key] = box
+            self.checks[choice.key] = box
             form.addRow("", box)
         lay.addLayout(form)
         self.progress_bar = QProgressBar()
@@ -78,34 +91,46 @@ class EvaluateDialog(QDialog):
     def chosen(self) -> dict[str, bool]:
         return {key: box.isChecked() for key, box in self.checks.items()}
 
-    def _update(self) -> None:
+    def protocols(self) -> list[str]:
+        from studio.services.evaluation import PROTOCOL_KEYS
+
         chosen = self.chosen()
+        return [key for key in PROTOCOL_KEYS if chosen.get(key)]
+
+    def _update(self) -> None:
+        from studio.services.evaluation import labels_missing
+
+        dataset = self.dataset_combo.currentData()
         why = ""
         if self.dataset_combo.count() == 0:
-            why = "No dataset with classes in this project: add a folder with one sub-folder per class."
-        elif not (chosen["knn"] or chosen["linear"] or chosen["finetune"]):
+            why = "No dataset in this project: add a folder of images first."
+        elif not self.protocols():
             why = "Choose at least one evaluation."
+        else:
+            why = labels_missing(self.protocols(), self.chosen()["baseline"], self._labelled.get(dataset, False), dataset)
+            why = why[:1].upper() + why[1:]
         self.run_button.setEnabled(not why and self.task is None)
         self.run_button.setToolTip(why or "Evaluate the checkpoint and store the results with the run.")
-        if why and self.task is None:
-            self.status_label.setText(why)
+        if self.task is None and (why or self._reason_shown):
+            self.status_label.setText(why)  # a reason, or none once it is gone
+            self._reason_shown = bool(why)
 
     def start(self) -> None:
         from studio.gui.tasks import Task
 
         if self.task is not None or not self.run_button.isEnabled():
             return
-        root, run_id, step, dataset, chosen = self.project.root, self.run_id, self.step, \
-            self.dataset_combo.currentData(), self.chosen()
+        root, run_id, step, dataset = self.project.root, self.run_id, self.step, self.dataset_combo.currentData()
+        protocols, baseline, options = self.protocols(), self.chosen()["baseline"], dict(self.fast_options)
 
         def work(state):
             from studio.services.evaluation import evaluate_run
             from studio.store import Project
 
             with Project.open(root) as project:
-                return evaluate_run(project, run_id, dataset=dataset, checkpoint_step=step, knn=chosen["knn"],
-                                    linear=chosen["linear"], finetune=chosen["finetune"], baseline=chosen["baseline"],
-                                    report=state.report, cancelled=state.cancelled)
+                return evaluate_run(project, run_id, dataset=dataset, checkpoint_step=step, protocols=protocols,
+                                    baseline=baseline, report=state.report, cancelled=state.cancelled,
+                                    **options)
 
         task = Task(work, name="evaluate", parent=self)
         task.progress.connect(self._on_progress)
@@ -156,6 +181,12 @@ def results_text(results: dict) -> str:
              ("finetune_random_top1", "from scratch"), ("knn_random_top1", "kNN untrained"),
              ("linear_random_top1", "linear untrained"))
     parts = [f"{label} {results[key]:.3f}" for key, label in names if results.get(key) is not None]
+    for key in ("fewshot", "retrieval", "clustering", "rank"):
+        value = results.get(key)
+        if isinstance(value, dict):
+            shots = "-shot" if key == "fewshot" else ""
+            parts.append(" ".join(f"{k}{shots} {v:.1f}" if k == "effective_rank" else f"{k}{shots} {v:.3f}"
+                                  for k, v in value.items() if isinstance(v, float)))
     step = results.get("checkpoint_step")
     at = f" (step {step:,})" if step is not None else ""
     return ("Stored" + at + ": " + ", ".join(parts) + ".") if parts else "Stored."
@@ -203,9 +234,10 @@ class RunDialogs:
         return dialog
 
     def _on_evaluated(self, run_id: int, results: dict) -> None:
-        """The new numbers show at once: Run details, and the Compare table's columns."""
+        """The new numbers show at once: Run details, the Compare table's columns, the Evaluation view."""
         self.statusBar().showMessage(f"Run {run_id}: {results_text(results)}", 15000)
         self.refresh_now()
-        compare = self._pages.get("Compare")
-        if hasattr(compare, "refresh"):
-            compare.refresh()
+        for title in ("Compare", "Evaluation"):
+            page = self._pages.get(title)
+            if hasattr(page, "refresh"):
+                page.refresh()

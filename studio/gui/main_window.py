@@ -27,6 +27,7 @@ from studio.gui.project_panel import ProjectPanel
 from studio.gui.app_state import AppState
 from studio.gui.run_controller import RunController
 from studio.gui.evaluate_dialog import RunDialogs
+from studio.gui.evaluation_view import EvaluationView
 from studio.gui.run_details import RunDetailsPage
 from studio.gui.run_page import RunPage
 from studio.gui.style import THEMES
@@ -98,6 +99,7 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
         self.add_page("Run details", self.run_details)
         self.add_page("Explorer", factory=lambda p: ExplorerPage(p))
         self.add_page("Compare", factory=self._compare_page)
+        self.add_page("Evaluation", factory=lambda p: EvaluationView(p))
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.export_dialog = None
         self.about_box = None

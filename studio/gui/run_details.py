@@ -45,11 +45,34 @@ def _value(v) -> str:
 
 
 def format_results(metrics: dict) -> str:
-    """The scores of an evaluation (accuracies, losses) first; its settings only when no score."""
+    """Every number of an evaluation but its settings; rows stored before the suite (no
+    "settings") show their scores (accuracies, losses) first, their settings only when no score."""
+    if isinstance(metrics.get("settings"), dict):
+        return "   ".join(f"{k} {_number(v)}" for k, v in metrics.items()
+                          if k != "settings" and isinstance(v, (int, float)) and not isinstance(v, bool))
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     scores = {k: v for k, v in scalars.items() if any(w in k for w in ("top", "acc", "loss", "f1", "map"))}
     shown = scores or scalars
     return "   ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+
+
+def _number(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def evaluation_tooltip(kind: str, metrics: dict) -> str:
+    """What the protocol measures (services' table says it once) and the settings it ran with."""
+    from studio.services.evaluation import protocol
+
+    p = protocol(kind)
+    lines = [p.label + ": " + p.about] if p is not None else [kind]
+    settings = metrics.get("settings")
+    if isinstance(settings, dict) and settings:
+        lines.append("Settings: " + ", ".join(f"{k} {_value(v) if not isinstance(v, dict) else json.dumps(v)}"
+                                               for k, v in settings.items()))
+    from studio.gui.evaluate_dialog import wrapped
+
+    return wrapped("\n".join(lines))
 
 
 def _ago(t: datetime | None) -> str:
@@ -87,8 +110,9 @@ class RunDetailsPage(QWidget):
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Export the encoder of the newest checkpoint (or of the one selected below).")
         self.evaluate_button = QPushButton("Evaluate…")
-        self.evaluate_button.setToolTip("kNN, linear probe or fine-tuning of the selected (or newest) checkpoint "
-                                        "on a labelled dataset; the results are stored with the run.")
+        self.evaluate_button.setToolTip("The evaluation suite (kNN, linear probe, few-shot, fine-tuning, retrieval, "
+                                        "clustering, diagnostics) of the selected (or newest) checkpoint on a dataset; "
+                                        "the results are stored with the run.")
         self.delete_button = QPushButton("Delete run…")
         self.delete_button.setObjectName("Danger")
         self.delete_button.setToolTip("Delete the run, its metrics and its files (checkpoints, exports).")
@@ -232,8 +256,11 @@ class RunDetailsPage(QWidget):
             results = format_results(ev.metrics)
             values = [ev.kind, "" if ev.checkpoint_step is None else f"step {ev.checkpoint_step:,}",
                       names.get(ev.dataset_id, ""), results, _ago(ev.created_at)]
+            tip = evaluation_tooltip(ev.kind, ev.metrics)
             for col, v in enumerate(values):
-                t.setItem(row, col, QTableWidgetItem(v))
+                item = QTableWidgetItem(v)
+                item.setToolTip(tip)
+                t.setItem(row, col, item)
         self.no_evaluations_label.setVisible(t.rowCount() == 0)
 
     # -- actions -------------------------------------------------------------------------------

@@ -4,8 +4,11 @@
   `embeddings/` in the project folder, described by a row of the database; computed once.
 * `embedding_map`: a 2-D map (PCA, t-SNE, UMAP) of stored embeddings, saved and cached the same
   way, so the explorer reopens instantly.
-* `evaluate_run`: kNN, linear probe and fine-tuning (against the same encoder at its random
-  initialisation) on a labelled dataset, each stored as an evaluation of the run and checkpoint.
+* `evaluate_run`: the evaluation suite, any subset of PROTOCOLS (kNN, linear probe, few-shot,
+  label-efficient fine-tuning against the same encoder at its random initialisation, retrieval,
+  clustering, label-free diagnostics) on a dataset, each stored as an evaluation of the run and
+  checkpoint with its settings. PROTOCOLS is the one table the dialog, the CLI, Run details and
+  the Evaluation view read their words from.
 
 Checkpoint step 0 means the run's encoder at initialisation: built from the run's seed exactly as
 the Trainer builds it before its first step, so "random init" is this run's own starting point.
@@ -244,7 +247,265 @@ def embedding_map(
     return coords
 
 
-# -- evaluations ----------------------------------------------------------------------------------
+# -- the evaluation suite ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Column:
+    """One number of a protocol in the summary (Compare, the Evaluation view): its key, title and
+    whether more is better."""
+
+    key: str
+    title: str
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol: what the dialog's checkbox, the CLI's task word, Run details'
+    tooltip and the Evaluation view's columns all say about it (DESIGN rule 8: said once, here)."""
+
+    key: str  # the CLI's task word and the kind of the stored evaluation
+    label: str
+    about: str  # what it measures, how, and after which paper
+    cost: str
+    default: bool = False
+    needs_labels: bool = True
+    columns: tuple[Column, ...] = ()
+
+    @property
+    def tooltip(self) -> str:
+        return f"{self.about} Takes {self.cost}."
+
+
+PROTOCOLS: tuple[Protocol, ...] = (
+    Protocol("knn", "kNN top-1",
+             "Weighted k-nearest-neighbour vote on frozen features (Wu et al. 2018): cosine similarity, each "
+             "neighbour weighted exp(s/0.1), top-1 on the held-out images for k = 10, 20 and 200 (capped by the "
+             "training images); top1 is at the run's own k.",
+             "seconds: the embeddings and a vote of their nearest neighbours", default=True,
+             columns=(Column("knn_top1", "kNN top-1"),)),
+    Protocol("linear", "Linear probe",
+             "Logistic regression on frozen, standardised features (Zhang et al. 2016; SimCLR's linear "
+             "evaluation), top-1 on the held-out images.",
+             "seconds to a minute: a logistic regression on frozen features", default=True,
+             columns=(Column("linear_top1", "Linear top-1"),)),
+    Protocol("fewshot", "Few-shot (1, 5, 10 per class)",
+             "The linear probe fitted on only 1, 5 or 10 labelled images per class (Goyal et al. 2019; MSN, "
+             "Assran et al. 2022), scored on all held-out images: mean and spread over 5 random draws.",
+             "seconds: fifteen small logistic regressions",
+             columns=(Column("fewshot_1", "1-shot"), Column("fewshot_5", "5-shot"), Column("fewshot_10", "10-shot"))),
+    Protocol("finetune", "Fine-tune with 1%, 10%, 100% of labels vs from scratch",
+             "Label-efficient fine-tuning (SimCLR §6, BYOL §4.2): the whole encoder and a linear head trained "
+             "on 1 %, 10 % and 100 % of the training labels (class-balanced), against the same backbone from "
+             "its random initialisation on the same labels and steps; top-1 on the held-out images.",
+             "minutes: trains the encoder and a fresh one on each share of the labels",
+             columns=(Column("finetune_1%", "Fine-tune 1%"), Column("finetune_10%", "Fine-tune 10%"),
+                      Column("finetune_top1", "Fine-tune top-1"), Column("finetune_random_top1", "From scratch"))),
+    Protocol("retrieval", "Retrieval (recall@k, mAP)",
+             "Each held-out image queries the training images by cosine similarity; an image of its class is a "
+             "hit. recall@k: share of queries with a hit in their k nearest (Song et al. 2016); map: mean "
+             "average precision over the whole ranking (DINO's retrieval table).",
+             "seconds: one similarity ranking per held-out image",
+             columns=(Column("retrieval_recall@1", "Recall@1"), Column("retrieval_map", "Retrieval mAP"))),
+    Protocol("clustering", "Clustering (k-means NMI, ARI)",
+             "Spherical k-means with one cluster per class on all the features, compared with the labels: "
+             "normalised mutual information (DeepCluster, Caron et al. 2018) and adjusted Rand index "
+             "(Hubert & Arabie 1985); 1 is a perfect match, 0 chance.",
+             "seconds: one k-means",
+             columns=(Column("clustering_nmi", "NMI"), Column("clustering_ari", "ARI"))),
+    Protocol("rank", "Diagnostics without labels (rank, alignment, uniformity)",
+             "No labels needed. effective_rank: RankMe (Garrido et al. 2023), exp of the entropy of the "
+             "normalised singular values of the features; higher is richer. alignment: mean squared distance "
+             "of two augmented views of an image, uniformity: log E exp(-2|x-y|^2) over pairs of normalised "
+             "features (Wang & Isola 2020); lower is better for both.",
+             "seconds: the embeddings and two augmented views of a few hundred images", needs_labels=False,
+             columns=(Column("effective_rank", "Effective rank"), Column("alignment", "Alignment", False),
+                      Column("uniformity", "Uniformity", False))),
+)
+BASELINE = Protocol("baseline", "Compare with the untrained encoder",
+                    "The same kNN and linear-probe numbers for the run's encoder at its random initialisation "
+                    "(step 0), so the pretraining's gain can be read off.",
+                    "as long again as kNN and the linear probe",
+                    columns=(Column("knn_random_top1", "kNN untrained"), Column("linear_random_top1", "Linear untrained")))
+PROTOCOL_KEYS = tuple(p.key for p in PROTOCOLS)
+# Images whose two augmented views measure alignment: enough for a stable mean, cheap to embed twice.
+ALIGNMENT_IMAGES = 512
+
+
+def protocol(kind: str) -> Protocol | None:
+    """The protocol (or the baseline option) an evaluation of this kind was made by."""
+    return next((p for p in (*PROTOCOLS, BASELINE) if p.key == kind), None)
+
+
+def resolve_protocols(names) -> tuple[str, ...]:
+    """Task words (any order, comma-separated or not, "all" for every one) as protocol keys in the
+    table's order."""
+    if isinstance(names, str):
+        names = [names]
+    wanted = {w.strip().lower() for n in names for w in str(n).split(",") if w.strip()}
+    if "all" in wanted:
+        return PROTOCOL_KEYS
+    unknown = sorted(wanted - set(PROTOCOL_KEYS))
+    if unknown:
+        raise EvaluationError(f"unknown evaluation task {', '.join(unknown)}; choose from {', '.join(PROTOCOL_KEYS)} or all.")
+    if not wanted:
+        raise EvaluationError(f"choose at least one evaluation task: {', '.join(PROTOCOL_KEYS)} or all.")
+    return tuple(k for k in PROTOCOL_KEYS if k in wanted)
+
+
+def labels_missing(protocols, baseline: bool, has_labels: bool, dataset: str = "this dataset") -> str:
+    """Why these protocols cannot run on a dataset without labels ("" when they can)."""
+    labelled = [k for k in protocols if protocol(k).needs_labels] + (["baseline"] if baseline else [])
+    if not labelled or has_labels:
+        return ""
+    return (f"the dataset {dataset!r} has no labels; {', '.join(labelled)} need a labelled dataset "
+            "(a folder with one sub-folder per class). The diagnostics (rank) work without labels.")
+
+
+@dataclass
+class _Job:
+    """What every protocol of one evaluate_run call shares."""
+
+    project: Project
+    run_id: int
+    config: TrainConfig
+    emb: EmbeddingSet
+    step: int
+    device: torch.device
+    report: Report
+    cancelled: Callable[[], bool] | None
+    seed: int
+    options: dict[str, Any]
+    train_idx: np.ndarray | None = None
+    test_idx: np.ndarray | None = None
+    num_classes: int = 0
+    split: dict[str, Any] = field(default_factory=dict)
+    _encoder: torch.nn.Module | None = None
+
+    def encoder(self) -> torch.nn.Module:
+        if self._encoder is None:
+            self._encoder, _, _ = run_encoder(self.project, self.run_id, self.step, self.device)
+        return self._encoder
+
+    def parts(self, vectors=None):
+        x = self.emb.vectors if vectors is None else vectors
+        y = self.emb.labels
+        return x[self.train_idx], y[self.train_idx], x[self.test_idx], y[self.test_idx]
+
+
+def _knn(job: _Job, vectors=None) -> tuple[dict, dict]:
+    from studio.engine.eval import knn_sweep
+
+    job.report("knn", 0, 1)
+    k, t = job.config.knn_k, job.config.knn_temperature
+    ks = tuple(job.options["knn_ks"])
+    sweep = knn_sweep(*job.parts(vectors), job.num_classes, ks=(*ks, k), temperature=t)
+    by_k = sweep["top1"]
+    top1 = by_k[min(k, len(job.train_idx))]
+    metrics = {"top1": top1, **{f"top1@{kk}": v for kk, v in by_k.items()},
+               "settings": {"k": k, "ks": list(ks), "temperature": t, "similarity": "cosine", **job.split}}
+    return metrics, {"knn_top1": top1, "knn": {str(kk): v for kk, v in by_k.items()}}
+
+
+def _linear(job: _Job, vectors=None) -> tuple[dict, dict]:
+    from studio.engine.eval import linear_probe
+
+    job.report("linear probe", 0, 1)
+    result = linear_probe(*job.parts(vectors))
+    top1 = result.pop("top1")
+    return {"top1": top1, **result, "settings": dict(job.split)}, {"linear_top1": top1}
+
+
+def _fewshot(job: _Job) -> tuple[dict, dict]:
+    from studio.engine.eval import few_shot
+
+    shots, draws = tuple(job.options["fewshot_shots"]), int(job.options["fewshot_draws"])
+    job.report("few-shot", 0, len(shots))
+    result = few_shot(*job.parts(), shots=shots, draws=draws, seed=job.seed)
+    metrics = {f"{n}-shot": r["mean"] for n, r in result.items()}
+    metrics.update({f"{n}-shot std": r["std"] for n, r in result.items()})
+    metrics["settings"] = {"shots": list(shots), "draws": draws, "classifier": "logistic regression",
+                           "draw_scores": {str(n): r["draws"] for n, r in result.items()}, **job.split}
+    return metrics, {"fewshot": {str(n): r["mean"] for n, r in result.items()},
+                     "fewshot_std": {str(n): r["std"] for n, r in result.items()}}
+
+
+def _finetune(job: _Job) -> tuple[dict, dict]:
+    from studio.engine.eval import label_efficiency
+
+    fractions = tuple(float(f) for f in job.options["finetune_fractions"])
+    batch = int(job.options["finetune_batch_size"])
+    # One budget for every share of the labels, that of `epochs` over all of them: a smaller share
+    # is seen more often, as SimCLR fine-tunes 1 % of the labels for longer.
+    steps = job.options["finetune_steps"] or int(job.options["finetune_epochs"]) * max(1, len(job.train_idx) // batch)
+    result = label_efficiency(
+        job.encoder(), lambda: initial_encoder(job.config, job.device), job.emb.images, job.emb.labels,
+        job.train_idx, job.test_idx, job.num_classes, fractions=fractions, steps=steps, batch_size=batch,
+        image_size=job.config.image_size, device=job.device, seed=job.seed, progress=job.report, cancelled=job.cancelled)
+    full = result[max(result, key=lambda name: float(name.rstrip("%")))]
+    metrics = {"top1": full["pretrained"], "random_init_top1": full["scratch"]}
+    for name, r in result.items():
+        metrics[f"{name} pretrained"] = r["pretrained"]
+        metrics[f"{name} scratch"] = r["scratch"]
+    metrics["settings"] = {"fractions": list(fractions), "steps": steps, "batch_size": batch, "lr": 1e-3,
+                           "labels_used": {n: r["num_labels"] for n, r in result.items()},
+                           "scratch": "the run's encoder at its random initialisation (step 0)", **job.split}
+    out = {"finetune_top1": full["pretrained"], "finetune_random_top1": full["scratch"],
+           "finetune": {n: {"pretrained": r["pretrained"], "scratch": r["scratch"]} for n, r in result.items()}}
+    return metrics, out
+
+
+def _retrieval(job: _Job) -> tuple[dict, dict]:
+    from studio.engine.eval import RECALL_AT, retrieval_scores
+
+    job.report("retrieval", 0, 1)
+    xtr, ytr, xte, yte = job.parts()
+    result = retrieval_scores(xte, yte, xtr, ytr, ks=RECALL_AT)
+    scores = {k: v for k, v in result.items() if k.startswith("recall@") or k == "map"}
+    settings = {k: v for k, v in result.items() if k not in scores}
+    return ({**scores, "settings": {"query": "held-out images", "gallery": "training images", "similarity": "cosine",
+                                     **settings, **job.split}},
+            {"retrieval": scores})
+
+
+def _clustering(job: _Job) -> tuple[dict, dict]:
+    from studio.engine.eval import clustering_scores
+
+    job.report("clustering", 0, 1)
+    result = clustering_scores(job.emb.vectors, job.emb.labels, k=job.num_classes, seed=job.seed)
+    scores = {"nmi": result["nmi"], "ari": result["ari"]}
+    return ({**scores, "settings": {"algorithm": "spherical k-means", "k": result["k"], "num_images": result["num_images"],
+                                     "seed": job.seed}},
+            {"clustering": scores})
+
+
+def _rank(job: _Job) -> tuple[dict, dict]:
+    from studio.engine.data.cache import DecodedImages
+    from studio.engine.eval import health_report
+    from studio.engine.eval.health import HEALTH_MAX_POINTS
+    from studio.engine.train.monitor import HealthMonitor
+
+    job.report("diagnostics", 0, 2)
+    report = health_report(job.emb.vectors, max_points=HEALTH_MAX_POINTS, seed=job.seed)
+    job.report("diagnostics", 1, 2)
+    decoded = DecodedImages(job.emb.images, job.emb.labels, job.emb.names, job.emb.class_names)
+    # The training run's health monitor makes the two views: the same augmentations as the
+    # alignment curve of the Run page, so the two numbers mean the same thing.
+    views = HealthMonitor(decoded, job.config.image_size, seed=job.seed, max_images=ALIGNMENT_IMAGES)(job.encoder(), job.step)
+    job.report("diagnostics", 2, 2)
+    scores = {"effective_rank": report["effective_rank"], "alignment": views.get("alignment"),
+              "uniformity": report["uniformity"], "std_ratio": report["std_ratio"]}
+    scores = {k: (None if v is None else float(v)) for k, v in scores.items()}
+    settings = {"points": min(len(job.emb.vectors), HEALTH_MAX_POINTS), "alignment_images": min(len(decoded), ALIGNMENT_IMAGES),
+                "views": "the health monitor's augmentations", "collapsed": bool(report["collapsed"]), "seed": job.seed}
+    return {**scores, "settings": settings}, {"rank": {k: scores[k] for k in ("effective_rank", "alignment", "uniformity")}}
+
+
+_RUNNERS: dict[str, Callable[[_Job], tuple[dict, dict]]] = {
+    "knn": _knn, "linear": _linear, "fewshot": _fewshot, "finetune": _finetune, "retrieval": _retrieval,
+    "clustering": _clustering, "rank": _rank,
+}
+
+
 def evaluate_run(
     project: Project,
     run_id: int,
@@ -260,91 +521,114 @@ def evaluate_run(
     report: Report | None = None,
     cancelled: Callable[[], bool] | None = None,
     seed: int = 0,
+    protocols=None,
+    finetune_steps: int | None = None,
+    finetune_fractions=None,
+    fewshot_shots=None,
+    fewshot_draws: int | None = None,
+    knn_ks=None,
 ) -> dict[str, Any]:
-    """Evaluate a run's checkpoint on a labelled dataset; each kind is stored as an evaluation.
+    """Evaluate a run's checkpoint on a dataset (the run's or any other of the project: transfer);
+    each protocol's numbers, with its settings under "settings", are stored as one evaluation.
 
-    Returns {"run_id", "checkpoint_step", "dataset", "knn_top1", "linear_top1",
-    "finetune_top1", "finetune_random_top1", "knn_random_top1", ...} (only the ones asked for).
-    `baseline` adds kNN and linear-probe numbers of the same encoder at initialisation;
-    fine-tuning always compares against initialisation, since that is what it is for.
+    `protocols`: keys of PROTOCOLS (see resolve_protocols); without it, the `knn`, `linear` and
+    `finetune` flags choose. `baseline` adds kNN and linear-probe numbers of the same encoder at
+    initialisation. Returns what the CLI's `eval --json` prints: {"run_id", "checkpoint_step",
+    "dataset", "knn_top1", "knn": {k: top1}, "linear_top1", "fewshot": {...}, "finetune": {...},
+    "finetune_top1", "finetune_random_top1", "retrieval": {...}, "clustering": {...}, "rank": {...},
+    "knn_random_top1", "linear_random_top1"} (only the ones asked for). Cancelling stops between
+    protocols or inside a long one; what finished before is stored.
     """
-    from studio.engine.eval import finetune as finetune_encoder
-    from studio.engine.eval import knn_top1, linear_probe, split_indices
+    from studio.engine.eval import FEW_SHOT_DRAWS, FEW_SHOTS, KNN_SWEEP, LABEL_FRACTIONS, split_indices
+    from studio.engine.eval.embed import EmbeddingCancelled
 
     report = report or _noop
+    if protocols is None:
+        chosen = tuple(k for k, on in (("knn", knn), ("linear", linear), ("finetune", finetune)) if on)
+    else:
+        chosen = resolve_protocols(protocols)
     run = project.run(run_id)
     config = TrainConfig.from_dict(run.config)
     ds = _dataset_record(project, run_id, dataset)
     emb = compute_embeddings(project, run_id, ds.id, checkpoint_step, device, report=report, cancelled=cancelled)
-    if not emb.has_labels:
-        raise EvaluationError(
-            f"the dataset {ds.name!r} has no labels; kNN, linear probe and fine-tuning need a labelled dataset "
-            "(a folder with one sub-folder per class)."
-        )
+    missing = labels_missing(chosen, baseline, emb.has_labels, ds.name)
+    if missing:
+        raise EvaluationError(missing)
+    labelled = bool([k for k in chosen if protocol(k).needs_labels]) or baseline
     step = emb.record.checkpoint_step
-    labels = emb.labels
-    num_classes = max(len(emb.class_names), int(labels.max()) + 1)
-    train_idx, test_idx = split_indices(labels, HOLDOUT_FRACTION, seed=seed)
-    split = {"holdout_fraction": HOLDOUT_FRACTION, "seed": seed, "num_train": int(len(train_idx)), "num_test": int(len(test_idx))}
+    options = {"knn_ks": knn_ks or KNN_SWEEP, "fewshot_shots": fewshot_shots or FEW_SHOTS,
+               "fewshot_draws": fewshot_draws or FEW_SHOT_DRAWS, "finetune_fractions": finetune_fractions or LABEL_FRACTIONS,
+               "finetune_steps": finetune_steps, "finetune_epochs": finetune_epochs, "finetune_batch_size": finetune_batch_size}
+    job = _Job(project, run_id, config, emb, step, _device(device), report, cancelled, seed, options)
+    if labelled:
+        labels = emb.labels
+        job.num_classes = max(len(emb.class_names), int(labels.max()) + 1)
+        job.train_idx, job.test_idx = split_indices(labels, HOLDOUT_FRACTION, seed=seed)
+        job.split = {"holdout_fraction": HOLDOUT_FRACTION, "seed": seed, "num_train": int(len(job.train_idx)),
+                     "num_test": int(len(job.test_idx))}
     out: dict[str, Any] = {"run_id": run_id, "checkpoint_step": step, "dataset": ds.name}
-
-    def frozen(vectors: np.ndarray, suffix: str) -> None:
-        if knn:
-            report("knn", 0, 1)
-            top1 = knn_top1(vectors[train_idx], labels[train_idx], vectors[test_idx], labels[test_idx], num_classes,
-                            k=config.knn_k, temperature=config.knn_temperature)
-            out[f"knn{suffix}_top1"] = top1
-            if not suffix:
-                project.add_evaluation(run_id, "knn", {"top1": top1, "k": config.knn_k, "temperature": config.knn_temperature, **split},
-                                       checkpoint_step=step, dataset_id=ds.id)
-        if linear:
-            report("linear probe", 0, 1)
-            result = linear_probe(vectors[train_idx], labels[train_idx], vectors[test_idx], labels[test_idx])
-            out[f"linear{suffix}_top1"] = result["top1"]
-            if not suffix:
-                project.add_evaluation(run_id, "linear", {**result, **split}, checkpoint_step=step, dataset_id=ds.id)
-
-    frozen(emb.vectors, "")
+    for key in chosen:
+        if cancelled is not None and cancelled():
+            raise EmbeddingCancelled("evaluation was cancelled")
+        metrics, shown = _RUNNERS[key](job)
+        project.add_evaluation(run_id, key, metrics, checkpoint_step=step, dataset_id=ds.id)
+        out.update(shown)
     if baseline and step != INITIAL_STEP:
         initial = compute_embeddings(project, run_id, ds.id, INITIAL_STEP, device, report=report, cancelled=cancelled)
-        frozen(initial.vectors, "_random")
-        baseline_metrics = {k: v for k, v in out.items() if k.endswith("_random_top1")}
-        project.add_evaluation(run_id, "baseline", baseline_metrics, checkpoint_step=INITIAL_STEP, dataset_id=ds.id)
-    if finetune:
-        dev = _device(device)
-        trained, _, _ = run_encoder(project, run_id, step, dev)
-        results = {}
-        for name, encoder in (("finetune", trained), ("finetune_random", initial_encoder(config, dev))):
-            results[name] = finetune_encoder(
-                encoder, emb.images, labels, train_idx, test_idx, num_classes, epochs=finetune_epochs,
-                batch_size=finetune_batch_size, image_size=config.image_size, device=dev, seed=seed,
-                progress=lambda d, t, n=name: report(n.replace("_", " "), d, t), cancelled=cancelled,
-                copy_encoder=False,
-            )
-            out[f"{name}_top1"] = results[name]["top1"]
-        project.add_evaluation(run_id, "finetune", {
-            "top1": results["finetune"]["top1"], "random_init_top1": results["finetune_random"]["top1"],
-            "epochs": finetune_epochs, "pretrained": results["finetune"], "random_init": results["finetune_random"], **split,
-        }, checkpoint_step=step, dataset_id=ds.id)
+        baseline_metrics = {"knn_random_top1": _knn(job, initial.vectors)[1]["knn_top1"],
+                            "linear_random_top1": _linear(job, initial.vectors)[1]["linear_top1"]}
+        out.update(baseline_metrics)
+        project.add_evaluation(run_id, "baseline", {**baseline_metrics, "settings": dict(job.split)},
+                               checkpoint_step=INITIAL_STEP, dataset_id=ds.id)
     return out
+
+
+def _flat_numbers(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def summarize(kind: str, metrics: dict) -> dict[str, float]:
+    """An evaluation's headline numbers under the summary keys of its protocol's columns."""
+    m = _flat_numbers(metrics or {})
+    if kind in ("knn", "linear") and "top1" in m:
+        return {f"{kind}_top1": m["top1"]}
+    if kind == "finetune":
+        out = {"finetune_top1": m.get("top1"), "finetune_random_top1": m.get("random_init_top1")}
+        out.update({f"finetune_{k.split()[0]}": v for k, v in m.items() if k.endswith(" pretrained")})
+        return {k: v for k, v in out.items() if v is not None}
+    if kind == "fewshot":
+        return {f"fewshot_{k.split('-')[0]}": v for k, v in m.items() if k.endswith("-shot")}
+    if kind in ("retrieval", "clustering"):
+        return {f"{kind}_{k}": v for k, v in m.items()}
+    if kind == "rank":
+        return {k: v for k, v in m.items() if k in ("effective_rank", "alignment", "uniformity")}
+    if kind == "baseline":
+        return m
+    return {}
 
 
 def evaluation_summary(project: Project, run_id: int) -> dict[str, float]:
-    """The newest result of each kind for a run: {"knn_top1": .., "linear_top1": .., "finetune_top1": ..}."""
+    """The newest result of each kind for a run, flat: {"knn_top1": .., "linear_top1": ..,
+    "finetune_top1": .., "fewshot_5": .., "retrieval_map": .., "effective_rank": .., ...}
+    (the keys of the protocols' columns)."""
     out: dict[str, float] = {}
     for ev in project.evaluations(run_id):
-        m = ev.metrics or {}
-        if ev.kind in ("knn", "linear", "finetune") and "top1" in m:
-            out[f"{ev.kind}_top1"] = float(m["top1"])
-        if ev.kind == "finetune" and "random_init_top1" in m:
-            out["finetune_random_top1"] = float(m["random_init_top1"])
-        if ev.kind == "baseline":
-            out.update({k: float(v) for k, v in m.items() if isinstance(v, (int, float))})
+        out.update(summarize(ev.kind, ev.metrics))
     return out
 
 
+def summary_columns() -> list[tuple[Protocol, Column]]:
+    """Every column of the summary in the table's order, each with the protocol it comes from."""
+    return [(p, c) for p in (*PROTOCOLS, BASELINE) for c in p.columns]
+
+
 __all__ = [
+    "BASELINE",
+    "Column",
     "EmbeddingSet",
+    "PROTOCOLS",
+    "PROTOCOL_KEYS",
+    "Protocol",
     "INITIAL_STEP",
     "StudioError",
     "checkpoint_for",
@@ -353,6 +637,11 @@ __all__ = [
     "evaluate_run",
     "evaluation_summary",
     "initial_encoder",
+    "labels_missing",
     "load_embedding_set",
+    "protocol",
+    "resolve_protocols",
+    "summarize",
+    "summary_columns",
     "run_encoder",
 ]

@@ -30,7 +30,8 @@ def test_evaluate_stores_knn_and_linear_and_run_details_show_them(make_window, p
     w.run_details.evaluate_button.click()
     dialog = w.evaluate_dialog
     assert dialog.isVisible() and dialog.dataset_combo.currentData() == "sample"
-    assert dialog.chosen() == {"knn": True, "linear": True, "finetune": False, "baseline": False}
+    assert dialog.chosen() == {"knn": True, "linear": True, "fewshot": False, "finetune": False, "retrieval": False,
+                               "clustering": False, "rank": False, "baseline": False}
     dialog.run_button.click()
     assert dialog.busy() and not dialog.run_button.isEnabled()
     qtbot.waitUntil(lambda: not dialog.busy(), timeout=120_000)

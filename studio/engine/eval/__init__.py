@@ -1,4 +1,5 @@
-"""Evaluation math of the engine: kNN, linear probe, health metrics, 2-D maps and neighbours.
+"""Evaluation math of the engine: kNN, linear probe, few-shot, fine-tuning, retrieval, clustering,
+health metrics, 2-D maps and neighbours.
 
 Pure functions over torch tensors or numpy arrays that return numpy arrays and Python numbers;
 no Qt, SQLAlchemy or store imports (DESIGN.md rule 1). scikit-learn and umap-learn load lazily.
@@ -6,7 +7,9 @@ no Qt, SQLAlchemy or store imports (DESIGN.md rule 1). scikit-learn and umap-lea
 
 from studio.engine.eval._arrays import EvaluationError
 from studio.engine.eval.embed import EmbeddingCancelled, embed_images
-from studio.engine.eval.finetune import finetune
+from studio.engine.eval.clustering import clustering_scores, partition_scores
+from studio.engine.eval.fewshot import FEW_SHOT_DRAWS, FEW_SHOTS, draw_shots, few_shot
+from studio.engine.eval.finetune import LABEL_FRACTIONS, finetune, fraction_name, label_efficiency, label_subset
 from studio.engine.eval.health import (
     COLLAPSE_THRESHOLD,
     EFFECTIVE_RANK_COLLAPSE_THRESHOLD,
@@ -18,7 +21,7 @@ from studio.engine.eval.health import (
     health_report,
     uniformity,
 )
-from studio.engine.eval.knn import knn_predict, knn_scores, knn_top1
+from studio.engine.eval.knn import KNN_SWEEP, knn_predict, knn_scores, knn_sweep, knn_top1
 from studio.engine.eval.linear import linear_probe, split_indices
 from studio.engine.eval.projection import (
     PROJECTION_ALGORITHMS,
@@ -27,8 +30,23 @@ from studio.engine.eval.projection import (
     nearest_to_vector,
     project_2d,
 )
+from studio.engine.eval.retrieval import RECALL_AT, retrieval_scores
 
 __all__ = [
+    "FEW_SHOTS",
+    "FEW_SHOT_DRAWS",
+    "KNN_SWEEP",
+    "LABEL_FRACTIONS",
+    "RECALL_AT",
+    "clustering_scores",
+    "draw_shots",
+    "few_shot",
+    "fraction_name",
+    "knn_sweep",
+    "label_efficiency",
+    "label_subset",
+    "partition_scores",
+    "retrieval_scores",
     "COLLAPSE_THRESHOLD",
     "EFFECTIVE_RANK_COLLAPSE_THRESHOLD",
     "PROJECTION_ALGORITHMS",

@@ -118,3 +118,55 @@ def knn_top1(
     if predicted.shape[0] != truth.shape[0]:
         raise EvaluationError(f"kNN got {predicted.shape[0]} test features but {truth.shape[0]} test labels.")
     return float((predicted == truth).mean())
+
+
+# The k of the sweep SSL papers report (InstDisc/DINO: 20 and 200; 10 for small label sets).
+KNN_SWEEP = (10, 20, 200)
+
+
+def knn_sweep(
+    train_features,
+    train_labels,
+    test_features,
+    test_labels,
+    num_classes: int,
+    ks=KNN_SWEEP,
+    temperature: float = 0.1,
+    chunk_size: int | None = None,
+) -> dict:
+    """Weighted-kNN top-1 (Wu et al. 2018) for several k in one pass over the similarities.
+
+    Each k is capped by the training-set size; k that cap to the same value are scored once.
+    Returns {"top1": {k: accuracy}, "k_requested": [...], "temperature": τ}, k as ints (the actual
+    neighbours used). The top-k of the largest k holds every smaller top-k, so the cost is one kNN.
+    """
+    if temperature <= 0:
+        raise EvaluationError(f"temperature must be positive; got {temperature}.")
+    ks = [int(k) for k in ks]
+    if not ks or min(ks) < 1:
+        raise EvaluationError(f"every k must be at least 1; got {ks}.")
+    train, labels = _prepare(train_features, train_labels, num_classes)
+    test = to_tensor(test_features)
+    truth = to_tensor(test_labels).long().reshape(-1).to(train.device)
+    if test.ndim != 2 or test.shape[1] != train.shape[1] or test.shape[0] != truth.shape[0] or test.shape[0] == 0:
+        raise EvaluationError(
+            f"test features must be a non-empty (N, {train.shape[1]}) matrix with one label each; "
+            f"got {tuple(test.shape)} and {truth.shape[0]} labels."
+        )
+    used = sorted({min(k, train.shape[0]) for k in ks})
+    kmax = used[-1]
+    if chunk_size is None:
+        chunk_size = max(1, SIMILARITY_BUDGET // train.shape[0])
+    correct = dict.fromkeys(used, 0)
+    with torch.no_grad():
+        for start in range(0, test.shape[0], chunk_size):
+            chunk = F.normalize(test[start : start + chunk_size].to(train.device, train.dtype), dim=1)
+            sims, idx = (chunk @ train.T).topk(kmax, dim=1)  # sorted: most similar first
+            weights = (sims / temperature).exp()
+            want = truth[start : start + chunk.shape[0]]
+            for k in used:
+                scores = torch.zeros(chunk.shape[0], num_classes, device=train.device, dtype=weights.dtype)
+                scores.scatter_add_(1, labels[idx[:, :k]], weights[:, :k])
+                correct[k] += int((scores.argmax(1) == want).sum())
+    n = test.shape[0]
+    return {"top1": {k: correct[k] / n for k in used}, "k_requested": ks, "temperature": float(temperature)}
