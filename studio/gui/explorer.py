@@ -15,16 +15,40 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QRectF, Signal, Slot
-from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import QFileDialog, QWidget
+from PySide6.QtCore import QRectF, Qt, Signal, Slot
+from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtWidgets import QFileDialog, QListWidgetItem, QWidget
 
-from studio.gui.embedding_map import EmbeddingMapView, array_to_pixmap, file_pixmap
-from studio.gui.explorer_layout import GRID_THUMB, NEIGHBOURS, THUMB
+from studio.gui.embedding_map import EmbeddingMapView, array_to_pixmap, file_pixmap, map_name
+from studio.gui.explorer_layout import GRID_THUMB, HOVER_HINT, NEIGHBOUR_HINT, NEIGHBOURS, THUMB
+from studio.gui.style import status_icon
 from studio.gui.tasks import Task
 from studio.gui.widgets import plain_tip
+
 SYNC_KMEANS_LIMIT = 20_000  # above this, k-means for colouring runs on the task
-LIST_LIMIT = 2000  # rows shown in the selection list; the export always holds every file
+SELECTION_GRID = 200  # thumbnails shown for a selection (each is decoded); the export holds every file
+
+# A worker's stages in words (studio.services.evaluation reports "map: tsne", "k-means", ...).
+STAGE_WORDS = {"loading images": "Loading the images", "embedding": "Embedding the images",
+               "k-means": "Finding clusters", "embedding the dropped image": "Embedding the dropped image"}
+
+
+def stage_words(stage: str) -> str:
+    if stage.startswith("map: "):
+        return f"Drawing the {map_name(stage[5:])} map"
+    return STAGE_WORDS.get(stage, stage[:1].upper() + stage[1:])
+
+
+def progress_text(stage: str, done: int, total: int) -> str:
+    """"Embedding the images: 120 of 300", or "Drawing the t-SNE map..." for a one-step stage."""
+    words = stage_words(stage)
+    return f"{words}: {done} of {total}" if total > 1 else f"{words}…"
+
+
+def swatch_icon(col: str, size: int = 12) -> QIcon:
+    pix = QPixmap(size, size)
+    pix.fill(QColor(col))
+    return QIcon(pix)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -77,7 +101,10 @@ class ExplorerPage(QWidget):
         self.run_box.clear()
         runs = self.project.runs() if self.project is not None else []
         for run in runs:
-            self.run_box.addItem(f"#{run.id} {run.method} · {run.backbone} · {run.dataset} ({run.status})", run.id)
+            text = f"#{run.id} {run.method} · {run.backbone} · {run.dataset}"
+            self.run_box.addItem(status_icon(run.status), text, run.id)
+            self.run_box.setItemData(self.run_box.count() - 1, f"{text} ({run.status})", Qt.ItemDataRole.ToolTipRole)
+        self.run_box.view().setMinimumWidth(self.run_box.view().sizeHintForColumn(0) + 24)
         idx = self.run_box.findData(current_run)
         self.run_box.setCurrentIndex(idx if idx >= 0 else self.run_box.count() - 1)
         self.run_box.blockSignals(False)
@@ -124,9 +151,9 @@ class ExplorerPage(QWidget):
             return
         step = self.step_box.currentData() if checkpoint_step == -1 else checkpoint_step
         dataset = self.dataset_box.currentData() if dataset == -1 else dataset
-        algorithm = algorithm or self.map_box.currentText()
+        algorithm = algorithm or self.map_box.currentData()
         k = self.k_spin.value()
-        want_clusters = self.colour_box.currentIndex() == 1
+        want_clusters = self.colour_box.currentData() == "cluster"
         project = self.project
 
         def job(state):
@@ -170,8 +197,8 @@ class ExplorerPage(QWidget):
         stage, done, total = p.stage, p.done, p.total
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
-        self.progress.setFormat(f"{stage} %p%")
-        self.status.setText(f"{stage}: {done}/{total}")
+        self.progress.setFormat(f"{stage_words(stage)} %p%")
+        self.status.setText(progress_text(stage, done, total))
 
     def _end_job(self) -> None:
         self._task = None
@@ -202,7 +229,7 @@ class ExplorerPage(QWidget):
         emb = result["emb"]
         self.set_data(emb.vectors, result["coords"], emb.labels, emb.names, emb.images, emb.class_names,
                       clusters=result["clusters"])
-        self.status.setText(f"{len(emb)} images, {emb.vectors.shape[1]}-dim embeddings, {result['algorithm']} map "
+        self.status.setText(f"{len(emb)} images, {emb.vectors.shape[1]}-dim embeddings, {map_name(result['algorithm'])} map "
                             f"(run {result['run_id']}, step {emb.record.checkpoint_step}).")
 
     # -- showing --------------------------------------------------------------------------
@@ -221,20 +248,29 @@ class ExplorerPage(QWidget):
         self.clusters = None if clusters is None else np.asarray(clusters, dtype=np.int64)
         self._thumbs.clear()
         self.neighbor_indices = np.zeros(0, np.int64)
-        self.set_selection(np.zeros(0, np.int64))
+        # Nothing of the previous map stays: its hovered image, its neighbours, its selection.
+        self.hovered_index = -1
+        self.thumb_label.clear()
+        self.thumb_caption.setText(HOVER_HINT)
+        self.neighbour_title.setText(NEIGHBOUR_HINT)
         for lab in self.neighbour_labels:
             lab.clear()
             lab.setToolTip("")
+        self.selected_indices = np.zeros(0, np.int64)
         self._recolour()
+        self.set_selection(self.selected_indices)
         self.dataLoaded.emit(n)
 
-    def _recolour(self) -> None:
-        if not len(self.coords):
-            self.map_view.set_points(self.coords)
-            return
-        by_cluster = self.colour_box.currentIndex() == 1
+    def colours_by_cluster(self) -> bool:
+        """Whether the map is coloured by k-means clusters: chosen, or the points have no labels."""
         has_labels = len(self.class_names) > 1 and bool((self.labels >= 0).all())
-        if (by_cluster or not has_labels) and self.clusters is None and len(self.vectors) >= 2:
+        return self.colour_box.currentData() == "cluster" or not has_labels
+
+    def _recolour(self) -> None:
+        by_cluster = self.colours_by_cluster()
+        self.k_label.setVisible(by_cluster)
+        self.k_spin.setVisible(by_cluster)
+        if by_cluster and self.clusters is None and len(self.vectors) >= 2:
             from studio.engine.eval import kmeans_labels
 
             if len(self.vectors) > SYNC_KMEANS_LIMIT and not self.busy:
@@ -243,18 +279,44 @@ class ExplorerPage(QWidget):
                 self._start(lambda state: kmeans_labels(vectors, k), self._on_clusters)
             elif len(self.vectors) <= SYNC_KMEANS_LIMIT:
                 self.clusters = kmeans_labels(self.vectors, self.k_spin.value())
-        if (by_cluster or not has_labels) and self.clusters is not None:
+        if not len(self.coords):
+            groups, names = None, []
+        elif by_cluster and self.clusters is not None:
             groups, names = self.clusters, [f"cluster {i}" for i in range(int(self.clusters.max()) + 1)]
         else:
             groups, names = np.maximum(self.labels, 0), self.class_names
         self.map_view.set_points(self.coords, groups, names)
+        self.map_view.set_selected(self.selected_indices)
+        self._fill_legend()
+
+    def _fill_legend(self) -> None:
+        self.legend_list.clear()
+        for group, name, col, count in self.map_view.legend_entries():
+            item = QListWidgetItem(swatch_icon(col), f"{name} ({count})")
+            item.setData(Qt.ItemDataRole.UserRole, group)
+            self.legend_list.addItem(item)
+
+    def legend_texts(self) -> list[str]:
+        return [self.legend_list.item(i).text() for i in range(self.legend_list.count())]
+
+    def isolate_group(self, group: int | None) -> None:
+        """Show only one colour's points (None, or the shown one again: every colour)."""
+        group = None if group == self.map_view.isolated else group
+        self.map_view.isolate(group)
+        for i in range(self.legend_list.count()):
+            item = self.legend_list.item(i)
+            on = group is None or item.data(Qt.ItemDataRole.UserRole) == group
+            item.setForeground(self.palette().text() if on else self.palette().placeholderText())
+
+    def _on_legend_clicked(self, item) -> None:
+        self.isolate_group(int(item.data(Qt.ItemDataRole.UserRole)))
 
     def _on_clusters(self, clusters) -> None:
         self.clusters = np.asarray(clusters, dtype=np.int64)
         self._recolour()
 
     def _on_k_changed(self) -> None:
-        if self.colour_box.currentIndex() == 1 or self.clusters is not None:
+        if self.colours_by_cluster() or self.clusters is not None:
             self.clusters = None
             self._recolour()
 
@@ -327,16 +389,29 @@ class ExplorerPage(QWidget):
         self.set_selection(idx)
         return idx
 
+    def select_polygon(self, polygon) -> np.ndarray:
+        """Select the points inside a polygon of map coordinates (what a lasso does)."""
+        idx = self.map_view.indices_in_polygon(np.asarray(polygon, dtype=np.float64))
+        self.set_selection(idx)
+        return idx
+
     @Slot(object)
     def set_selection(self, indices) -> None:
+        """Select points: ringed on the map, shown as a grid of thumbnails (the first
+        SELECTION_GRID of them; the export holds every one)."""
         self.selected_indices = np.asarray(indices, dtype=np.int64)
+        self.map_view.set_selected(self.selected_indices)
         self.selection_list.clear()
-        shown = self.selected_indices[:LIST_LIMIT]
-        self.selection_list.addItems([self.names[int(i)] for i in shown])
+        shown = self.selected_indices[:SELECTION_GRID]
+        for i in (int(i) for i in shown):
+            item = QListWidgetItem(QIcon(self.thumbnail(i, GRID_THUMB)), Path(self.names[i]).name)
+            item.setData(Qt.ItemDataRole.UserRole, i)
+            item.setToolTip(plain_tip(self.names[i]))
+            self.selection_list.addItem(item)
         more = len(self.selected_indices) - len(shown)
         self.selection_title.setText(
-            f"{len(self.selected_indices)} selected" + (f" (first {LIST_LIMIT} listed)" if more > 0 else "")
-            if len(self.selected_indices) else "No selection (Shift+drag a box)")
+            f"{len(self.selected_indices)} selected" + (f" (first {SELECTION_GRID} shown)" if more > 0 else "")
+            if len(self.selected_indices) else "No selection (Shift+drag a box or a lasso)")
         self.export_button.setEnabled(len(self.selected_indices) > 0)
 
     def selected_paths(self) -> list[str]:

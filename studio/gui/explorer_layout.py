@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QListWidget, QProgressBar, QPushButton, QSpinBox,
     QSplitter, QVBoxLayout, QWidget,
 )
 
-from studio.gui.embedding_map import EmbeddingMapView
+from studio.engine.eval.projection import PROJECTION_ALGORITHMS
+from studio.gui.embedding_map import EmbeddingMapView, map_name
 from studio.gui.widgets import Label, PageLayout
 
 NEIGHBOURS = 16
 THUMB = 80
 GRID_THUMB = 56
+HOVER_HINT = "Hover a point"
+NEIGHBOUR_HINT = "Click a point (or drop an image file) for its 16 nearest neighbours"
 
 
 def build_explorer(page) -> None:
@@ -22,9 +25,12 @@ def build_explorer(page) -> None:
     page.step_box = QComboBox()
     page.dataset_box = QComboBox()
     page.map_box = QComboBox()
-    page.map_box.addItems(["pca", "tsne", "umap"])
+    for key in PROJECTION_ALGORITHMS:
+        page.map_box.addItem(map_name(key), key)
     page.colour_box = QComboBox()
-    page.colour_box.addItems(["label", "k-means cluster"])
+    page.colour_box.addItem("label", "label")
+    page.colour_box.addItem("k-means cluster", "cluster")
+    page.k_label = Label("clusters")
     page.k_spin = QSpinBox()
     page.k_spin.setRange(2, 100)
     page.k_spin.setValue(10)
@@ -45,9 +51,13 @@ def build_explorer(page) -> None:
     for box in (page.run_box, page.step_box, page.dataset_box):
         box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         box.setMinimumContentsLength(14)
+    # A run's entry is short ("#3 simclr · resnet18 · sample", its status an icon and a tip) so the
+    # box shows it whole; the list that drops down is as wide as its longest entry.
+    page.run_box.setMinimumContentsLength(26)
+    page.run_box.view().setTextElideMode(Qt.TextElideMode.ElideMiddle)
     controls = QVBoxLayout()
     rows = (((("Run", page.run_box), ("Checkpoint", page.step_box), ("Dataset", page.dataset_box)), ()),
-            ((("Map", page.map_box), ("Colour by", page.colour_box)), (page.k_spin, page.compute_button,
+            ((("Map", page.map_box), ("Colour by", page.colour_box)), (page.k_label, page.k_spin, page.compute_button,
                                                                       page.cancel_button)))
     for labelled, plain in rows:
         row = QHBoxLayout()
@@ -62,15 +72,21 @@ def build_explorer(page) -> None:
 
     page.map_view = EmbeddingMapView()
     page.select_check = QCheckBox("Select (or Shift+drag)")
+    page.lasso_check = QCheckBox("Lasso")
+    page.lasso_check.setToolTip("select by drawing around the points instead of a box")
+    # The legend: one entry per colour; clicking one shows only that colour, clicking it again all.
+    page.legend_list = QListWidget()
+    page.legend_list.setFixedWidth(150)
+    page.legend_list.setToolTip("click a colour to show only its points; click it again to show all")
 
     # Right panel: hover thumbnail, neighbour grid, selection.
     page.thumb_label = Label()
     page.thumb_label.setFixedSize(THUMB, THUMB)
     page.thumb_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
     page.thumb_label.setStyleSheet("border: 1px solid #bbb;")
-    page.thumb_caption = Label("Hover a point")
+    page.thumb_caption = Label(HOVER_HINT)
     page.thumb_caption.setWordWrap(True)
-    page.neighbour_title = Label("Click a point (or drop an image file) for its 16 nearest neighbours")
+    page.neighbour_title = Label(NEIGHBOUR_HINT)
     page.neighbour_title.setWordWrap(True)
     grid_widget = QWidget()
     grid = QGridLayout(grid_widget)
@@ -84,7 +100,14 @@ def build_explorer(page) -> None:
         grid.addWidget(lab, i // 4, i % 4)
         page.neighbour_labels.append(lab)
     page.selection_title = Label("No selection")
-    page.selection_list = QListWidget()
+    page.selection_list = QListWidget()  # the selection as a grid of thumbnails
+    page.selection_list.setViewMode(QListWidget.ViewMode.IconMode)
+    page.selection_list.setIconSize(QSize(GRID_THUMB, GRID_THUMB))
+    page.selection_list.setGridSize(QSize(GRID_THUMB + 14, GRID_THUMB + 22))
+    page.selection_list.setResizeMode(QListWidget.ResizeMode.Adjust)
+    page.selection_list.setMovement(QListWidget.Movement.Static)
+    page.selection_list.setUniformItemSizes(True)
+    page.selection_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
     page.selection_list.setMinimumHeight(48)
     page.export_button = QPushButton("Export list...")
     page.export_button.setEnabled(False)
@@ -104,8 +127,15 @@ def build_explorer(page) -> None:
     left = QWidget()
     left_layout = QVBoxLayout(left)
     left_layout.setContentsMargins(0, 0, 0, 0)
-    left_layout.addWidget(page.map_view, 1)
-    left_layout.addWidget(page.select_check)
+    map_row = QHBoxLayout()
+    map_row.addWidget(page.map_view, 1)
+    map_row.addWidget(page.legend_list)
+    left_layout.addLayout(map_row, 1)
+    select_row = QHBoxLayout()
+    select_row.addWidget(page.select_check)
+    select_row.addWidget(page.lasso_check)
+    select_row.addStretch(1)
+    left_layout.addLayout(select_row)
 
     splitter = QSplitter()
     splitter.addWidget(left)
@@ -127,6 +157,8 @@ def build_explorer(page) -> None:
     page.colour_box.currentIndexChanged.connect(page._recolour)
     page.k_spin.editingFinished.connect(page._on_k_changed)
     page.select_check.toggled.connect(lambda on: setattr(page.map_view, "select_mode", on))
+    page.lasso_check.toggled.connect(lambda on: setattr(page.map_view, "lasso", on))
+    page.legend_list.itemClicked.connect(page._on_legend_clicked)
     page.export_button.clicked.connect(page._export_dialog)
     page.map_view.pointHovered.connect(page.show_hover)
     page.map_view.pointClicked.connect(page.show_neighbors)

@@ -135,8 +135,12 @@ def test_box_selection_lists_and_exports_the_right_paths(qtbot, tmp_path):
     idx = page.select_rect(0.0, 0.0, 0.5, 0.5)
     inside = np.flatnonzero((coords[:, 0] >= 0) & (coords[:, 0] <= 0.5) & (coords[:, 1] >= 0) & (coords[:, 1] <= 0.5))
     np.testing.assert_array_equal(idx, inside)
-    assert page.selection_list.count() == len(inside) > 0
-    assert page.selection_list.item(0).text() == names[inside[0]]
+    assert page.selection_list.count() == len(inside) > 0  # one thumbnail per selected point
+    first = page.selection_list.item(0)
+    assert first.text() == "0031.jpg" == names[inside[0]].rsplit("/", 1)[1] and names[inside[0]] in first.toolTip()
+    # The selection is ringed on the map: exactly the selected points, in one item.
+    ringed = np.column_stack(page.map_view.selection_item.getData())
+    np.testing.assert_allclose(ringed, coords[inside], rtol=1e-6)
     assert page.export_button.isEnabled()
 
     txt = page.export_selection(tmp_path / "sel.txt")
@@ -172,3 +176,73 @@ def test_colour_by_kmeans_cluster(qtbot):
     page.set_data(vectors, vectors[:, :2], None, None, None, None)  # no labels: clusters colour it
     assert page.clusters is not None and len(page.map_view.scatter_items) == 3
     assert page.map_view.point_count() == 150
+
+
+def _labelled_page(qtbot, n=120, classes=("cat", "dog", "fox")):
+    from studio.gui.explorer import ExplorerPage
+
+    rng = np.random.default_rng(3)
+    coords = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+    labels = np.arange(n) % len(classes)
+    page = ExplorerPage(None)
+    qtbot.addWidget(page)
+    page.resize(1100, 700)
+    page.set_data(rng.normal(size=(n, 8)), coords, labels, [f"/d/{i:03d}.png" for i in range(n)], None, list(classes))
+    return page, coords, labels
+
+
+def test_legend_lists_each_class_and_a_click_isolates_it(qtbot):
+    page, coords, labels = _labelled_page(qtbot)
+    assert page.legend_texts() == ["cat (40)", "dog (40)", "fox (40)"]
+    page._on_legend_clicked(page.legend_list.item(1))  # what a click on "dog" does
+    shown = [item for item in page.map_view.scatter_items if item.isVisible()]
+    assert len(shown) == 1 and len(shown[0].data) == 40
+    # Only dogs can be hovered or selected now.
+    idx = page.select_rect(-1, -1, 1, 1)
+    assert set(labels[idx]) == {1} and len(idx) == 40
+    page._on_legend_clicked(page.legend_list.item(1))  # again: every colour
+    assert all(item.isVisible() for item in page.map_view.scatter_items)
+
+
+def test_k_spin_only_when_colouring_by_cluster(qtbot):
+    page, _, _ = _labelled_page(qtbot)
+    page.show()
+    assert not page.k_spin.isVisible()
+    page.colour_box.setCurrentIndex(page.colour_box.findData("cluster"))
+    assert page.k_spin.isVisible() and page.legend_list.count() == page.k_spin.value()
+    assert page.legend_texts()[0].startswith("cluster 0")
+
+
+def test_lasso_selects_exactly_the_points_inside(qtbot):
+    page, coords, _ = _labelled_page(qtbot, n=400)
+    triangle = np.array([[-0.9, -0.9], [0.9, -0.9], [0.0, 0.8]])
+    idx = page.select_polygon(triangle)
+    x, y = coords[:, 0], coords[:, 1]
+    # inside the triangle: above the base, below both slanted sides
+    inside = (y > -0.9) & (y < 0.8 - (1.7 / 0.9) * np.abs(x))
+    np.testing.assert_array_equal(idx, np.flatnonzero(inside))
+    ringed = np.column_stack(page.map_view.selection_item.getData())
+    np.testing.assert_allclose(ringed, coords[inside], rtol=1e-6)
+    assert page.selection_list.count() == inside.sum() and page.selection_title.text() == f"{inside.sum()} selected"
+
+
+def test_a_new_map_clears_the_previous_hover_and_neighbours(qtbot):
+    page, coords, labels = _labelled_page(qtbot)
+    page.map_view.pointClicked.emit(5)
+    assert page.neighbour_title.text().startswith("Nearest to 005.png")
+    page.select_rect(-1, -1, 0, 0)
+    page.set_data(np.ones((10, 8)), coords[:10], labels[:10], [f"/e/{i}.png" for i in range(10)], None, ["cat", "dog", "fox"])
+    assert not page.neighbour_title.text().startswith("Nearest") and page.thumb_caption.text() == "Hover a point"
+    assert page.thumb_label.pixmap().isNull() and all(lab.pixmap().isNull() for lab in page.neighbour_labels)
+    assert len(page.selected_indices) == 0 and len(page.map_view.selection_item.data) == 0
+
+
+def test_map_names_and_progress_in_plain_words(qtbot):
+    from studio.gui.explorer import ExplorerPage, progress_text
+
+    page = ExplorerPage(None)
+    qtbot.addWidget(page)
+    assert [page.map_box.itemText(i) for i in range(page.map_box.count())] == ["PCA", "t-SNE", "UMAP"]
+    assert page.map_box.itemData(1) == "tsne"
+    assert progress_text("map: tsne", 0, 1) == "Drawing the t-SNE map…"
+    assert progress_text("embedding", 120, 300) == "Embedding the images: 120 of 300"
