@@ -49,7 +49,7 @@ def _sort_arrows() -> str:
             f"QHeaderView::down-arrow {{ image: url({icons}/chevron-down.svg); width: 9px; height: 9px; }}")
 
 
-_SORT_ARROWS = _sort_arrows()
+SORT_ARROWS = _sort_arrows()
 
 
 class _Cell(QTableWidgetItem):
@@ -65,7 +65,7 @@ class _Cell(QTableWidgetItem):
         return False  # (QTableWidgetItem.__lt__ would call back into this override)
 
 
-def _sortable(value: Any, text: str | None = None) -> QTableWidgetItem:
+def sortable_cell(value: Any, text: str | None = None) -> QTableWidgetItem:
     """A cell that sorts by number when it holds one (Qt sorts by the DisplayRole's type)."""
     item = _Cell()
     if value is None:
@@ -130,7 +130,7 @@ class CompareRunsPage(QWidget):
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSortingEnabled(True)
         self.table.sortItems(0, Qt.SortOrder.AscendingOrder)
-        self.table.horizontalHeader().setStyleSheet(_SORT_ARROWS)
+        self.table.horizontalHeader().setStyleSheet(SORT_ARROWS)
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -218,7 +218,7 @@ class CompareRunsPage(QWidget):
             values += [summary.get(key) for key in _EVAL_COLUMNS.values()]
             for c, value in enumerate(values):
                 text = format_duration(value) if COLUMNS[c] == "Duration" and value is not None else None
-                self.table.setItem(r, c, _sortable(value, text))
+                self.table.setItem(r, c, sortable_cell(value, text))
         self.table.setSortingEnabled(True)
 
     def _fill_metrics(self) -> None:

@@ -4,19 +4,36 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QListWidget, QProgressBar, QPushButton, QSpinBox,
-    QSplitter, QVBoxLayout, QWidget,
+    QAbstractItemView, QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QListWidget, QProgressBar,
+    QPushButton, QSlider, QSpinBox, QSplitter, QTableWidget, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from studio.engine.eval.projection import PROJECTION_ALGORITHMS
+from studio.gui.compare import SORT_ARROWS
 from studio.gui.embedding_map import EmbeddingMapView, map_name
 from studio.gui.widgets import Label, PageLayout
+from studio.services.explore import DUPLICATE_THRESHOLD, DUPLICATE_THRESHOLD_RANGE, OUTLIER_K, OUTLIER_K_RANGE
 
 NEIGHBOURS = 16
 THUMB = 80
 GRID_THUMB = 56
 HOVER_HINT = "Hover a point"
 NEIGHBOUR_HINT = "Click a point (or drop an image file) for its 16 nearest neighbours"
+
+
+def _problem_table(columns) -> QTableWidget:
+    table = QTableWidget(0, len(columns))
+    table.setHorizontalHeaderLabels(columns)
+    table.verticalHeader().setVisible(False)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    table.horizontalHeader().setStretchLastSection(True)
+    table.horizontalHeader().setSortIndicator(0, Qt.SortOrder.AscendingOrder)  # first column, as found
+    table.horizontalHeader().setStyleSheet(SORT_ARROWS)
+    table.setSortingEnabled(True)
+    return table
 
 
 def build_explorer(page) -> None:
@@ -30,6 +47,7 @@ def build_explorer(page) -> None:
     page.colour_box = QComboBox()
     page.colour_box.addItem("label", "label")
     page.colour_box.addItem("k-means cluster", "cluster")
+    page.colour_box.addItem("tag", "tag")
     page.k_label = Label("clusters")
     page.k_spin = QSpinBox()
     page.k_spin.setRange(2, 100)
@@ -76,7 +94,7 @@ def build_explorer(page) -> None:
     page.lasso_check.setToolTip("select by drawing around the points instead of a box")
     # The legend: one entry per colour; clicking one shows only that colour, clicking it again all.
     page.legend_list = QListWidget()
-    page.legend_list.setFixedWidth(150)
+    page.legend_list.setFixedWidth(130)
     page.legend_list.setToolTip("click a colour to show only its points; click it again to show all")
 
     # Right panel: hover thumbnail, neighbour grid, selection.
@@ -110,7 +128,34 @@ def build_explorer(page) -> None:
     page.selection_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
     page.selection_list.setMinimumHeight(48)
     page.export_button = QPushButton("Export list...")
+    page.export_button.setToolTip("the selected files as a CSV (index, file, label, class, x, y) or a text file")
     page.export_button.setEnabled(False)
+    page.export_dataset_button = QPushButton("As dataset...")
+    page.export_dataset_button.setToolTip("copy the selected images into a new dataset of this project")
+    page.export_dataset_button.setEnabled(False)
+    page.tag_box = QComboBox()
+    page.tag_box.setEditable(True)
+    page.tag_box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+    page.tag_box.lineEdit().setPlaceholderText("tag")
+    page.tag_button = QPushButton("Tag")
+    page.tag_button.setToolTip("put this tag on the selected images (stored in the project)")
+    page.tag_button.setEnabled(False)
+
+    # Problems: near duplicates and outliers, each a sortable list linked to the map.
+    lo, hi = DUPLICATE_THRESHOLD_RANGE
+    page.dup_slider = QSlider(Qt.Orientation.Horizontal)
+    page.dup_slider.setRange(round(lo * 1000), round(hi * 1000))
+    page.dup_slider.setValue(round(DUPLICATE_THRESHOLD * 1000))
+    page.dup_value = Label(f"{DUPLICATE_THRESHOLD:.3f}")
+    page.dup_slider.setToolTip("cosine similarity from which two images count as near copies")
+    page.dup_button = QPushButton("Find duplicates")
+    page.dup_table = _problem_table(("Group", "Images", "Similarity", "First file"))
+    page.outlier_k = QSpinBox()
+    page.outlier_k.setRange(*OUTLIER_K_RANGE)
+    page.outlier_k.setValue(OUTLIER_K)
+    page.outlier_k.setToolTip("an image is scored by its distance to its k-th nearest other image")
+    page.outlier_button = QPushButton("Find outliers")
+    page.outlier_table = _problem_table(("Rank", "Distance", "File"))
 
     side = QWidget()
     side_layout = QVBoxLayout(side)
@@ -118,11 +163,53 @@ def build_explorer(page) -> None:
     top.addWidget(page.thumb_label)
     top.addWidget(page.thumb_caption, 1)
     side_layout.addLayout(top)
-    side_layout.addWidget(page.neighbour_title)
-    side_layout.addWidget(grid_widget)
-    side_layout.addWidget(page.selection_title)
-    side_layout.addWidget(page.selection_list, 1)
-    side_layout.addWidget(page.export_button)
+    nearest = QWidget()
+    nl = QVBoxLayout(nearest)
+    nl.setContentsMargins(0, 4, 0, 0)
+    nl.addWidget(page.neighbour_title)
+    nl.addWidget(grid_widget)
+    nl.addStretch(1)
+    selection = QWidget()
+    sl = QVBoxLayout(selection)
+    sl.setContentsMargins(0, 4, 0, 0)
+    sl.addWidget(page.selection_title)
+    sl.addWidget(page.selection_list, 1)
+    tag_row = QHBoxLayout()
+    tag_row.addWidget(page.tag_box, 1)
+    tag_row.addWidget(page.tag_button)
+    sl.addLayout(tag_row)
+    export_row = QHBoxLayout()
+    export_row.addWidget(page.export_button)
+    export_row.addWidget(page.export_dataset_button)
+    sl.addLayout(export_row)
+    dups = QWidget()
+    dl = QVBoxLayout(dups)
+    dl.setContentsMargins(0, 4, 0, 0)
+    dup_row = QHBoxLayout()
+    dup_row.addWidget(Label("Similarity"))
+    dup_row.addWidget(page.dup_slider, 1)
+    dup_row.addWidget(page.dup_value)
+    dl.addLayout(dup_row)
+    dl.addWidget(page.dup_button)
+    dl.addWidget(page.dup_table, 1)
+    outliers = QWidget()
+    ol = QVBoxLayout(outliers)
+    ol.setContentsMargins(0, 4, 0, 0)
+    k_row = QHBoxLayout()
+    k_row.addWidget(Label("k-th neighbour"))
+    k_row.addWidget(page.outlier_k)
+    k_row.addStretch(1)
+    ol.addLayout(k_row)
+    ol.addWidget(page.outlier_button)
+    ol.addWidget(page.outlier_table, 1)
+    # One tab each, so the lists get the panel's height: a click shows Nearest, a drag Selected.
+    page.side_tabs = QTabWidget()
+    page.side_tabs.setUsesScrollButtons(False)
+    page.side_tabs.addTab(nearest, "Nearest")
+    page.side_tabs.addTab(selection, "Selected")
+    page.side_tabs.addTab(dups, "Duplicates")
+    page.side_tabs.addTab(outliers, "Outliers")
+    side_layout.addWidget(page.side_tabs, 1)
 
     left = QWidget()
     left_layout = QVBoxLayout(left)
@@ -142,6 +229,8 @@ def build_explorer(page) -> None:
     splitter.addWidget(side)
     splitter.setStretchFactor(0, 3)
     splitter.setStretchFactor(1, 1)
+    # Wide enough for every tab's title (the theme's padding included).
+    side.setMinimumWidth(max(330, page.side_tabs.tabBar().sizeHint().width() + 24))
 
     layout = PageLayout(page)
     layout.addLayout(controls)
@@ -160,7 +249,14 @@ def build_explorer(page) -> None:
     page.lasso_check.toggled.connect(lambda on: setattr(page.map_view, "lasso", on))
     page.legend_list.itemClicked.connect(page._on_legend_clicked)
     page.export_button.clicked.connect(page._export_dialog)
+    page.export_dataset_button.clicked.connect(page._export_dataset_dialog)
+    page.tag_button.clicked.connect(lambda: page.tag_selected(page.tag_box.currentText()))
+    page.dup_slider.valueChanged.connect(lambda v: page.dup_value.setText(f"{v / 1000:.3f}"))
+    page.dup_button.clicked.connect(lambda: page.find_problems("duplicates"))
+    page.outlier_button.clicked.connect(lambda: page.find_problems("outliers"))
+    page.dup_table.cellClicked.connect(lambda row, _c: page._on_problem_row(page.dup_table, row))
+    page.outlier_table.cellClicked.connect(lambda row, _c: page._on_problem_row(page.outlier_table, row))
     page.map_view.pointHovered.connect(page.show_hover)
     page.map_view.pointClicked.connect(page.show_neighbors)
-    page.map_view.boxSelected.connect(page.set_selection)
+    page.map_view.boxSelected.connect(page.select_on_map)
 

@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
 from conftest import tiny_train_config, write_image_folder
 
@@ -246,3 +247,62 @@ def test_map_names_and_progress_in_plain_words(qtbot):
     assert page.map_box.itemData(1) == "tsne"
     assert progress_text("map: tsne", 0, 1) == "Drawing the t-SNE map…"
     assert progress_text("embedding", 120, 300) == "Embedding the images: 120 of 300"
+
+
+def test_lasso_a_region_then_tag_it_and_export_it_as_a_dataset(qtbot, explore_project):
+    from studio.gui.embedding_map import points_in_polygon
+
+    project, run_id, _ = explore_project
+    page = _page(qtbot, project)
+    _computed(qtbot, page, run_id)
+    c = page.coords.astype(float)
+    (x0, y0), (x1, y1) = c.min(0), c.max(0)
+    # a triangle over the lower-left half of the map
+    polygon = np.array([[x0 - 1, y0 - 1], [x1 + 1, y0 - 1], [x0 - 1, y1 + 1]])
+    idx = page.select_polygon(polygon)
+    expected = np.flatnonzero(points_in_polygon(c, polygon))
+    assert 0 < len(idx) < 30 and idx.tolist() == expected.tolist()
+    assert page.selection_list.count() == len(idx)  # one thumbnail each
+    assert page.side_tabs.currentWidget().isAncestorOf(page.selection_list)  # the Selected tab shows
+    assert all(not page.selection_list.item(i).icon().isNull() for i in range(page.selection_list.count()))
+
+    # Tag the selection; colouring by tag shows it.
+    assert page.tag_selected("keep") == len(idx)
+    page.colour_box.setCurrentIndex(page.colour_box.findData("tag"))
+    assert page.legend_texts() == [f"keep ({len(idx)})", f"untagged ({30 - len(idx)})"]
+
+    with qtbot.waitSignal(page.datasetExported, timeout=60_000) as blocker:
+        page.export_dataset("lassoed")
+    record = blocker.args[0]
+    assert record.images == len(idx) and project.dataset("lassoed").images == len(idx)
+    assert page.dataset_box.findData(record.id) >= 0  # offered at once for the next map
+
+
+def test_problem_lists_are_linked_to_the_map(qtbot):
+    from studio.gui.explorer import ExplorerPage
+
+    rng = np.random.default_rng(4)
+    centre = rng.normal(size=16)
+    vectors = centre + 0.3 * rng.normal(size=(150, 16))
+    vectors[20] = vectors[5]
+    vectors[90] = vectors[5]
+    vectors[33] = -centre * 3  # alone
+    page = ExplorerPage(None)
+    qtbot.addWidget(page)
+    page.set_data(vectors, vectors[:, :2], np.arange(150) % 2, [f"/d/{i:03d}.png" for i in range(150)], None, ["a", "b"])
+    page.dup_slider.setValue(999)
+    with qtbot.waitSignal(page.problemsFound, timeout=30_000):
+        page.find_problems("duplicates")
+    assert page.dup_table.rowCount() == 1 and page.dup_table.item(0, 1).text() == "3"
+    page._on_problem_row(page.dup_table, 0)  # what a click on the row does
+    assert page.selected_indices.tolist() == [5, 20, 90]
+    assert len(page.map_view.selection_item.data) == 3
+    with qtbot.waitSignal(page.problemsFound, timeout=30_000):
+        page.find_problems("outliers")
+    assert page.outlier_table.item(0, 2).text() == "033.png" and "/d/033.png" in page.outlier_table.item(0, 2).toolTip()
+    page.outlier_table.sortItems(1, Qt.SortOrder.AscendingOrder)  # sortable, by number
+    distances = [float(page.outlier_table.item(r, 1).text()) for r in range(page.outlier_table.rowCount())]
+    assert distances == sorted(distances)
+    page.outlier_table.sortItems(1, Qt.SortOrder.DescendingOrder)
+    page._on_problem_row(page.outlier_table, 0)
+    assert page.hovered_index == 33 and page.map_view._highlight.data["x"].tolist() == [pytest.approx(vectors[33, 0])]
