@@ -91,12 +91,13 @@ class ExplorerPage(QWidget):
         self.dataset_id: int | None = None  # the shown map's dataset (tags are per dataset image)
         self.duplicate_groups: list = []
         self.outliers = None  # services.explore.Outliers of the shown map
-        self._thumbs: OrderedDict[tuple[int, int], QPixmap] = OrderedDict()
+        self._thumbs: OrderedDict[tuple[int, int, bool], QPixmap] = OrderedDict()
         self._task: Task | None = None
         self._source: dict[str, Any] = {}
         self._embedder = None  # services.explore.FileEmbedder of the shown map's run and checkpoint
         self._on_done = None
         self._build()
+        self._recolour()  # an empty map: no legend, no clusters box
         self.setAcceptDrops(True)
         self.refresh()
 
@@ -239,15 +240,18 @@ class ExplorerPage(QWidget):
 
     def _on_computed(self, result: dict) -> None:
         emb = result["emb"]
-        self.dataset_id = emb.dataset.id if emb.dataset is not None else emb.record.dataset_id
         self.set_data(emb.vectors, result["coords"], emb.labels, emb.names, emb.images, emb.class_names,
-                      clusters=result["clusters"])
+                      clusters=result["clusters"],
+                      dataset_id=emb.dataset.id if emb.dataset is not None else emb.record.dataset_id)
         self.status.setText(f"{len(emb)} images, {emb.vectors.shape[1]}-dim embeddings, {map_name(result['algorithm'])} map "
                             f"(run {result['run_id']}, step {emb.record.checkpoint_step}).")
 
     # -- showing --------------------------------------------------------------------------
-    def set_data(self, vectors, coords, labels=None, names=None, images=None, class_names=None, clusters=None) -> None:
-        """Show embeddings (N, D) at map coordinates (N, 2); labels, names and images per point."""
+    def set_data(self, vectors, coords, labels=None, names=None, images=None, class_names=None, clusters=None,
+                 dataset_id: int | None = None) -> None:
+        """Show embeddings (N, D) at map coordinates (N, 2); labels, names and images per point;
+        `dataset_id`: the project's dataset they are of (for tags), None for data of no dataset."""
+        self.dataset_id = dataset_id
         vectors = np.asarray(vectors, dtype=np.float32)
         n = len(vectors)
         self.vectors = vectors
@@ -280,8 +284,10 @@ class ExplorerPage(QWidget):
 
     def colours_by_cluster(self) -> bool:
         """Whether the map is coloured by k-means clusters: chosen, or the points have no labels."""
+        if self.colour_box.currentData() == "cluster":
+            return True
         has_labels = len(self.class_names) > 1 and bool((self.labels >= 0).all())
-        return self.colour_box.currentData() == "cluster" or not has_labels
+        return len(self.coords) > 0 and not has_labels and self.colour_box.currentData() != "tag"
 
     def _recolour(self) -> None:
         by_cluster = self.colours_by_cluster()
@@ -316,6 +322,7 @@ class ExplorerPage(QWidget):
             item = QListWidgetItem(swatch_icon(col), f"{name} ({count})")
             item.setData(Qt.ItemDataRole.UserRole, group)
             self.legend_list.addItem(item)
+        self.legend_list.setVisible(self.legend_list.count() > 0)
 
     def legend_texts(self) -> list[str]:
         return [self.legend_list.item(i).text() for i in range(self.legend_list.count())]
@@ -341,16 +348,18 @@ class ExplorerPage(QWidget):
             self.clusters = None
             self._recolour()
 
-    def thumbnail(self, index: int, size: int = THUMB) -> QPixmap:
-        """The image of a point: from its file when it is one, else from the decoded cache."""
-        key = (int(index), size)
+    def thumbnail(self, index: int, size: int = THUMB, from_file: bool = True) -> QPixmap:
+        """The image of a point: from its file when it is one (and `from_file`), else from the
+        decoded cache (a grid of hundreds takes these: no photo is decoded on the GUI thread)."""
+        from_file = from_file or self.images is None
+        key = (int(index), size, from_file)
         pix = self._thumbs.get(key)
         if pix is not None:
             self._thumbs.move_to_end(key)
             return pix
         pix = None
         name = self.names[index] if 0 <= index < len(self.names) else ""
-        if name and os.path.isfile(name):
+        if from_file and name and os.path.isfile(name):
             pix = file_pixmap(name, size)
         if pix is None and self.images is not None:
             pix = array_to_pixmap(self.images[index], size)
@@ -432,7 +441,7 @@ class ExplorerPage(QWidget):
         self.selection_list.clear()
         shown = self.selected_indices[:SELECTION_GRID]
         for i in (int(i) for i in shown):
-            item = QListWidgetItem(QIcon(self.thumbnail(i, GRID_THUMB)), Path(self.names[i]).name)
+            item = QListWidgetItem(QIcon(self.thumbnail(i, GRID_THUMB, from_file=False)), Path(self.names[i]).name)
             item.setData(Qt.ItemDataRole.UserRole, i)
             item.setToolTip(plain_tip(self.names[i]))
             self.selection_list.addItem(item)

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
 from studio.engine.eval.projection import PROJECTION_ALGORITHMS
 from studio.gui.compare import SORT_ARROWS
 from studio.gui.embedding_map import EmbeddingMapView, map_name
+from studio.gui.style import colour
 from studio.gui.widgets import Label, PageLayout
 from studio.services.explore import DUPLICATE_THRESHOLD, DUPLICATE_THRESHOLD_RANGE, OUTLIER_K, OUTLIER_K_RANGE
 
@@ -101,7 +102,7 @@ def build_explorer(page) -> None:
     page.thumb_label = Label()
     page.thumb_label.setFixedSize(THUMB, THUMB)
     page.thumb_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-    page.thumb_label.setStyleSheet("border: 1px solid #bbb;")
+    page.thumb_label.setStyleSheet(f"border: 1px solid {colour('#c5ccd6')};")
     page.thumb_caption = Label(HOVER_HINT)
     page.thumb_caption.setWordWrap(True)
     page.neighbour_title = Label(NEIGHBOUR_HINT)
@@ -114,7 +115,7 @@ def build_explorer(page) -> None:
         lab = Label()
         lab.setFixedSize(GRID_THUMB, GRID_THUMB)
         lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        lab.setStyleSheet("border: 1px solid #ddd;")
+        lab.setStyleSheet(f"border: 1px solid {colour('#dde1e7')};")
         grid.addWidget(lab, i // 4, i % 4)
         page.neighbour_labels.append(lab)
     page.selection_title = Label("No selection")

@@ -54,6 +54,10 @@ def test_explorer_computes_in_a_worker_and_shows_every_point(qtbot, explore_proj
     project, run_id, _ = explore_project
     page = _page(qtbot, project)
     assert page.run_box.count() == 1 and page.step_box.findData(0) >= 0
+    # short enough to show whole; the status is the icon and the tip
+    assert page.run_box.itemText(0) == f"#{run_id} simclr · resnet18 · shapes"
+    assert "(queued)" in page.run_box.itemData(0, Qt.ItemDataRole.ToolTipRole)
+    assert not page.run_box.itemIcon(0).isNull()
     n = _computed(qtbot, page, run_id)
     emb = compute_embeddings(project, run_id, checkpoint_step=0, device="cpu")  # read back, not recomputed
     assert n == len(emb) == 30
@@ -306,3 +310,53 @@ def test_problem_lists_are_linked_to_the_map(qtbot):
     page.outlier_table.sortItems(1, Qt.SortOrder.DescendingOrder)
     page._on_problem_row(page.outlier_table, 0)
     assert page.hovered_index == 33 and page.map_view._highlight.data["x"].tolist() == [pytest.approx(vectors[33, 0])]
+
+
+class _Drag:
+    """What pyqtgraph hands a ViewBox for a mouse drag (positions in the ViewBox's own coordinates)."""
+
+    def __init__(self, down, pos, start=False, finish=False):
+        self._down, self._pos, self._start, self._finish = down, pos, start, finish
+
+    def modifiers(self):
+        return Qt.KeyboardModifier.ShiftModifier
+
+    def button(self):
+        return Qt.MouseButton.LeftButton
+
+    def buttonDownPos(self):
+        return self._down
+
+    def pos(self):
+        return self._pos
+
+    def isStart(self):
+        return self._start
+
+    def isFinish(self):
+        return self._finish
+
+    def accept(self):
+        pass
+
+
+def test_a_shift_drag_in_lasso_mode_selects_inside_the_drawn_loop(qtbot):
+    from PySide6.QtCore import QPointF
+
+    from studio.gui.explorer import EmbeddingMapView
+
+    view = EmbeddingMapView()
+    qtbot.addWidget(view)
+    view.resize(400, 400)
+    view.show()
+    qtbot.waitExposed(view)
+    grid = np.array([[x, y] for x in range(10) for y in range(10)], dtype=float)
+    view.set_points(grid, np.zeros(100, int))
+    view.lasso = True
+    vb = view.getPlotItem().getViewBox()
+    loop = [vb.mapFromView(QPointF(x, y)) for x, y in ((-0.5, -0.5), (4.5, -0.5), (4.5, 2.5), (-0.5, 2.5))]
+    with qtbot.waitSignal(view.boxSelected) as blocker:
+        for n, p in enumerate(loop[1:], 1):
+            vb.mouseDragEvent(_Drag(loop[0], p, start=n == 1, finish=n == len(loop) - 1))
+    picked = grid[blocker.args[0]]
+    assert len(picked) == 15 and picked[:, 0].max() == 4 and picked[:, 1].max() == 2
