@@ -26,6 +26,20 @@ def test_duplicate_groups_join_chains_and_ignore_the_rest():
     assert near_duplicate_groups(rng.normal(size=(100, 32)), threshold=0.9) == []
 
 
+def test_a_search_stops_between_blocks_when_cancelled():
+    from studio.engine.eval.problems import SearchCancelled, kth_neighbour_distance
+
+    asked = []
+
+    def cancelled():
+        asked.append(1)
+        return len(asked) > 2
+
+    with pytest.raises(SearchCancelled):
+        kth_neighbour_distance(np.random.default_rng(0).normal(size=(100, 8)), k=3, block=10, cancelled=cancelled)
+    assert len(asked) == 3
+
+
 def test_a_lonely_point_has_the_largest_kth_neighbour_distance():
     from studio.engine.eval.problems import kth_neighbour_distance, outlier_ranking
 

@@ -538,13 +538,13 @@ class ExplorerPage(QWidget):
 
             def job(state):
                 state.report("looking for near duplicates", 0, 1)
-                return find_duplicates(vectors, threshold)
+                return find_duplicates(vectors, threshold, cancelled=state.cancelled)
         else:
             k = self.outlier_k.value()
 
             def job(state):
                 state.report("looking for outliers", 0, 1)
-                return find_outliers(vectors, k)
+                return find_outliers(vectors, k, cancelled=state.cancelled)
 
         self._start(job, lambda result: self._show_problems(kind, result))
 

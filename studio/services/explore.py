@@ -40,24 +40,24 @@ class Outliers:
     k: int
 
 
-def find_duplicates(vectors, threshold: float = DUPLICATE_THRESHOLD):
+def find_duplicates(vectors, threshold: float = DUPLICATE_THRESHOLD, cancelled: Callable[[], bool] | None = None):
     """Groups of near-copies (studio.engine.eval.problems.DuplicateGroup), largest first."""
     from studio.engine.eval.problems import near_duplicate_groups
 
     lo, hi = DUPLICATE_THRESHOLD_RANGE
     if not lo <= threshold <= hi:
         raise ValueError(f"the duplicate threshold is a cosine similarity between {lo} and {hi}, not {threshold}.")
-    return near_duplicate_groups(vectors, threshold)
+    return near_duplicate_groups(vectors, threshold, cancelled=cancelled)
 
 
-def find_outliers(vectors, k: int = OUTLIER_K) -> Outliers:
+def find_outliers(vectors, k: int = OUTLIER_K, cancelled: Callable[[], bool] | None = None) -> Outliers:
     """Every image ranked by its distance to its k-th nearest neighbour, the most alone first."""
     from studio.engine.eval.problems import outlier_ranking
 
     lo, hi = OUTLIER_K_RANGE
     if not lo <= int(k) <= hi:
         raise ValueError(f"k for outliers is between {lo} and {hi}, not {k}.")
-    order, dist = outlier_ranking(vectors, int(k))
+    order, dist = outlier_ranking(vectors, int(k), cancelled=cancelled)
     return Outliers(order, dist, int(k))
 
 

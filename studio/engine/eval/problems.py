@@ -14,13 +14,19 @@ Numpy or torch in; numpy arrays and dataclasses out (DESIGN.md rule 4).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from studio.engine.eval._arrays import EvaluationError
 
-BLOCK_ROWS = 1024  # rows of the similarity matrix held at once
+BLOCK_ELEMENTS = 1 << 24  # similarities held at once (64 MB of float32): rows per block = this / N
+MAX_BLOCK_ROWS = 1024
+
+
+class SearchCancelled(Exception):
+    """The search was asked to stop (its `cancelled` callback said so between two blocks)."""
 
 
 @dataclass(frozen=True)
@@ -39,12 +45,16 @@ def _unit_rows(vectors) -> torch.Tensor:
     return torch.nn.functional.normalize(x, dim=1)
 
 
-def _blocks(n: int, block: int):
+def _blocks(n: int, block: int | None, cancelled: Callable[[], bool] | None):
+    block = block or max(16, min(MAX_BLOCK_ROWS, BLOCK_ELEMENTS // max(1, n)))
     for start in range(0, n, block):
+        if cancelled is not None and cancelled():
+            raise SearchCancelled("the search was cancelled.")
         yield start, min(n, start + block)
 
 
-def near_duplicate_groups(vectors, threshold: float = 0.97, block: int = BLOCK_ROWS) -> list[DuplicateGroup]:
+def near_duplicate_groups(vectors, threshold: float = 0.97, block: int | None = None,
+                          cancelled: Callable[[], bool] | None = None) -> list[DuplicateGroup]:
     """Groups of images whose embeddings are near copies (cosine >= threshold), largest first."""
     if not -1.0 <= threshold <= 1.0:
         raise EvaluationError(f"a cosine threshold lies in [-1, 1], not {threshold}.")
@@ -53,7 +63,7 @@ def near_duplicate_groups(vectors, threshold: float = 0.97, block: int = BLOCK_R
     component = np.arange(n)  # union-find's roots, relabelled after each block's unions
     best = np.zeros(n, np.float64)  # each point's highest similarity to a partner
     linked = np.zeros(n, bool)
-    for a, b in _blocks(n, block):
+    for a, b in _blocks(n, block, cancelled):
         sims = z[a:b] @ z.T  # (rows, N)
         # Each pair once: column j > row i (the lower triangle and the diagonal are off).
         cols = torch.arange(n)[None, :]
@@ -95,7 +105,8 @@ def _union(component: np.ndarray, i: np.ndarray, j: np.ndarray) -> None:
     component[:] = remap[component]
 
 
-def kth_neighbour_distance(vectors, k: int = 5, block: int = BLOCK_ROWS) -> np.ndarray:
+def kth_neighbour_distance(vectors, k: int = 5, block: int | None = None,
+                           cancelled: Callable[[], bool] | None = None) -> np.ndarray:
     """(N,) cosine distance of each image to its k-th nearest other image (larger: more alone)."""
     z = _unit_rows(vectors)
     n = len(z)
@@ -103,7 +114,7 @@ def kth_neighbour_distance(vectors, k: int = 5, block: int = BLOCK_ROWS) -> np.n
         return np.zeros(n, np.float32)
     k = max(1, min(int(k), n - 1))
     out = np.empty(n, np.float32)
-    for a, b in _blocks(n, block):
+    for a, b in _blocks(n, block, cancelled):
         sims = z[a:b] @ z.T
         sims[torch.arange(b - a), torch.arange(a, b)] = -float("inf")  # not its own neighbour
         kth = sims.topk(k, dim=1).values[:, -1]
@@ -111,11 +122,12 @@ def kth_neighbour_distance(vectors, k: int = 5, block: int = BLOCK_ROWS) -> np.n
     return out
 
 
-def outlier_ranking(vectors, k: int = 5, block: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+def outlier_ranking(vectors, k: int = 5, block: int | None = None,
+                    cancelled: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(indices, distances): every image, the most alone first (k-th neighbour distance)."""
-    d = kth_neighbour_distance(vectors, k, block)
+    d = kth_neighbour_distance(vectors, k, block, cancelled)
     order = np.argsort(-d, kind="stable")
     return order.astype(np.int64), d[order]
 
 
-__all__ = ["DuplicateGroup", "kth_neighbour_distance", "near_duplicate_groups", "outlier_ranking"]
+__all__ = ["DuplicateGroup", "SearchCancelled", "kth_neighbour_distance", "near_duplicate_groups", "outlier_ranking"]
