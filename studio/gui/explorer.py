@@ -1,10 +1,12 @@
 """The embedding explorer: a run's embeddings of a dataset as a 2-D map to look through.
 
 `ExplorerPage` shows the map (studio.gui.embedding_map) with its choices (run, checkpoint,
-dataset, map, colouring), computes embeddings and maps on a Task (studio.gui.tasks: the event
-loop never waits on torch), shows the hovered
-image's thumbnail, the 16 nearest neighbours (cosine, in embedding space) of a clicked point or of
-an image file dropped on the page, and lists and exports selected files.
+dataset, map, colouring) and a legend (a click shows one colour only), computes embeddings and
+maps on a Task (studio.gui.tasks: the event loop never waits on torch), shows the hovered image's
+thumbnail and, in the side panel's tabs: the 16 nearest neighbours (cosine, in embedding space)
+of a clicked point or of an image file dropped on the page; the selection (box or lasso) as
+thumbnails, to tag (tags live in the project) or export as a list or as a new dataset; and the
+dataset's near duplicates and outliers (studio.services.explore), each row linked to the map.
 """
 
 from __future__ import annotations

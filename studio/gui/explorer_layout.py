@@ -252,6 +252,7 @@ def build_explorer(page) -> None:
     page.export_button.clicked.connect(page._export_dialog)
     page.export_dataset_button.clicked.connect(page._export_dataset_dialog)
     page.tag_button.clicked.connect(lambda: page.tag_selected(page.tag_box.currentText()))
+    page.tag_box.lineEdit().returnPressed.connect(lambda: page.tag_selected(page.tag_box.currentText()))
     page.dup_slider.valueChanged.connect(lambda v: page.dup_value.setText(f"{v / 1000:.3f}"))
     page.dup_button.clicked.connect(lambda: page.find_problems("duplicates"))
     page.outlier_button.clicked.connect(lambda: page.find_problems("outliers"))
