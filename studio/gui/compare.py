@@ -27,13 +27,29 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.gui.embedding_map import PALETTE
+from studio.gui.embedding_map import group_colour
+from studio.gui.plots import metric_label, theme_plot
 from studio.gui.widgets import Label, PageLayout, format_duration
 
 COLUMNS = ("Run", "Method", "Backbone", "Dataset", "Status", "Steps", "Duration", "Final loss",
            "kNN top-1", "Linear top-1", "Fine-tune top-1", "Fine-tune (random init)")
 _EVAL_COLUMNS = {"kNN top-1": "knn_top1", "Linear top-1": "linear_top1", "Fine-tune top-1": "finetune_top1",
                  "Fine-tune (random init)": "finetune_random_top1"}
+
+
+def _sort_arrows() -> str:
+    """Fusion draws a downward arrow for ascending order, where people read an arrow pointing up
+    as "small values on top" (the screenshot of issue 16: "Run ▲" over rows 2, 1). In a style
+    sheet the ascending indicator is the ::up-arrow element; it gets the upward chevron."""
+    from importlib import resources
+    from pathlib import Path
+
+    icons = Path(str(resources.files("studio").joinpath("resources", "icons"))).as_posix()
+    return (f"QHeaderView::up-arrow {{ image: url({icons}/chevron-up.svg); width: 9px; height: 9px; }}"
+            f"QHeaderView::down-arrow {{ image: url({icons}/chevron-down.svg); width: 9px; height: 9px; }}")
+
+
+SORT_ARROWS = _sort_arrows()
 
 
 class _Cell(QTableWidgetItem):
@@ -49,7 +65,7 @@ class _Cell(QTableWidgetItem):
         return False  # (QTableWidgetItem.__lt__ would call back into this override)
 
 
-def _sortable(value: Any, text: str | None = None) -> QTableWidgetItem:
+def sortable_cell(value: Any, text: str | None = None) -> QTableWidgetItem:
     """A cell that sorts by number when it holds one (Qt sorts by the DisplayRole's type)."""
     item = _Cell()
     if value is None:
@@ -63,6 +79,28 @@ def _sortable(value: Any, text: str | None = None) -> QTableWidgetItem:
         item.setData(Qt.ItemDataRole.DisplayRole, value)
     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
     return item
+
+
+class ComparePlot(pg.PlotWidget):
+    """The overlaid curves: ratios and counts shown as they are (no SI prefix: "0.55", never
+    "550 (x0.001)"), in the palette's colours."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        item = self.getPlotItem()
+        item.showGrid(x=True, y=True, alpha=0.3)
+        item.setLabel("bottom", "step")
+        for side in ("left", "bottom"):
+            item.getAxis(side).enableAutoSIPrefix(False)
+        self.apply_theme()
+
+    def apply_theme(self) -> None:
+        theme_plot(self)
+
+
+def run_colour(run_id: int) -> str:
+    """A run's curve colour, the same in every view and whichever runs are checked."""
+    return group_colour(run_id - 1)
 
 
 class CompareRunsPage(QWidget):
@@ -83,14 +121,16 @@ class CompareRunsPage(QWidget):
         self.run_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.metric_box = QComboBox()
         self.refresh_button = QPushButton("Refresh")
-        self.plot = pg.PlotWidget()
-        self.plot.setBackground("w")
-        self.plot.showGrid(x=True, y=True, alpha=0.3)
-        self.plot.setLabel("bottom", "step")
-        self.plot.addLegend(offset=(-10, 10))
+        self.plot = ComparePlot()
+        # The legend sits above the plot, never over a curve.
+        self.legend_label = Label("")
+        self.legend_label.setTextFormat(Qt.TextFormat.RichText)
+        self.legend_label.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSortingEnabled(True)
+        self.table.sortItems(0, Qt.SortOrder.AscendingOrder)
+        self.table.horizontalHeader().setStyleSheet(SORT_ARROWS)
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -109,7 +149,12 @@ class CompareRunsPage(QWidget):
         ll.addWidget(self.refresh_button)
 
         right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.plot)
+        plot_box = QWidget()
+        pl = QVBoxLayout(plot_box)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(self.legend_label)
+        pl.addWidget(self.plot, 1)
+        right.addWidget(plot_box)
         right.addWidget(self.table)
         splitter = QSplitter()
         splitter.addWidget(left)
@@ -119,7 +164,7 @@ class CompareRunsPage(QWidget):
         layout.addWidget(splitter)
 
         self.run_list.itemChanged.connect(lambda _item: self._on_checked())
-        self.metric_box.currentTextChanged.connect(lambda _t: self.redraw())
+        self.metric_box.currentIndexChanged.connect(lambda _i: self.redraw())
         self.refresh_button.clicked.connect(self.refresh)
         self.refresh()
 
@@ -173,21 +218,28 @@ class CompareRunsPage(QWidget):
             values += [summary.get(key) for key in _EVAL_COLUMNS.values()]
             for c, value in enumerate(values):
                 text = format_duration(value) if COLUMNS[c] == "Duration" and value is not None else None
-                self.table.setItem(r, c, _sortable(value, text))
+                self.table.setItem(r, c, sortable_cell(value, text))
         self.table.setSortingEnabled(True)
 
     def _fill_metrics(self) -> None:
         names: set[str] = set()
         for run_id in self.checked_runs() or [r.id for r in self.project.runs()]:
             names.update(self.project.metric_names(run_id))
-        current = self.metric_box.currentText() or "loss"
+        current = self.current_metric() or "loss"
         self.metric_box.blockSignals(True)
         self.metric_box.clear()
-        ordered = sorted(names, key=lambda n: (n != "loss", n))
-        self.metric_box.addItems(ordered or ["loss"])
-        idx = self.metric_box.findText(current)
+        for name in sorted(names, key=lambda n: (n != "loss", metric_label(n))) or ["loss"]:
+            self.metric_box.addItem(metric_label(name), name)
+        idx = self.metric_box.findData(current)
         self.metric_box.setCurrentIndex(max(0, idx))
         self.metric_box.blockSignals(False)
+
+    def current_metric(self) -> str:
+        """The stored name of the metric drawn (the box shows its label)."""
+        return self.metric_box.currentData() or ""
+
+    def set_metric(self, name: str) -> None:
+        self.metric_box.setCurrentIndex(self.metric_box.findData(name))
 
     # -- runs -----------------------------------------------------------------------------
     def checked_runs(self) -> list[int]:
@@ -224,19 +276,28 @@ class CompareRunsPage(QWidget):
         """One curve per checked run for the chosen metric, colours stable per run id."""
         self.plot.clear()
         self.curve_items = {}
-        metric = self.metric_box.currentText() or "loss"
-        self.plot.setLabel("left", metric)
+        metric = self.current_metric() or "loss"
+        self.plot.setLabel("left", metric_label(metric))
+        theme_plot(self.plot)
+        shown = []
         for run_id in self.checked_runs():
             series = self.project.metric_series(run_id, [metric])
             steps = series.steps.get(metric, [])
             if not steps:
                 continue
-            colour = QColor(PALETTE[(run_id - 1) % len(PALETTE)])
+            colour = QColor(run_colour(run_id))
             item = self.plot.plot(np.asarray(steps, dtype=float), np.asarray(series.values[metric], dtype=float),
-                                  pen=pg.mkPen(colour, width=2), name=f"run {run_id}")
+                                  pen=pg.mkPen(colour, width=2))
             item.setDownsampling(auto=True, method="peak")
             item.setClipToView(True)
             self.curve_items[run_id] = item
+            shown.append(run_id)
+        self.legend_label.setText("&nbsp;&nbsp;&nbsp;".join(
+            f"<span style='color:{run_colour(r)}'>&#9644;</span>&nbsp;run {r}" for r in shown))
+
+    def legend_entries(self) -> list[str]:
+        """The legend's entries, as read: "run 1", "run 3"."""
+        return [f"run {r}" for r in self.curve_items]
 
     def table_rows(self) -> list[list[str]]:
         """The table as shown (after sorting), as text: for tests and copying."""

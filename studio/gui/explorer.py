@@ -1,10 +1,12 @@
 """The embedding explorer: a run's embeddings of a dataset as a 2-D map to look through.
 
 `ExplorerPage` shows the map (studio.gui.embedding_map) with its choices (run, checkpoint,
-dataset, map, colouring), computes embeddings and maps on a Task (studio.gui.tasks: the event
-loop never waits on torch), shows the hovered
-image's thumbnail, the 16 nearest neighbours (cosine, in embedding space) of a clicked point or of
-an image file dropped on the page, and lists and exports selected files.
+dataset, map, colouring) and a legend (a click shows one colour only), computes embeddings and
+maps on a Task (studio.gui.tasks: the event loop never waits on torch), shows the hovered image's
+thumbnail and, in the side panel's tabs: the 16 nearest neighbours (cosine, in embedding space)
+of a clicked point or of an image file dropped on the page; the selection (box or lasso) as
+thumbnails, to tag (tags live in the project) or export as a list or as a new dataset; and the
+dataset's near duplicates and outliers (studio.services.explore), each row linked to the map.
 """
 
 from __future__ import annotations
@@ -15,16 +17,47 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QRectF, Signal, Slot
-from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import QFileDialog, QWidget
+from PySide6.QtCore import QRectF, Qt, Signal, Slot
+from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtWidgets import QFileDialog, QListWidgetItem, QWidget
 
-from studio.gui.embedding_map import EmbeddingMapView, array_to_pixmap, file_pixmap
-from studio.gui.explorer_layout import GRID_THUMB, NEIGHBOURS, THUMB
+from studio.gui.embedding_map import EmbeddingMapView, array_to_pixmap, file_pixmap, map_name
+from studio.gui.explorer_layout import GRID_THUMB, HOVER_HINT, NEIGHBOUR_HINT, NEIGHBOURS, THUMB
+from studio.gui.style import status_icon
 from studio.gui.tasks import Task
 from studio.gui.widgets import plain_tip
+
 SYNC_KMEANS_LIMIT = 20_000  # above this, k-means for colouring runs on the task
-LIST_LIMIT = 2000  # rows shown in the selection list; the export always holds every file
+TAB_NEAREST, TAB_SELECTED, TAB_DUPLICATES, TAB_OUTLIERS = range(4)  # the side panel's tabs
+PROBLEM_ROWS = 500  # rows of the outlier list (the most alone first)
+SELECTION_GRID = 200  # thumbnails shown for a selection (each is decoded); the export holds every file
+
+# A worker's stages in words (studio.services.evaluation reports "map: tsne", "k-means", ...).
+STAGE_WORDS = {"loading images": "Loading the images", "embedding": "Embedding the images",
+               "k-means": "Finding clusters", "embedding the dropped image": "Embedding the dropped image"}
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def stage_words(stage: str) -> str:
+    if stage.startswith("map: "):
+        return f"Drawing the {map_name(stage[5:])} map"
+    return STAGE_WORDS.get(stage, stage[:1].upper() + stage[1:])
+
+
+def progress_text(stage: str, done: int, total: int) -> str:
+    """"Embedding the images: 120 of 300", or "Drawing the t-SNE map..." for a one-step stage."""
+    words = stage_words(stage)
+    return f"{words}: {done} of {total}" if total > 1 else f"{words}…"
+
+
+def swatch_icon(col: str, size: int = 12) -> QIcon:
+    pix = QPixmap(size, size)
+    pix.fill(QColor(col))
+    return QIcon(pix)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -35,6 +68,8 @@ class ExplorerPage(QWidget):
     dataLoaded = Signal(int)  # number of points shown
     failed = Signal(str)
     neighboursShown = Signal(object)  # np.ndarray of indices
+    problemsFound = Signal(str)  # "duplicates" | "outliers", once its list is filled
+    datasetExported = Signal(object)  # the new DatasetRecord
 
     def __init__(self, project=None, parent=None):
         """`project`: a Project, a project folder (opened and closed by the page), or None to
@@ -55,12 +90,16 @@ class ExplorerPage(QWidget):
         self.neighbor_indices = np.zeros(0, np.int64)
         self.selected_indices = np.zeros(0, np.int64)
         self.hovered_index = -1
-        self._thumbs: OrderedDict[tuple[int, int], QPixmap] = OrderedDict()
+        self.dataset_id: int | None = None  # the shown map's dataset (tags are per dataset image)
+        self.duplicate_groups: list = []
+        self.outliers = None  # services.explore.Outliers of the shown map
+        self._thumbs: OrderedDict[tuple[int, int, bool], QPixmap] = OrderedDict()
         self._task: Task | None = None
         self._source: dict[str, Any] = {}
         self._embedder = None  # services.explore.FileEmbedder of the shown map's run and checkpoint
         self._on_done = None
         self._build()
+        self._recolour()  # an empty map: no legend, no clusters box
         self.setAcceptDrops(True)
         self.refresh()
 
@@ -77,7 +116,10 @@ class ExplorerPage(QWidget):
         self.run_box.clear()
         runs = self.project.runs() if self.project is not None else []
         for run in runs:
-            self.run_box.addItem(f"#{run.id} {run.method} · {run.backbone} · {run.dataset} ({run.status})", run.id)
+            text = f"#{run.id} {run.method} · {run.backbone} · {run.dataset}"
+            self.run_box.addItem(status_icon(run.status), text, run.id)
+            self.run_box.setItemData(self.run_box.count() - 1, f"{text} ({run.status})", Qt.ItemDataRole.ToolTipRole)
+        self.run_box.view().setMinimumWidth(self.run_box.view().sizeHintForColumn(0) + 24)
         idx = self.run_box.findData(current_run)
         self.run_box.setCurrentIndex(idx if idx >= 0 else self.run_box.count() - 1)
         self.run_box.blockSignals(False)
@@ -124,9 +166,9 @@ class ExplorerPage(QWidget):
             return
         step = self.step_box.currentData() if checkpoint_step == -1 else checkpoint_step
         dataset = self.dataset_box.currentData() if dataset == -1 else dataset
-        algorithm = algorithm or self.map_box.currentText()
+        algorithm = algorithm or self.map_box.currentData()
         k = self.k_spin.value()
-        want_clusters = self.colour_box.currentIndex() == 1
+        want_clusters = self.colour_box.currentData() == "cluster"
         project = self.project
 
         def job(state):
@@ -170,8 +212,8 @@ class ExplorerPage(QWidget):
         stage, done, total = p.stage, p.done, p.total
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
-        self.progress.setFormat(f"{stage} %p%")
-        self.status.setText(f"{stage}: {done}/{total}")
+        self.progress.setFormat(f"{stage_words(stage)} %p%")
+        self.status.setText(progress_text(stage, done, total))
 
     def _end_job(self) -> None:
         self._task = None
@@ -201,13 +243,17 @@ class ExplorerPage(QWidget):
     def _on_computed(self, result: dict) -> None:
         emb = result["emb"]
         self.set_data(emb.vectors, result["coords"], emb.labels, emb.names, emb.images, emb.class_names,
-                      clusters=result["clusters"])
-        self.status.setText(f"{len(emb)} images, {emb.vectors.shape[1]}-dim embeddings, {result['algorithm']} map "
+                      clusters=result["clusters"],
+                      dataset_id=emb.dataset.id if emb.dataset is not None else emb.record.dataset_id)
+        self.status.setText(f"{len(emb)} images, {emb.vectors.shape[1]}-dim embeddings, {map_name(result['algorithm'])} map "
                             f"(run {result['run_id']}, step {emb.record.checkpoint_step}).")
 
     # -- showing --------------------------------------------------------------------------
-    def set_data(self, vectors, coords, labels=None, names=None, images=None, class_names=None, clusters=None) -> None:
-        """Show embeddings (N, D) at map coordinates (N, 2); labels, names and images per point."""
+    def set_data(self, vectors, coords, labels=None, names=None, images=None, class_names=None, clusters=None,
+                 dataset_id: int | None = None) -> None:
+        """Show embeddings (N, D) at map coordinates (N, 2); labels, names and images per point;
+        `dataset_id`: the project's dataset they are of (for tags), None for data of no dataset."""
+        self.dataset_id = dataset_id
         vectors = np.asarray(vectors, dtype=np.float32)
         n = len(vectors)
         self.vectors = vectors
@@ -221,20 +267,35 @@ class ExplorerPage(QWidget):
         self.clusters = None if clusters is None else np.asarray(clusters, dtype=np.int64)
         self._thumbs.clear()
         self.neighbor_indices = np.zeros(0, np.int64)
-        self.set_selection(np.zeros(0, np.int64))
+        # Nothing of the previous map stays: its hovered image, its neighbours, its selection.
+        self.hovered_index = -1
+        self.thumb_label.clear()
+        self.thumb_caption.setText(HOVER_HINT)
+        self.neighbour_title.setText(NEIGHBOUR_HINT)
         for lab in self.neighbour_labels:
             lab.clear()
             lab.setToolTip("")
+        self.selected_indices = np.zeros(0, np.int64)
+        self.duplicate_groups, self.outliers = [], None
+        for table in (self.dup_table, self.outlier_table):
+            table.setRowCount(0)
+        self._fill_tags()
         self._recolour()
+        self.set_selection(self.selected_indices)
         self.dataLoaded.emit(n)
 
-    def _recolour(self) -> None:
-        if not len(self.coords):
-            self.map_view.set_points(self.coords)
-            return
-        by_cluster = self.colour_box.currentIndex() == 1
+    def colours_by_cluster(self) -> bool:
+        """Whether the map is coloured by k-means clusters: chosen, or the points have no labels."""
+        if self.colour_box.currentData() == "cluster":
+            return True
         has_labels = len(self.class_names) > 1 and bool((self.labels >= 0).all())
-        if (by_cluster or not has_labels) and self.clusters is None and len(self.vectors) >= 2:
+        return len(self.coords) > 0 and not has_labels and self.colour_box.currentData() != "tag"
+
+    def _recolour(self) -> None:
+        by_cluster = self.colours_by_cluster()
+        self.k_label.setVisible(by_cluster)
+        self.k_spin.setVisible(by_cluster)
+        if by_cluster and self.clusters is None and len(self.vectors) >= 2:
             from studio.engine.eval import kmeans_labels
 
             if len(self.vectors) > SYNC_KMEANS_LIMIT and not self.busy:
@@ -243,31 +304,64 @@ class ExplorerPage(QWidget):
                 self._start(lambda state: kmeans_labels(vectors, k), self._on_clusters)
             elif len(self.vectors) <= SYNC_KMEANS_LIMIT:
                 self.clusters = kmeans_labels(self.vectors, self.k_spin.value())
-        if (by_cluster or not has_labels) and self.clusters is not None:
+        if not len(self.coords):
+            groups, names = None, []
+        elif self.colour_box.currentData() == "tag" and self.can_tag():
+            from studio.services.explore import tag_groups
+
+            groups, names = tag_groups(self.project, self.dataset_id, self.names)
+        elif by_cluster and self.clusters is not None:
             groups, names = self.clusters, [f"cluster {i}" for i in range(int(self.clusters.max()) + 1)]
         else:
             groups, names = np.maximum(self.labels, 0), self.class_names
         self.map_view.set_points(self.coords, groups, names)
+        self.map_view.set_selected(self.selected_indices)
+        self._fill_legend()
+
+    def _fill_legend(self) -> None:
+        self.legend_list.clear()
+        for group, name, col, count in self.map_view.legend_entries():
+            item = QListWidgetItem(swatch_icon(col), f"{name} ({count})")
+            item.setData(Qt.ItemDataRole.UserRole, group)
+            self.legend_list.addItem(item)
+        self.legend_list.setVisible(self.legend_list.count() > 0)
+
+    def legend_texts(self) -> list[str]:
+        return [self.legend_list.item(i).text() for i in range(self.legend_list.count())]
+
+    def isolate_group(self, group: int | None) -> None:
+        """Show only one colour's points (None, or the shown one again: every colour)."""
+        group = None if group == self.map_view.isolated else group
+        self.map_view.isolate(group)
+        for i in range(self.legend_list.count()):
+            item = self.legend_list.item(i)
+            on = group is None or item.data(Qt.ItemDataRole.UserRole) == group
+            item.setForeground(self.palette().text() if on else self.palette().placeholderText())
+
+    def _on_legend_clicked(self, item) -> None:
+        self.isolate_group(int(item.data(Qt.ItemDataRole.UserRole)))
 
     def _on_clusters(self, clusters) -> None:
         self.clusters = np.asarray(clusters, dtype=np.int64)
         self._recolour()
 
     def _on_k_changed(self) -> None:
-        if self.colour_box.currentIndex() == 1 or self.clusters is not None:
+        if self.colours_by_cluster() or self.clusters is not None:
             self.clusters = None
             self._recolour()
 
-    def thumbnail(self, index: int, size: int = THUMB) -> QPixmap:
-        """The image of a point: from its file when it is one, else from the decoded cache."""
-        key = (int(index), size)
+    def thumbnail(self, index: int, size: int = THUMB, from_file: bool = True) -> QPixmap:
+        """The image of a point: from its file when it is one (and `from_file`), else from the
+        decoded cache (a grid of hundreds takes these: no photo is decoded on the GUI thread)."""
+        from_file = from_file or self.images is None
+        key = (int(index), size, from_file)
         pix = self._thumbs.get(key)
         if pix is not None:
             self._thumbs.move_to_end(key)
             return pix
         pix = None
         name = self.names[index] if 0 <= index < len(self.names) else ""
-        if name and os.path.isfile(name):
+        if from_file and name and os.path.isfile(name):
             pix = file_pixmap(name, size)
         if pix is None and self.images is not None:
             pix = array_to_pixmap(self.images[index], size)
@@ -304,6 +398,7 @@ class ExplorerPage(QWidget):
             return
         idx, sims = nearest_neighbors(self.vectors, index, NEIGHBOURS)
         self.neighbour_title.setText(f"Nearest to {Path(self.names[index]).name}")
+        self.side_tabs.setCurrentIndex(TAB_NEAREST)
         self.show_hover(index)
         self._show_grid(idx, sims)
         self.map_view.highlight(index, idx)
@@ -324,20 +419,41 @@ class ExplorerPage(QWidget):
     def select_rect(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
         """Select the points inside a box of map coordinates (what a drag box does)."""
         idx = self.map_view.indices_in_rect(QRectF(min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)))
-        self.set_selection(idx)
+        self.select_on_map(idx)
+        return idx
+
+    def select_polygon(self, polygon) -> np.ndarray:
+        """Select the points inside a polygon of map coordinates (what a lasso does)."""
+        idx = self.map_view.indices_in_polygon(np.asarray(polygon, dtype=np.float64))
+        self.select_on_map(idx)
         return idx
 
     @Slot(object)
+    def select_on_map(self, indices) -> None:
+        """A selection drawn on the map (box or lasso): selected, and its thumbnails shown."""
+        self.set_selection(indices)
+        self.side_tabs.setCurrentIndex(TAB_SELECTED)
+
+    @Slot(object)
     def set_selection(self, indices) -> None:
+        """Select points: ringed on the map, shown as a grid of thumbnails (the first
+        SELECTION_GRID of them; the export holds every one)."""
         self.selected_indices = np.asarray(indices, dtype=np.int64)
+        self.map_view.set_selected(self.selected_indices)
         self.selection_list.clear()
-        shown = self.selected_indices[:LIST_LIMIT]
-        self.selection_list.addItems([self.names[int(i)] for i in shown])
+        shown = self.selected_indices[:SELECTION_GRID]
+        for i in (int(i) for i in shown):
+            item = QListWidgetItem(QIcon(self.thumbnail(i, GRID_THUMB, from_file=False)), Path(self.names[i]).name)
+            item.setData(Qt.ItemDataRole.UserRole, i)
+            item.setToolTip(plain_tip(self.names[i]))
+            self.selection_list.addItem(item)
         more = len(self.selected_indices) - len(shown)
         self.selection_title.setText(
-            f"{len(self.selected_indices)} selected" + (f" (first {LIST_LIMIT} listed)" if more > 0 else "")
-            if len(self.selected_indices) else "No selection (Shift+drag a box)")
+            f"{len(self.selected_indices)} selected" + (f" (first {SELECTION_GRID} shown)" if more > 0 else "")
+            if len(self.selected_indices) else "No selection (Shift+drag a box or a lasso)")
         self.export_button.setEnabled(len(self.selected_indices) > 0)
+        self.export_dataset_button.setEnabled(len(self.selected_indices) > 0 and self.project is not None)
+        self.tag_button.setEnabled(len(self.selected_indices) > 0 and self.can_tag())
 
     def selected_paths(self) -> list[str]:
         return [self.names[int(i)] for i in self.selected_indices]
@@ -349,6 +465,131 @@ class ExplorerPage(QWidget):
         path = write_selection(path, self.selected_indices, self.names, self.labels, self.class_names, self.coords)
         self.status.setText(f"Exported {len(self.selected_indices)} files to {path}.")
         return path
+
+    # -- tags -----------------------------------------------------------------------------
+    def can_tag(self) -> bool:
+        return self.project is not None and self.dataset_id is not None and len(self.names) > 0
+
+    def _fill_tags(self) -> None:
+        current = self.tag_box.currentText()
+        self.tag_box.clear()
+        if self.can_tag():
+            self.tag_box.addItems(sorted(self.project.image_tags(self.dataset_id)))
+        self.tag_box.setEditText(current)
+
+    def tag_selected(self, tag: str) -> int:
+        """Tag the selected images (stored in the project); the map recolours when it shows tags."""
+        from studio.services.explore import tag_selection
+        from studio.store import ProjectError
+
+        if not self.can_tag() or not len(self.selected_indices):
+            return 0
+        try:
+            added = tag_selection(self.project, self.dataset_id, self.names, self.selected_indices, tag)
+        except ProjectError as exc:
+            self.status.setText(f"Error: {exc}")
+            return 0
+        self.status.setText(f"Tagged {added} more images \"{tag.strip()}\" ({len(self.selected_indices)} selected).")
+        self._fill_tags()
+        self.tag_box.setEditText(tag.strip())
+        if self.colour_box.currentData() == "tag":
+            self._recolour()
+        return added
+
+    # -- a selection as a dataset ---------------------------------------------------------
+    def export_dataset(self, name: str) -> None:
+        """Copy the selected images into a new dataset of the project, in a worker; emits
+        datasetExported(record) when it is added."""
+        if self.project is None or not len(self.selected_indices) or self.busy:
+            return
+        from studio.services.explore import export_selection_dataset
+
+        project, indices, names = self.project, self.selected_indices.copy(), list(self.names)
+        labels, class_names, images = self.labels.copy(), list(self.class_names), self.images
+
+        def job(state):
+            return export_selection_dataset(project, name, indices, names, labels, class_names, images,
+                                            report=state.report)
+
+        self._start(job, self._on_dataset_exported)
+
+    def _on_dataset_exported(self, record) -> None:
+        self.refresh()
+        self.status.setText(f"Added the dataset {record.name!r}: {record.images} images in {record.source}.")
+        self.datasetExported.emit(record)
+
+    def _export_dataset_dialog(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        name, ok = QInputDialog.getText(self, "A new dataset from the selection",
+                                        f"Name of the dataset ({len(self.selected_indices)} images):")
+        if ok and name.strip():
+            self.export_dataset(name.strip())
+
+    # -- problems -------------------------------------------------------------------------
+    def find_problems(self, kind: str) -> None:
+        """Look for near duplicates (kind "duplicates") or outliers ("outliers") in a worker;
+        the list fills and problemsFound(kind) is emitted."""
+        from studio.services.explore import find_duplicates, find_outliers
+
+        if self.busy or len(self.vectors) < 2:
+            return
+        vectors = self.vectors
+        if kind == "duplicates":
+            threshold = self.dup_slider.value() / 1000
+
+            def job(state):
+                state.report("looking for near duplicates", 0, 1)
+                return find_duplicates(vectors, threshold, cancelled=state.cancelled)
+        else:
+            k = self.outlier_k.value()
+
+            def job(state):
+                state.report("looking for outliers", 0, 1)
+                return find_outliers(vectors, k, cancelled=state.cancelled)
+
+        self._start(job, lambda result: self._show_problems(kind, result))
+
+    def _show_problems(self, kind: str, result) -> None:
+        from studio.gui.compare import sortable_cell
+
+        table = self.dup_table if kind == "duplicates" else self.outlier_table
+        table.setSortingEnabled(False)
+        if kind == "duplicates":
+            self.duplicate_groups = list(result)
+            rows = [(g + 1, len(group.indices), round(group.similarity, 4), self.names[int(group.indices[0])])
+                    for g, group in enumerate(self.duplicate_groups)]
+            self.status.setText(f"{len(rows)} groups of near duplicates "
+                                f"({sum(len(g.indices) for g in self.duplicate_groups)} images).")
+            keys = [group.indices for group in self.duplicate_groups]
+        else:
+            self.outliers = result
+            shown = min(len(result.indices), PROBLEM_ROWS)
+            rows = [(r + 1, round(float(result.distances[r]), 4), self.names[int(result.indices[r])]) for r in range(shown)]
+            self.status.setText(f"The {shown} images farthest from their {ordinal(result.k)} nearest neighbour.")
+            keys = [np.array([int(i)]) for i in result.indices[:shown]]
+        table.setRowCount(len(rows))
+        for r, (values, key) in enumerate(zip(rows, keys)):
+            for c, value in enumerate(values):
+                last = c == len(values) - 1  # the file: its name shown, its path in the tip
+                cell = sortable_cell(Path(value).name if last else value)
+                cell.setData(Qt.ItemDataRole.UserRole + 1, key)  # the points this row stands for
+                if last:
+                    cell.setToolTip(plain_tip(str(value)))
+                table.setItem(r, c, cell)
+        table.setSortingEnabled(True)
+        self.side_tabs.setCurrentIndex(TAB_DUPLICATES if kind == "duplicates" else TAB_OUTLIERS)
+        self.problemsFound.emit(kind)
+
+    def _on_problem_row(self, table, row: int) -> None:
+        """A row of a problem list: its points selected and the first one ringed and shown."""
+        item = table.item(row, 0)
+        if item is None:
+            return
+        indices = np.asarray(item.data(Qt.ItemDataRole.UserRole + 1), dtype=np.int64)
+        self.map_view.highlight(int(indices[0]))
+        self.show_hover(int(indices[0]))
+        self.set_selection(indices)
 
     def _export_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export the selected files", "selection.csv",
@@ -400,6 +641,7 @@ class ExplorerPage(QWidget):
 
         idx, sims = nearest_to_vector(self.vectors, vector, NEIGHBOURS)
         self.neighbour_title.setText(f"Nearest to {title}")
+        self.side_tabs.setCurrentIndex(TAB_NEAREST)
         self._show_grid(idx, sims)
         self.map_view.highlight(-1, idx)
         return idx

@@ -14,6 +14,39 @@ Y_PAD = 0.1  # of the values' span, above and below
 Y_TRAVEL = 0.5  # of the values' span, on the side the values left the view by
 
 
+# Metric names as people read them (the store keeps the engine's keys); other names are shown
+# with their underscores as spaces. The one table of these words: plots, combo boxes, axes.
+METRIC_LABELS = {
+    "loss": "loss", "lr": "learning rate", "images_per_s": "images/s", "epoch": "epoch",
+    "knn_top1": "kNN top-1", "linear_top1": "linear top-1", "finetune_top1": "fine-tune top-1",
+    "finetune_random_top1": "fine-tune top-1 (random init)",
+    "embedding_std": "embedding std", "embedding_std_ratio": "embedding std ratio",
+    "effective_rank": "effective rank", "uniformity": "uniformity", "alignment": "alignment",
+    "collapse": "collapse (1 = collapsing)",
+}
+
+
+def metric_label(name: str) -> str:
+    return METRIC_LABELS.get(name, name.replace("_", " "))
+
+
+def theme_plot(widget: pg.PlotWidget) -> None:
+    """A plot's background, axes, tick labels and legend in the current theme's colours: the one
+    place plots take their colours from the palette (called again on theme changes)."""
+    widget.setBackground(colour("#ffffff"))
+    item = widget.getPlotItem()
+    for side in ("left", "bottom"):
+        axis = item.getAxis(side)
+        axis.setPen(pg.mkPen(colour("#9aa3ae")))
+        axis.setTextPen(pg.mkPen(colour("#3a4350")))
+        axis.setLabel(axis.labelText, units=axis.labelUnits, color=colour("#3a4350"))
+    legend = item.legend
+    if legend is not None:
+        legend.setBrush(pg.mkBrush(colour("#ffffff")))
+        legend.setPen(pg.mkPen(colour("#c5ccd6")))
+        legend.setLabelTextColor(colour("#3a4350"))
+
+
 def plot_title(text: str) -> str:
     return f"<span style='color:{colour('#1d2530')};font-size:10pt;font-weight:600'>{text}</span>"
 
@@ -58,14 +91,8 @@ class MetricPlot(pg.PlotWidget):
 
     def apply_theme(self) -> None:
         """Background, axes and title in the current theme's colours (called on theme changes)."""
-        self.setBackground(colour("#ffffff"))
-        item = self.getPlotItem()
+        theme_plot(self)
         self.waiting.setColor(colour("#6b7480"))
-        for side in ("left", "bottom"):
-            item.getAxis(side).setPen(pg.mkPen(colour("#9aa3ae")))
-            item.getAxis(side).setTextPen(pg.mkPen(colour("#3a4350")))
-            item.getAxis(side).setLabel(item.getAxis(side).labelText, units=item.getAxis(side).labelUnits,
-                                        color=colour("#3a4350"))
         self.set_title(self.title_text)
 
     def resizeEvent(self, event):  # noqa: N802 - Qt override

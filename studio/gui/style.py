@@ -196,14 +196,11 @@ def restyle_plots(app: QApplication) -> None:
     """Give every open plot the current theme's background and axis colours."""
     import pyqtgraph as pg
 
+    from studio.gui.plots import theme_plot  # the one place plots take the palette's colours
+
     for w in app.allWidgets():
         if isinstance(w, pg.PlotWidget):
             if hasattr(w, "apply_theme"):
                 w.apply_theme()
-                continue
-            w.setBackground(colour("#ffffff"))
-            item = w.getPlotItem()
-            for side in ("left", "bottom"):
-                axis = item.getAxis(side)
-                axis.setPen(pg.mkPen(colour("#9aa3ae")))
-                axis.setTextPen(pg.mkPen(colour("#3a4350")))
+            else:
+                theme_plot(w)

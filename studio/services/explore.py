@@ -1,6 +1,9 @@
 """Exploring a run's embedding space: the use cases behind the Explorer page, without Qt.
 
-`write_selection` writes the files a person selected on the map. `FileEmbedder` embeds an image file that is not in the dataset (dropped on the map) with the
+`write_selection` writes the files a person selected on the map; `export_selection_dataset`
+makes them a dataset of the project; `tag_selection` and `tag_groups` store and read tags on a
+dataset's images; `find_duplicates` and `find_outliers` look for problems in a dataset (the math is
+studio.engine.eval.problems; the defaults and bounds are here). `FileEmbedder` embeds an image file that is not in the dataset (dropped on the map) with the
 encoder of a run's checkpoint: open the image, resize it as the dataset's images were, encode,
 embed. The encoder is loaded once per (run, checkpoint) and kept for the next file.
 """
@@ -9,12 +12,128 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from studio.store import Project
+from studio.store import DatasetRecord, Project, ProjectError
+
+# Near duplicates: the cosine similarity from which two images count as copies, and the range a
+# person may set (below ~0.8 "duplicates" are merely alike, and the groups swallow the dataset).
+DUPLICATE_THRESHOLD = 0.97
+DUPLICATE_THRESHOLD_RANGE = (0.80, 1.0)
+OUTLIER_K = 5  # outliers: the distance to the k-th nearest other image
+OUTLIER_K_RANGE = (1, 50)
+SUBSET_FOLDER = "datasets"  # exported selections are folders here, inside the project
+UNTAGGED = "untagged"
+
+
+# -- problems -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outliers:
+    indices: np.ndarray  # (N,) int64, the most alone first
+    distances: np.ndarray  # (N,) cosine distance to the k-th neighbour, in that order
+    k: int
+
+
+def find_duplicates(vectors, threshold: float = DUPLICATE_THRESHOLD, cancelled: Callable[[], bool] | None = None):
+    """Groups of near-copies (studio.engine.eval.problems.DuplicateGroup), largest first."""
+    from studio.engine.eval.problems import near_duplicate_groups
+
+    lo, hi = DUPLICATE_THRESHOLD_RANGE
+    if not lo <= threshold <= hi:
+        raise ValueError(f"the duplicate threshold is a cosine similarity between {lo} and {hi}, not {threshold}.")
+    return near_duplicate_groups(vectors, threshold, cancelled=cancelled)
+
+
+def find_outliers(vectors, k: int = OUTLIER_K, cancelled: Callable[[], bool] | None = None) -> Outliers:
+    """Every image ranked by its distance to its k-th nearest neighbour, the most alone first."""
+    from studio.engine.eval.problems import outlier_ranking
+
+    lo, hi = OUTLIER_K_RANGE
+    if not lo <= int(k) <= hi:
+        raise ValueError(f"k for outliers is between {lo} and {hi}, not {k}.")
+    order, dist = outlier_ranking(vectors, int(k), cancelled=cancelled)
+    return Outliers(order, dist, int(k))
+
+
+# -- tags -----------------------------------------------------------------------------------------
+def tag_selection(project: Project, dataset_id: int, names: Sequence[str], indices, tag: str) -> int:
+    """Tag the selected images of a dataset; returns how many were newly tagged."""
+    return project.tag_images(dataset_id, (names[int(i)] for i in indices), tag)
+
+
+def tag_groups(project: Project, dataset_id: int, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """(group per image, group names) for colouring by tag: an image's first tag in alphabetical
+    order, UNTAGGED (the last group) for images without one."""
+    tags = project.image_tags(dataset_id)
+    order = sorted(tags)
+    group_names = order + [UNTAGGED]
+    first: dict[str, int] = {}
+    for g, tag in enumerate(order):
+        for image in tags[tag]:
+            first.setdefault(image, g)
+    groups = np.array([first.get(n, len(order)) for n in names], dtype=np.int64)
+    return groups, group_names
+
+
+# -- a selection as a dataset ---------------------------------------------------------------------
+def _folder_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "selection"
+
+
+def export_selection_dataset(project: Project, name: str, indices, names: Sequence[str], labels,
+                             class_names: Sequence[str], images: np.ndarray | None = None,
+                             report: Callable[[str, int, int], None] | None = None) -> DatasetRecord:
+    """Copy the selected images into a folder of the project (`datasets/<name>/<class>/...`,
+    keeping their classes) and add it as a dataset named `name`. An image that is not a file
+    (a built-in set's) is written from its decoded pixels as a PNG."""
+    from studio.services.datasets import add_dataset
+
+    name = name.strip()
+    if not name:
+        raise ProjectError("the new dataset needs a name.")
+    if any(d.name == name for d in project.datasets()):
+        raise ProjectError(f"a dataset named {name!r} exists already; choose another name.")
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise ProjectError("select some images first.")
+    folder = project.root / SUBSET_FOLDER / _folder_name(name)
+    if folder.exists():
+        raise ProjectError(f"{folder} exists already; choose another name.")
+    labels = np.asarray(labels)
+    labelled = len(class_names) > 1 and bool((labels[indices] >= 0).all())
+    used: set[Path] = set()
+    try:
+        for n, i in enumerate(indices):
+            if report is not None:
+                report("copying images", n, len(indices))
+            sub = folder / _folder_name(class_names[int(labels[i])]) if labelled else folder
+            sub.mkdir(parents=True, exist_ok=True)
+            src = Path(names[i])
+            stem, suffix = (src.stem, src.suffix) if src.is_file() else (f"image_{i:06d}", ".png")
+            target = sub / f"{stem}{suffix}"
+            if target in used:  # two folders' files of one name
+                target = sub / f"{stem}_{i}{suffix}"
+            used.add(target)
+            if src.is_file():
+                shutil.copy2(src, target)
+            elif images is not None:
+                from PIL import Image
+
+                Image.fromarray(np.ascontiguousarray(np.asarray(images[i]).transpose(1, 2, 0))).save(target)
+            else:
+                raise ProjectError(f"{names[i]} is not a file and its pixels are not at hand.")
+        if report is not None:
+            report("adding the dataset", 0, 1)
+        return add_dataset(project, str(folder), name=name)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # no half-copied folder left behind
+        raise
 
 
 class FileEmbedder:

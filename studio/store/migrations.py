@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from studio.store import models as m
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaVersionError(Exception):
@@ -34,9 +34,16 @@ def _v2_run_notes(conn: Connection) -> None:
         Operations(MigrationContext.configure(conn)).add_column("runs", Column("notes", Text, nullable=True))
 
 
+def _v3_image_tags(conn: Connection) -> None:
+    """Schema 3: the `image_tags` table (tags a person puts on a dataset's images in the Explorer)."""
+    if not inspect(conn).has_table("image_tags"):
+        m.ImageTag.__table__.create(conn)
+
+
 # version reached -> the step that reaches it from the one before
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_run_notes,
+    3: _v3_image_tags,
 }
 
 

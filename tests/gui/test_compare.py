@@ -47,10 +47,10 @@ def test_checked_runs_overlay_their_curves(qtbot, runs_project):
     series = project.metric_series(ids[2], ["loss"])
     np.testing.assert_allclose(y, series.values["loss"])
     np.testing.assert_allclose(x, series.steps["loss"])
-    assert page.metric_box.currentText() == "loss"
-    assert page.metric_box.findText("knn_top1") >= 0
+    assert page.current_metric() == "loss"
+    assert page.metric_box.findData("knn_top1") >= 0
 
-    page.metric_box.setCurrentText("knn_top1")
+    page.set_metric("knn_top1")
     assert sorted(page.curve_items) == [ids[0], ids[2]]
     assert page.curve_items[ids[0]].getData()[1].tolist() == [0.55]
 
@@ -86,3 +86,58 @@ def test_table_shows_runs_with_evaluations_and_sorts_by_number(qtbot, runs_proje
     page.refresh()
     by_id = {int(r[col["Run"]]): r for r in page.table_rows()}
     assert float(by_id[ids[2]][col["kNN top-1"]]) == pytest.approx(0.99)
+
+
+def test_the_axis_and_the_metric_box_speak_words_not_keys(qtbot, runs_project):
+    from studio.gui.compare import CompareRunsPage
+
+    project, ids = runs_project
+    page = CompareRunsPage(project)
+    qtbot.addWidget(page)
+    page.set_checked(ids)
+    page.set_metric("knn_top1")
+    assert page.metric_box.currentText() == "kNN top-1"
+    axis = page.plot.getPlotItem().getAxis("left")
+    assert axis.labelText == "kNN top-1" and not axis.autoSIPrefix  # 0.55 shown as 0.55, not 550 (x0.001)
+    assert axis.labelString().find("x0.001") < 0
+    assert page.legend_entries() == [f"run {i}" for i in ids]
+    assert all(f"run {i}" in page.legend_label.text() for i in ids)
+    # The legend is a row above the plot, not an item over the curves.
+    assert page.plot.getPlotItem().legend is None
+
+
+def test_rows_start_sorted_as_the_header_says(qtbot, runs_project):
+    from studio.gui.compare import CompareRunsPage
+
+    project, ids = runs_project
+    page = CompareRunsPage(project)
+    qtbot.addWidget(page)
+    header = page.table.horizontalHeader()
+    assert header.sortIndicatorSection() == 0 and header.sortIndicatorOrder() == Qt.SortOrder.AscendingOrder
+    assert [int(r[0]) for r in page.table_rows()] == sorted(ids)
+
+
+def test_dark_palette_gives_dark_plots(qtbot, runs_project, monkeypatch):
+    from PySide6.QtGui import QColor
+
+    from studio.gui import style
+    from studio.gui.compare import CompareRunsPage
+    from studio.gui.explorer import EmbeddingMapView
+
+    project, ids = runs_project
+    # The theme's colour table as apply_style(app, "dark") leaves it (the app-wide stylesheet is
+    # test_app_window's business).
+    monkeypatch.setattr(style, "_current_dark", True)
+    page = CompareRunsPage(project)
+    view = EmbeddingMapView()
+    qtbot.addWidget(page)
+    qtbot.addWidget(view)
+    page.set_checked(ids)
+    for plot in (page.plot, view):
+        assert QColor(plot.backgroundBrush().color()).lightness() < 80
+    tick = page.plot.getPlotItem().getAxis("left").textPen().color()
+    assert tick.lightness() > 150  # light text on the dark plot
+    monkeypatch.setattr(style, "_current_dark", False)
+    for plot in (page.plot, view):  # what restyle_plots calls on a theme change
+        plot.apply_theme()
+        assert QColor(plot.backgroundBrush().color()).lightness() > 200
