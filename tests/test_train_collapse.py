@@ -89,3 +89,35 @@ def test_the_log_says_when_knn_falls_below_the_untrained_encoder_and_when_the_ru
     assert "below the untrained encoder's 0.500" in log.lines[0][1]
     assert baseline_verdict(0.5 - BELOW_BASELINE_MARGIN / 2, 0.5)[0] is False
     assert baseline_verdict(0.2, None) == (False, "")
+
+
+def test_a_dataset_of_one_batch_still_reports_its_speed_and_is_not_all_monitor_checks(tmp_path, monkeypatch):
+    """60 images of batch 32 is one step an epoch: the monitors ran at every step, the speed was
+    never reported (its window restarted at each check) and the Run page showed no images/s or
+    ETA. Now 'each epoch' is at most MAX_MONITOR_CHECKS checks a run, and the speed is measured
+    over log_every steps with the checks' time left out."""
+    from studio.engine.data.cache import DecodedImages
+    from studio.engine.train import Trainer, TrainingCallbacks, trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "MAX_MONITOR_CHECKS", 4)  # the rule, at a size CI runs quickly
+
+    class Log(TrainingCallbacks):
+        def __init__(self):
+            self.speed, self.checks = [], []
+
+        def on_metrics(self, step, epoch, metrics):
+            if "images_per_s" in metrics:
+                self.speed.append(step)
+            if "knn_top1" in metrics:
+                self.checks.append(step)
+
+    pixels = np.random.default_rng(0).integers(0, 255, size=(8, 3, 8, 8), dtype=np.uint8)
+    data = DecodedImages(pixels, np.arange(8) % 2, [f"{i}.png" for i in range(8)], ["a", "b"])
+    log = Log()
+    steps = 8
+    config = tiny_train_config(image_size=8, batch_size=8, steps=steps, log_every=3)
+    trainer = Trainer(config, data, tmp_path, callbacks=log,
+                      monitors=[lambda encoder, step: {"knn_top1": 0.5}])
+    assert trainer.run().status == "finished"
+    assert log.checks == [0, 2, 4, 6, 8]  # step 0, then every other step: 4 checks
+    assert log.speed == [3, 6, 8]

@@ -17,6 +17,7 @@ from studio.engine.settings import check_fields, config_fields, option
 OPTIMIZERS = ("sgd", "adamw", "lars")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_EPOCHS = 100  # when neither epochs nor steps is set
+MAX_MONITOR_CHECKS = 50  # monitor_every 0 ("each epoch") checks at most this often in a run
 
 
 @dataclass
@@ -66,7 +67,8 @@ class TrainConfig:
                                        group="advanced", label="checkpoint minutes", unit="min")
     log_every: int = option(10, "steps between metric points (and progress lines)", min=1, max=100_000,
                             group="advanced", label="log every", unit="steps")
-    monitor_every: int = option(0, "steps between kNN and health checks; 0: each epoch; -1: never", min=-1,
+    monitor_every: int = option(0, f"steps between kNN and health checks; 0: each epoch (at most {MAX_MONITOR_CHECKS} "
+                                   "checks a run); -1: never", min=-1,
                                 max=100_000_000, group="advanced", label="monitor every", unit="steps")
     knn_k: int = option(200, "neighbours of the kNN monitor", min=1, max=10_000, group="advanced", label="kNN k")
     knn_temperature: float = option(0.1, "temperature of the kNN monitor's weighted vote", min=1e-4, max=10.0,

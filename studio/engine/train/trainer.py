@@ -32,7 +32,7 @@ from studio.engine.train.checkpoint import (
     AUTO_CHECKPOINT, LAST_CHECKPOINT, CheckpointSchedule, host_rng_state, load_checkpoint,
     save_checkpoint, set_host_rng_state,
 )
-from studio.engine.train.config import TrainConfig
+from studio.engine.train.config import MAX_MONITOR_CHECKS, TrainConfig
 from studio.engine.train.control import TrainingControl
 from studio.engine.train.optim import build_optimizer, resolve_optimizer
 from studio.engine.train.schedules import warmup_cosine
@@ -267,13 +267,16 @@ class Trainer:
             checkpoint = schedule.due(step)
             if checkpoint is not None:
                 window.emit()
+                began = time.perf_counter()
                 self._save(t, checkpoint)
                 schedule.saved(step)
+                window.exclude(time.perf_counter() - began)
             if self._monitor_due(step, self.steps_per_epoch, t.total):
                 window.emit()
+                began = time.perf_counter()
                 self._run_monitors(t.method, step, self.steps_per_epoch, last=last)
                 t.method.train()
-                window.restart()
+                window.exclude(time.perf_counter() - began)
         self._save(t, LAST_CHECKPOINT)
         return "finished", None
 
@@ -381,7 +384,9 @@ class Trainer:
         if not self.monitors or every < 0:
             return False
         if every == 0:
-            return step % steps_per_epoch == 0 or step == total
+            # Each epoch, but at most MAX_MONITOR_CHECKS a run: on 60 images of batch 32 an epoch
+            # is one step, and a check every step made the run all checks.
+            every = max(steps_per_epoch, math.ceil(total / MAX_MONITOR_CHECKS))
         return step % every == 0 or step == total
 
     def _run_monitors(self, method, step: int, steps_per_epoch: int, last: bool = False) -> None:
@@ -491,14 +496,21 @@ class _MetricsWindow:
 
     @property
     def full(self) -> bool:
-        return len(self.pending) >= self.trainer.config.log_every
+        """log_every steps since the last report (counted apart from the points emitted early
+        for a checkpoint or a monitor, so a run that checks often still reports its speed)."""
+        return self.steps >= self.trainer.config.log_every
 
     def add(self, step: int, metrics: dict[str, torch.Tensor], lr: float, images: int) -> None:
         self.pending.append((step, metrics, lr))
         self.images += images
+        self.steps += 1
 
     def restart(self) -> None:
-        self.started, self.images = time.perf_counter(), 0
+        self.started, self.images, self.steps = time.perf_counter(), 0, 0
+
+    def exclude(self, seconds: float) -> None:
+        """Leave time spent outside the steps (a monitor's check, a checkpoint) out of the speed."""
+        self.started += seconds
 
     def emit(self) -> None:
         pending, self.pending = self.pending, []
