@@ -156,6 +156,18 @@ def test_trainer_lr_follows_the_schedule(sample8, tmp_path):
     assert lrs[1] == pytest.approx(0.1) and lrs[6] < lrs[4] < lrs[1]
 
 
+def test_the_final_loss_is_the_mean_of_the_last_logged_window_and_says_so(sample8, tmp_path):
+    """One definition everywhere (one step's loss is noisy; the header disagreed with the plot):
+    the mean of the last log_every steps, named by final_loss_meaning beside every figure."""
+    from studio.engine.train.callbacks import final_loss_meaning
+
+    cb = Collect()
+    result = Trainer(small_config(steps=7, batch_size=4, log_every=3), sample8, tmp_path / "run", callbacks=cb).run()
+    losses = cb.losses()
+    assert len(losses) == 7 and result.final_loss == pytest.approx(sum(losses[-3:]) / 3)
+    assert final_loss_meaning(3) == "mean of the last 3 steps" and final_loss_meaning(None) == "mean of the last 10 steps"
+
+
 def test_resume_from_a_checkpoint_repeats_the_uninterrupted_run(sample8, tmp_path):
     config = small_config(steps=8, checkpoint_every=4, batch_size=8)
     whole = Collect()

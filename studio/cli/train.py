@@ -349,7 +349,10 @@ def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str
         print(printable(f"error: run {run_id} {result.status}: {result.reason}"), file=sys.stderr)
         return 1
     if not args.json:
-        loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""
+        from studio.engine.train.callbacks import final_loss_meaning
+
+        loss = (f", final loss {result.final_loss:.4f} ({final_loss_meaning(getattr(args, "log_every", None))})"
+                if result.final_loss is not None else "")
         say(f"run {run_id} {result.status} at step {result.steps}{loss}; checkpoint {checkpoint}")
         if result.status == RunStatus.STOPPED:
             say(f"continue it with: {resume_hint}")

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QComboBox, QGridLayout, QHBoxLayout, QPlainTextEdit, QProgressBar, QPushButton, QWidget,
 )
 
+from studio.engine.train.callbacks import final_loss_meaning
 from studio.gui.plots import MetricPlot
 from studio.gui.style import CURVE_COLOURS, status_colour
 from studio.gui.widgets import Label, RunTitleRow, format_duration, page_with_empty_state
@@ -425,7 +426,7 @@ class RunPage(QWidget):
         elif status is RunStatus.PAUSED:
             parts.append("paused")
         if r.final_loss is not None and status.has_ended:
-            parts.append(f"final loss {r.final_loss:.4g}")
+            parts.append(f"final loss {r.final_loss:.4g} ({final_loss_meaning(r.config.get('log_every'))})")
         self.progress_label.setText("   ·   ".join(parts))
 
     def set_verdicts(self, verdicts: dict, live: bool = False) -> None:

@@ -23,13 +23,22 @@ class RunInfo:
     parameters: int
 
 
+def final_loss_meaning(log_every: int | None) -> str:
+    """What a run's "final loss" is, in the words every front door shows beside it: one point's
+    loss is noisy, so it is the mean of the last logged window."""
+    from studio.engine.train.config import TrainConfig
+
+    n = int(log_every or TrainConfig().log_every)
+    return f"mean of the last {n} steps" if n > 1 else "the last step's"
+
+
 @dataclass(frozen=True)
 class TrainResult:
     status: str  # finished | stopped | diverged | failed
     reason: str | None
     steps: int
     epochs: int
-    final_loss: float | None
+    final_loss: float | None  # the mean loss of the last log_every steps (final_loss_meaning)
     images_per_s: float | None
     checkpoint: str | None  # path of the last checkpoint written
     error: BaseException | None = None

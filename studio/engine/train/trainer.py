@@ -6,6 +6,7 @@ momentum pairs, checkpoints, pause/stop, metrics) and reports only through callb
 
 from __future__ import annotations
 
+import collections
 import errno
 import math
 import random
@@ -149,6 +150,7 @@ class Trainer:
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
         self.step, self.final_loss, self.throughput, self.steps_per_epoch = 0, None, None, None
+        self._last_losses = collections.deque(maxlen=max(1, self.config.log_every))
         try:
             t = self._setup()
             self._restore(t)
@@ -527,7 +529,8 @@ class _MetricsWindow:
             metrics = {k: float(v) for k, v in zip(names, row)}
             metrics["lr"] = lr
             tr.callbacks.on_metrics(step, step / tr.steps_per_epoch, metrics)
-            tr.final_loss = loss
+            tr._last_losses.append(loss)
+            tr.final_loss = float(np.mean(tr._last_losses))  # callbacks.final_loss_meaning
 
     def report_speed(self) -> None:
         tr = self.trainer
