@@ -260,6 +260,11 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         label = Label(title + (f" ({info.unit})" if info.unit and info.unit != "px" else ""))
         label.setToolTip(editor.widget.toolTip())
         form.addRow(label, editor.widget)
+        if info.name == "warmup_epochs":
+            self.warmup_hint = Label()
+            self.warmup_hint.setObjectName("Hint")
+            self.warmup_hint.hide()
+            form.addRow("", self.warmup_hint)
 
     # -- all GPUs ------------------------------------------------------------------------------
     def set_gpu_count(self, count: int) -> None:
@@ -444,9 +449,36 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         if spec is not None:
             self.backbone_info.setText(spec.description)
             self._show_optimizer_default(cls, spec.kind)
+        self._show_warmup(None if error else self.config())
         kinds = " or ".join(k.upper() for k in cls.backbone_kinds)
         self.backbone_combo.setToolTip(f"{cls.title} works with {kinds} backbones.")
         return error
+
+    def _show_warmup(self, config) -> None:
+        """Under the warm-up: what it comes to in steps on this dataset, and when the tenth-of-the-run
+        cap cuts it (engine.train.schedules.warmup_steps, the Trainer's rule)."""
+        from studio.engine.train.schedules import WARMUP_MAX_SHARE, warmup_steps
+        from studio.engine.train.trainer import plan_steps
+
+        text = ""
+        images = self._dataset_images()
+        if config is not None and images:
+            _, per_epoch, total = plan_steps(config, images)
+            steps = warmup_steps(config.warmup_epochs, per_epoch, total)
+            text = f"= {steps:,} of {total:,} steps"
+            if steps < int(config.warmup_epochs * per_epoch):
+                text += f" (capped at {WARMUP_MAX_SHARE:.0%} of the run)"
+        self.warmup_hint.setText(text)
+        self.warmup_hint.setVisible(bool(text))
+
+    def _dataset_images(self) -> int:
+        name = self.dataset()
+        if self.project is None or not name:
+            return 0
+        try:
+            return int(self.project.dataset(name).images)
+        except Exception:  # noqa: BLE001 - a dataset just removed elsewhere: no hint, not an error
+            return 0
 
     def _show_optimizer_default(self, cls, backbone_kind: str) -> None:
         """The learning rate's placeholder says what an empty field means for this method and

@@ -71,3 +71,25 @@ def test_a_field_the_form_does_not_show_survives(qtbot):
     assert page.config() == stored and page.config().future_setting == 9
     page.setting_editors["knn_k"].set_value(11)  # as typing 11 in the kNN k box does
     assert page.config() == dataclasses.replace(stored, knn_k=11)
+
+
+def test_try_the_sample_after_a_duplicate_is_no_ones_duplicate(make_window, qtbot, project, monkeypatch):
+    """Seen: a run started by "Try the sample" after an earlier Duplicate said "duplicated from run 2"."""
+    from studio.engine.train import TrainConfig
+    from studio.gui import main_window as mw
+    from studio.gui.workers import TrainingJob
+    from studio.services.training import create_run
+
+    monkeypatch.setattr(TrainingJob, "start", lambda self: None)
+    monkeypatch.setattr(mw, "sample_project_path", lambda: project.root)
+    old = create_run(project, "sample", TrainConfig(steps=5, batch_size=8, image_size=16, device="cpu"))
+    project.set_run_status(old.id, "stopped", "stopped by the user")
+    w = make_window(project.root)
+    w.panel.select_run(old.id)
+    w.duplicate_action.trigger()
+    assert w.try_sample()
+    page = w.new_run_page
+    qtbot.waitUntil(lambda: not page.sizing, timeout=120_000)  # the 5-minute budget measures a few steps
+    w.start_action.trigger()
+    new = max(project.runs(), key=lambda r: r.id)
+    assert new.id != old.id and new.parent_run_id is None

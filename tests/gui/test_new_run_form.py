@@ -141,3 +141,25 @@ def test_pages_can_be_added_and_follow_the_open_project(qtbot, project, tmp_path
     assert w.page("Built").text() == "for other" and seen[-1] == (tmp_path / "other").resolve()
     w.show_page("Built")
     assert w.current_page_title() == "Built"
+
+
+def test_the_warm_up_says_its_steps_and_its_cap_on_the_chosen_dataset(qtbot, project):
+    """Seen: 'warm-up 10 epochs' ended at step 4 of 40. The hint says what the Trainer will do:
+    the sample's 1,797 images in batches of 64 are 28 steps an epoch."""
+    from studio.gui.new_run_page import NewRunPage
+
+    page = NewRunPage()
+    qtbot.addWidget(page)
+    page.set_project(project)
+    page.set_datasets(["sample"])
+    page.setting_editors["batch_size"].set_value(64)
+    page.length_unit.setCurrentIndex(page.length_unit.findData("steps"))
+    page.length_spin.setValue(40)
+    page.setting_editors["warmup_epochs"].set_value(10.0)
+    page.validate()
+    assert page.warmup_hint.text() == "= 4 of 40 steps (capped at 10% of the run)"
+    page.length_unit.setCurrentIndex(page.length_unit.findData("epochs"))
+    page.length_spin.setValue(100)
+    page.setting_editors["warmup_epochs"].set_value(2.0)
+    page.validate()
+    assert page.warmup_hint.text() == "= 56 of 2,800 steps"

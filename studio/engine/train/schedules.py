@@ -12,3 +12,12 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_fraction
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+WARMUP_MAX_SHARE = 0.1  # the warm-up is at most this share of the run
+
+
+def warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
+    """The learning-rate warm-up in steps: `warmup_epochs` epochs, at most a tenth of the run (so a
+    short run is not all warm-up). The Trainer and the New run form's hint use this one rule."""
+    return int(min(warmup_epochs * steps_per_epoch, WARMUP_MAX_SHARE * total_steps))

@@ -36,7 +36,7 @@ from studio.engine.train.checkpoint import (
 from studio.engine.train.config import MAX_MONITOR_CHECKS, TrainConfig
 from studio.engine.train.control import TrainingControl
 from studio.engine.train.optim import build_optimizer, resolve_optimizer
-from studio.engine.train.schedules import warmup_cosine
+from studio.engine.train.schedules import warmup_cosine, warmup_steps
 
 # A monitor looks at the encoder now and then (kNN accuracy, collapse) and returns metrics; its
 # `looks_at` ("backbone", the default, or "output") says which (studio.engine.train.monitor).
@@ -187,7 +187,7 @@ class Trainer:
         # how many processes share it.
         opt_name, base_lr, wd = resolve_optimizer(cfg, type(method), method.backbone.kind, batch)
         optimizer = build_optimizer(opt_name, method, base_lr, wd)
-        warmup = int(min(cfg.warmup_epochs * steps_per_epoch, 0.1 * total))
+        warmup = warmup_steps(cfg.warmup_epochs, steps_per_epoch, total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
         use_scaler = info.amp_dtype == torch.float16 and device.type == "cuda"
         scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
