@@ -351,7 +351,7 @@ def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str
     if not args.json:
         from studio.engine.train.callbacks import final_loss_meaning
 
-        loss = (f", final loss {result.final_loss:.4f} ({final_loss_meaning(getattr(args, "log_every", None))})"
+        loss = (f", final loss {result.final_loss:.4f} ({final_loss_meaning(getattr(args, 'log_every', None))})"
                 if result.final_loss is not None else "")
         say(f"run {run_id} {result.status} at step {result.steps}{loss}; checkpoint {checkpoint}")
         if result.status == RunStatus.STOPPED:
