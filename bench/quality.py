@@ -152,7 +152,14 @@ def studio_side(method, project, args, seed) -> tuple[nn.Module, dict]:
     model = torchvision_model(card["backbone"])
     model.load_state_dict({k: v for k, v in torch.load(where(exported["path"]), weights_only=True).items()
                            if not k.startswith(("heads.", "fc.", "classifier."))}, strict=True)
-    return model, {"final_loss": run["final_loss"], "images_per_s": run["images_per_s"]}
+    series = cli("metrics", str(project), str(run["run_id"]))["series"]
+    last = lambda name: round(series[name][-1][1], 4) if series.get(name) else None  # noqa: E731
+    # The health monitor's output spread at the end (under 0.1: collapsed) and its kNN monitor's
+    # check of the untrained encoder at step 0, as the Run page shows them.
+    monitor = {"output_spread": last("embedding_std_ratio"), "collapsed": last("collapse") == 1.0,
+               "monitor_knn_step0": round(series["knn_top1"][0][1], 4) if series.get("knn_top1") else None,
+               "monitor_knn_end": last("knn_top1")}
+    return model, {"final_loss": run["final_loss"], "images_per_s": run["images_per_s"], **monitor}
 
 
 # -- lightly's example recipes ---------------------------------------------------------------
@@ -422,6 +429,8 @@ def main() -> None:
                         _common.emit("quality", method=method, side=side, seed=seed, error=str(exc)[:300])
                         continue
                     rows.setdefault((method, side), []).append(score)
+                    if info.get("output_spread") is not None:
+                        rows.setdefault((method, "spread"), []).append(info["output_spread"])
                     _common.emit("quality", method=method, side=side, seed=seed, knn_top1=round(score, 4),
                                  steps=args.steps, batch_size=args.batch_size, image_size=args.image_size,
                                  backbone=args.backbone if method != "mae" else args.vit_backbone,
@@ -434,11 +443,14 @@ def _stats(v: list[float]) -> tuple[float, float]:
 
 
 def print_table(rows, args) -> None:
+    from studio.engine.eval.health import STD_RATIO_COLLAPSE_THRESHOLD
+
     print(f"\nkNN top-1 (k=200, t=0.1), {args.backbone}, {args.image_size} px, {args.steps} steps of {args.batch_size}, "
           f"seeds {args.seeds}", file=sys.stderr)
-    print("| method | random init | studio | lightly's recipe | verdict |\n|---|---|---|---|---|", file=sys.stderr)
+    print("| method | random init | studio | lightly's recipe | verdict | studio's output spread |\n"
+          "|---|---|---|---|---|---|", file=sys.stderr)
     random = {k[0]: _stats(v) for k, v in rows.items() if k[1] == "random"}
-    for method in dict.fromkeys(k[0] for k in rows if k[1] != "random"):
+    for method in dict.fromkeys(k[0] for k in rows if k[1] not in ("random", "spread")):
         bb = args.vit_backbone if method == "mae" else args.backbone
         r = random.get(f"random ({bb})", (float("nan"), 0.0))
         cells, st, li = [], rows.get((method, "studio")), rows.get((method, "lightly"))
@@ -448,7 +460,10 @@ def print_table(rows, args) -> None:
         if st and li:
             (sm, _), (lm, ls) = _stats(st), _stats(li)
             verdict = "ok" if sm >= lm - ls and sm > r[0] else ("below random" if sm <= r[0] else "behind lightly")
-        print(f"| {method} | {r[0]:.3f} | {cells[0]} | {cells[1]} | {verdict} |", file=sys.stderr)
+        spread = rows.get((method, "spread"))
+        spread = "-" if not spread else (f"{min(spread):.2f}-{max(spread):.2f}"
+                                         + (" (collapsed)" if min(spread) < STD_RATIO_COLLAPSE_THRESHOLD else ""))
+        print(f"| {method} | {r[0]:.3f} | {cells[0]} | {cells[1]} | {verdict} | {spread} |", file=sys.stderr)
 
 
 if __name__ == "__main__":

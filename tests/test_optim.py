@@ -15,10 +15,13 @@ def test_a_cnn_keeps_the_papers_optimizer_and_a_vit_gets_adamw():
     byol = METHODS["byol"]
     assert method_optimizer(byol, "cnn").name == "lars" and method_optimizer(byol, "cnn").reason == ""
     vit = method_optimizer(byol, "vit")
-    assert vit.name == "adamw" and vit.lr == VIT_LR and "LARS" in vit.reason
-    # A method whose paper already uses AdamW keeps its own numbers on a ViT.
-    mae = METHODS["mae"]
-    assert method_optimizer(mae, "vit").lr == mae.default_lr and method_optimizer(mae, "vit").reason == ""
+    assert vit.name == "adamw" and vit.lr == VIT_LR and "LARS" in vit.reason and vit.scaling == "sqrt"
+    assert vit.lr_at(64) == pytest.approx(VIT_LR / 2) and vit.describe_lr() == "0.001 × √(batch/256)"
+    # A method whose paper uses AdamW, or SGD (which trains the small ViTs well), keeps its own.
+    for name in ("mae", "simclr", "moco"):
+        cls = METHODS[name]
+        choice = method_optimizer(cls, "vit")
+        assert (choice.name, choice.lr, choice.reason) == (cls.default_optimizer, cls.default_lr, ""), name
 
 
 def test_the_lr_scales_with_the_batch_and_the_persons_settings_win():
@@ -38,4 +41,4 @@ def test_the_trainer_builds_what_the_rule_says(tmp_path):
     trainer = Trainer(cfg, images, tmp_path / "run")
     t = trainer._setup()
     assert isinstance(t.optimizer, torch.optim.AdamW)
-    assert t.optimizer.param_groups[0]["initial_lr"] == pytest.approx(VIT_LR * 8 / 256)
+    assert t.optimizer.param_groups[0]["initial_lr"] == pytest.approx(VIT_LR * (8 / 256) ** 0.5)

@@ -487,8 +487,8 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         if lr is None:
             return
         choice = method_optimizer(cls, backbone_kind)
-        lr.widget.setPlaceholderText(f"{choice.lr:g} × batch/256 ({choice.name})")
-        tip = f"Empty: the method's learning rate, {choice.lr:g} per 256 images with {choice.name}."
+        lr.widget.setPlaceholderText(f"{choice.describe_lr()} ({choice.name})")
+        tip = f"Empty: the method's learning rate, {choice.describe_lr()} with {choice.name}."
         lr.widget.setToolTip(tip + (f" {choice.reason[:1].upper()}{choice.reason[1:]}." if choice.reason else ""))
 
     def shutdown(self) -> None:
