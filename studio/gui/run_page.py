@@ -297,7 +297,7 @@ class RunPage(QWidget):
         if line is None:
             pen = pg.mkPen(CURVE_COLOURS[0], width=1, style=Qt.PenStyle.DashLine)
             line = pg.InfiniteLine(angle=0, movable=False, pen=pen,
-                                   label="untrained {value:.3f}", labelOpts={"position": 0.12, "color": CURVE_COLOURS[0]})
+                                   label="untrained {value:.3f}", labelOpts={"position": 0.5, "color": CURVE_COLOURS[0], "anchors": [(0.5, 1), (0.5, 1)]})
             self.other_plot.getPlotItem().addItem(line, ignoreBounds=False)
             self._baseline_line = line
         line.setValue(baseline)

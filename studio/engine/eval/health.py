@@ -161,7 +161,7 @@ def baseline_verdict(knn_top1: float, baseline: float | None) -> tuple[bool, str
     if knn_top1 < baseline - BELOW_BASELINE_MARGIN:
         return True, (f"kNN top-1 {knn_top1:.3f} is below the untrained encoder's {baseline:.3f} (step 0): the "
                       f"features are worse than none so far. A longer run usually passes it; if it does not, "
-                      f"try another method (SimCLR learns fastest in short runs).")
+                      f"compare another method on these images.")
     return False, f"kNN top-1 {knn_top1:.3f} is above the untrained encoder's {baseline:.3f} again."
 
 
