@@ -114,7 +114,10 @@ def test_metrics_json_and_csv(proj, trained, capsys):
 
     assert main(["metrics", str(path), str(rid), "--csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    # Step 0 holds the monitors' check of the untrained encoder (the kNN baseline), no loss yet.
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4, 5, 6]
+    assert rows[0]["loss"] == "" and float(rows[0]["knn_top1"]) > 0
+    rows = rows[1:]
     assert [float(r["loss"]) for r in rows] == pytest.approx([v for _, v in series["loss"]])
     assert [float(r["lr"]) for r in rows] == pytest.approx([v for _, v in series["lr"]])
 
