@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QListWidget, QProgressBar,
+    QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QListWidget, QProgressBar,
     QPushButton, QSlider, QSpinBox, QSplitter, QTableWidget, QTabWidget, QVBoxLayout, QWidget,
 )
 
@@ -12,7 +12,7 @@ from studio.engine.eval.projection import PROJECTION_ALGORITHMS
 from studio.gui.compare import SORT_ARROWS
 from studio.gui.embedding_map import EmbeddingMapView, map_name
 from studio.gui.style import colour
-from studio.gui.widgets import Label, PageLayout
+from studio.gui.widgets import Label, PageLayout, read_only_table
 from studio.services.explore import DUPLICATE_THRESHOLD, DUPLICATE_THRESHOLD_RANGE, OUTLIER_K, OUTLIER_K_RANGE
 
 NEIGHBOURS = 16
@@ -23,14 +23,7 @@ NEIGHBOUR_HINT = "Click a point (or drop an image file) for its 16 nearest neigh
 
 
 def _problem_table(columns) -> QTableWidget:
-    table = QTableWidget(0, len(columns))
-    table.setHorizontalHeaderLabels(columns)
-    table.verticalHeader().setVisible(False)
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    table.horizontalHeader().setStretchLastSection(True)
+    table = read_only_table(columns)
     table.horizontalHeader().setSortIndicator(0, Qt.SortOrder.AscendingOrder)  # first column, as found
     table.horizontalHeader().setStyleSheet(SORT_ARROWS)
     table.setSortingEnabled(True)

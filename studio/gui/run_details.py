@@ -8,11 +8,11 @@ from datetime import datetime
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QHBoxLayout, QHeaderView, QPlainTextEdit, QPushButton, QSplitter,
+    QHBoxLayout, QPlainTextEdit, QPushButton, QSplitter,
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from studio.gui.widgets import Label, RunTitleRow, page_with_empty_state, section_title
+from studio.gui.widgets import Label, RunTitleRow, page_with_empty_state, read_only_table, section_title
 
 CHECKPOINT_COLUMNS = ["step", "epoch", "file", "size", "saved"]
 EVALUATION_COLUMNS = ["kind", "checkpoint", "dataset", "results", "when"]
@@ -178,15 +178,7 @@ class RunDetailsPage(QWidget):
 
     @staticmethod
     def _table(columns: list[str]) -> QTableWidget:
-        t = QTableWidget(0, len(columns))
-        t.setHorizontalHeaderLabels(columns)
-        t.verticalHeader().setVisible(False)
-        t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        t.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        t.horizontalHeader().setStretchLastSection(True)
-        return t
+        return read_only_table(columns)
 
     # -- what is shown -------------------------------------------------------------------------
     def set_project(self, project) -> None:
