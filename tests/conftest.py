@@ -5,9 +5,9 @@ Each area keeps its own fixtures in its own test files; only what several areas 
 
 from __future__ import annotations
 
-import sys
-
+import itertools
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,47 @@ def tiny_train_config(**overrides):
                 warmup_epochs=0.0, log_every=1, seed=0)
     base.update(overrides)
     return TrainConfig(**base)
+
+
+# -- a run that collapses, on stubs (continuing from before a collapse: test_branch, the GUI's) --
+COLLAPSE_AT = 12  # the stub health monitor's verdict turns at this step
+
+
+def collapsing_config(**overrides):
+    """A TrainConfig for the collapse stubs below."""
+    # Checkpoints by twentieths only (every step of 20), health checks every 4 steps.
+    # A one-layer ViT-Tiny: checkpoints every step cost less than a ResNet's.
+    return tiny_train_config(**{"image_size": 8, "batch_size": 4, "steps": 20, "checkpoint_minutes": 0.0,
+                                "monitor_every": 4, "backbone": "vit_tiny",
+                                "backbone_options": {"num_layers": 1, "patch_size": 4}, **overrides})
+
+
+def health(collapse_at: int | None):
+    def monitor(encoder, step):
+        collapsed = collapse_at is not None and step >= collapse_at
+        return {"collapse": float(collapsed), "embedding_std_ratio": 0.01 if collapsed else 0.5}
+    return monitor
+
+
+def ticking_clock():
+    """Each reading a minute and a second later: every due check finds the automatic checkpoint's
+    minimum interval passed."""
+    return itertools.count(0.0, 61.0).__next__
+
+
+def collapsed_run(project):
+    """A finished run whose stub health monitor found it collapsing from step COLLAPSE_AT (issue
+    21: continuing from before a collapse); its healthy checkpoint is step 8's."""
+    from studio.engine.train import Trainer
+    from studio.services.training import create_run, execute_run
+
+    run = create_run(project, "sample", collapsing_config())
+
+    def trainer(*args, **kwargs):
+        return Trainer(*args, **{**kwargs, "monitors": [health(COLLAPSE_AT)], "clock": ticking_clock()})
+
+    assert execute_run(project, run.id, trainer_factory=trainer).status == "finished"
+    return project.run(run.id)
 
 
 # -- the main window, for the GUI tests ----------------------------------------------------------

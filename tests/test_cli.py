@@ -84,6 +84,33 @@ def test_train_json_carries_the_fields_of_cli_md(proj, trained):
     assert all("loss " in line and "images/s" in line for line in lines)
 
 
+def test_branch_continues_a_run_from_a_checkpoint_as_a_new_run_with_a_change(proj, trained):
+    """--branch RUN@STEP: a new run from that checkpoint, with the settings given changed, trained
+    to its end; the first run is left as it was; what cannot change is refused."""
+    from studio.store import Project
+
+    path, _ = proj
+    first = trained[0]["run_id"]
+    code, out, err = run_cli("train", path, "--branch", f"{first}@3", "--set", "temperature=0.2", "--lr", "0.01",
+                             "--log-every", "1", "--json")
+    assert code == 0, err
+    result = one_json(out)
+    assert result["status"] == "finished" and result["steps"] == 6
+    assert f"continues run {first} from its checkpoint at step 3 with temperature 0.5 → 0.2, learning rate 0.00375 → 0.01" in err
+    with Project.open(path) as p:
+        new = p.run(result["run_id"])
+        assert (new.parent_run_id, new.parent_step) == (first, 3)
+        assert new.config["lr"] == 0.01 and new.config["method_config"]["temperature"] == 0.2
+        lr = p.metric_series(new.id, ["lr"])
+        assert lr.values["lr"][lr.steps["lr"].index(4)] == pytest.approx(0.005)  # 0.01 halfway down its cosine (the old rate gave 0.0019)
+        assert p.run(first).status == "finished"
+    code, _, err = run_cli("train", path, "--branch", f"{first}@3", "--batch-size", "8")
+    assert code == 1 and "batch size cannot change" in err
+    with pytest.raises(SystemExit) as usage:  # wrong usage: exit 2, with the reason
+        run_cli("train", path, "--branch", str(first), "--suggested")
+    assert usage.value.code == 2
+
+
 def test_runs_json_lists_the_run_with_its_checkpoints(proj, trained, capsys):
     path, _ = proj
     result, _ = trained

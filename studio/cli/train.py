@@ -232,11 +232,55 @@ def stop_on_signals(control) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _branch_point(text: str) -> tuple[int, int | None]:
+    run, _, step = text.partition("@")
+    try:
+        return int(run), (int(step) if step else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected RUN_ID or RUN_ID@STEP, got {text!r}") from None
+
+
+def _branch(args: argparse.Namespace) -> dict[str, Any]:
+    """--branch: a new run continuing a stored one from a checkpoint with the given changes
+    (services.branch), then resumed like any stopped run."""
+    from studio.services.branch import branch_run, suggested_branch
+    from studio.store import Project
+
+    run_id, step = args.branch
+    for name in ("dataset", "method", "backbone", "backbone_option", "pretrained", "budget", "resume", "run_id", "gpus"):
+        if getattr(args, name, None) not in (None, False, []):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} cannot be given with --branch: the new run continues run {run_id} as it is, "
+                             "with only the settings given changed")
+    from studio.engine.settings import parse_value
+
+    changes: dict[str, Any] = {k: parse_value(_info(k), v) for k, v in _given_settings(args).items()}
+    if args.set:
+        changes["method_config"] = dict(args.set)
+    why = ""
+    with Project.open(args.project) as project:
+        if args.suggested:
+            suggested = suggested_branch(project, run_id)
+            if suggested is None:
+                raise UsageError(f"run {run_id} did not collapse (or its method cannot), so there is no suggested change; "
+                                 "give the settings to change instead")
+            own, why = suggested
+            changes = {**own, **changes}
+            why = f"the health monitor's suggestion: {why}"
+        new = branch_run(project, run_id, changes, step, why=why)
+        say(f"run {new.id}: {new.reason}")
+    return {"resume": new.id}
+
+
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     """What `prepare_run` is asked for: a new run from the options, or a stored one to continue
     (`--resume`) or start (`--run-id`), given only the settings a stored run may take anew."""
     from studio.services.training import RUNTIME_SETTINGS
 
+    if getattr(args, "branch", None) is not None:
+        return _branch(args)
+    if getattr(args, "suggested", False):
+        raise UsageError("--suggested goes with --branch RUN_ID")
     resume, stored = args.resume is not None, args.run_id is not None
     if resume and stored:
         raise UsageError("--run-id and --resume cannot be combined: --run-id starts a queued run, --resume continues one")
@@ -457,6 +501,12 @@ def register(sub) -> None:
                               "measured steps; the ones you give stay yours")
     t.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stopped, interrupted, failed or diverged "
                    "run from its latest checkpoint")
+    t.add_argument("--branch", type=_branch_point, metavar="RUN_ID[@STEP]",
+                   help="continue a run as a new run from its checkpoint at STEP (default: its last one before the "
+                        "health monitor saw a collapse, else its newest) with the settings given here changed (--set, "
+                        "--lr, ...); the first run stays as it was")
+    t.add_argument("--suggested", action="store_true",
+                   help="with --branch: the change the health monitor suggests for a collapsed run")
     t.add_argument("--run-id", type=int, metavar="RUN_ID",
                    help="train a run already stored in the project and not started yet (queued), with its own settings "
                         "(the GUI starts its multi-GPU runs this way)")

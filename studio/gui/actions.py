@@ -54,6 +54,9 @@ ACTIONS = (
     ActionSpec("evaluate", "&Run", "E&valuate…", "open_evaluate_dialog", "Ctrl+Shift+V", _run("evaluate"),
                separator_before=True, of_run=True),
     ActionSpec("export", "&Run", "&Export…", "open_export_dialog", "Ctrl+E", _run("export"), of_run=True),
+    ActionSpec("branch", "&Run", "Continue with the suggested &change…", "branch_run", None, _run("branch"),
+               separator_before=True, of_run=True,
+               tip="After a collapse: a new run from the last healthy checkpoint, with the health monitor's change"),
     ActionSpec("guide", "&Help", "&User's guide", "open_guide", SK.HelpContents),
     ActionSpec("about", "&Help", "&About SSL Studio", "show_about"),
 )

@@ -152,6 +152,7 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
         self.run_page.resume_requested.connect(self.resume_run)
         self.run_page.stop_requested.connect(self.stop_run)
         self.run_page.export_requested.connect(lambda run_id: self.open_export_dialog(run_id))
+        self.run_page.branch_requested.connect(self.branch_run)
         self.run_page.status_shown.connect(lambda _status: self.update_actions())
         self.run_details.duplicate_requested.connect(self.duplicate_run)
         self.run_details.delete_requested.connect(self.delete_run)
@@ -364,6 +365,32 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
         """Continue a run from one of its checkpoints (the metrics after it are replaced)."""
         if self.project is not None:
             self.runs.resume(run_id, step)
+
+    def branch_run(self, run_id: int | None, confirm: bool = True) -> int | None:
+        """Continue a collapsed run from its last healthy checkpoint with the health monitor's
+        suggested change, as a new run (services.branch), after one question; the new run's id."""
+        from studio.services.branch import branch_point, suggested_branch
+
+        if self.project is None or run_id is None:
+            return None
+        try:
+            suggestion = suggested_branch(self.project, run_id)
+            if suggestion is None:
+                raise ValueError(f"run {run_id} did not collapse: there is no suggested change.")
+            changes, text = suggestion
+            point = branch_point(self.project, self.project.run(run_id))
+        except Exception as exc:  # noqa: BLE001 - a typed refusal, said in the status bar
+            self.statusBar().showMessage(str(exc), 10_000)
+            return None
+        if confirm:
+            answer = QMessageBox.question(
+                self, "Continue with the suggested change",
+                f"A new run continues run {run_id} from {point.why}, with {text}. Run {run_id} stays as it is, "
+                "for comparison.\n\nStart the new run now?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Yes)
+            if answer != QMessageBox.StandardButton.Yes:
+                return None
+        return self.runs.branch(run_id, changes, f"the health monitor's suggestion: {text}")
 
     def start_run(self, request, config=None) -> int | None:
         """Store the New run form's run (services.training.prepare_run) and train it; its id.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 
 from studio.gui.app_state import NO_PROJECT, NO_RUN
+from studio.services.branch import can_branch_with_suggestion
 from studio.services.runs import (
     Verdict, can_continue_paused, can_delete, can_evaluate, can_export, can_pause, can_resume, can_stop, writable,
 )
@@ -59,7 +60,8 @@ class RunController(QObject):
             stop = Verdict(False, f"Run {run.id} is trained by another process; stop it there.")
         verdicts = {"pause": pause, "resume": resume, "stop": stop, "export": can_export(self.project, run),
                     "evaluate": can_evaluate(self.project, run),
-                    "duplicate": Verdict(True), "delete": can_delete(run, busy)}
+                    "duplicate": Verdict(True), "delete": can_delete(run, busy),
+                    "branch": can_branch_with_suggestion(self.project, run, busy)}
         if not writable(self.project):
             verdicts = {name: writable(self.project) for name in verdicts}
         return verdicts
@@ -107,6 +109,19 @@ class RunController(QObject):
         if prepared.warning:
             self.message.emit(f"Warning: {prepared.warning}", 15_000)
         return verdict
+
+    def branch(self, run_id: int, changes: dict, why: str = "") -> int | None:
+        """A new run continuing `run_id` from a checkpoint with `changes` (services.branch),
+        trained at once; its id, or None with the refusal said."""
+        from studio.services.branch import branch_run
+
+        try:
+            new = branch_run(self.project, run_id, changes, why=why)
+        except Exception as exc:  # noqa: BLE001 - a typed refusal, said in the status bar
+            self.message.emit(str(exc), 10_000)
+            return None
+        self.message.emit(f"Run {new.id} {new.reason}.", 10_000)
+        return new.id if self.resume(new.id) else None
 
     def _launch(self, prepared, processes: int = 1) -> None:
         from studio.gui.workers import DistributedTrainingJob, TrainingJob

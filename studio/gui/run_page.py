@@ -32,6 +32,7 @@ class RunPage(QWidget):
     resume_requested = Signal(int)
     stop_requested = Signal(int)
     export_requested = Signal(int)
+    branch_requested = Signal(int)  # continue the shown run, collapsed, with the suggested change
     status_shown = Signal(str)  # the shown run's status changed (the window updates its verdicts)
 
     def __init__(self, parent: QWidget | None = None):
@@ -72,6 +73,14 @@ class RunPage(QWidget):
         self.reason_label.setWordWrap(True)
         self.reason_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.reason_label)
+        # After a collapse: continue from the last healthy checkpoint with the suggested change.
+        self.branch_button = QPushButton()
+        self.branch_button.setObjectName("Primary")
+        self.branch_button.setVisible(False)
+        self.branch_button.setToolTip("A new run continues this one from its last checkpoint that the health check found "
+                                      "healthy, with this change; this run stays as it is.")
+        self.branch_button.clicked.connect(lambda: self.run_id and self.branch_requested.emit(self.run_id))
+        lay.addWidget(self.branch_button, 0, Qt.AlignmentFlag.AlignLeft)
 
         prog = QHBoxLayout()
         self.progress_bar = QProgressBar()
@@ -378,6 +387,7 @@ class RunPage(QWidget):
         verdicts = self.series_values.get("collapse")
         if not verdicts:
             self.heading.show_health(None)
+            self._show_remedy(False)
             return
         step = self.series_steps["collapse"][-1]
         spread_steps = self.series_steps.get("embedding_std_ratio") or []
@@ -387,10 +397,28 @@ class RunPage(QWidget):
 
         advice = getattr(METHODS.get(self.run.method), "collapse_advice", "")
         collapsing, message = collapse_verdict({"collapse": verdicts[-1], "embedding_std_ratio": spread}, advice)
+        ended = RunStatus.of(self.run.status).has_ended
+        self._show_remedy(collapsing and ended)
         if not collapsing:
             self.heading.show_health(None)
             return
-        self.heading.show_health(step, message, ended=RunStatus.of(self.run.status).has_ended)
+        self.heading.show_health(step, message, ended=ended)
+
+    def _show_remedy(self, show: bool) -> None:
+        """The "continue with the change" button under a run that ended collapsed, naming the
+        change (engine.train.remedy); hidden otherwise, and for methods that cannot collapse."""
+        remedy = None
+        if show:
+            from studio.engine.train import TrainConfig
+            from studio.engine.train.remedy import collapse_remedy
+
+            try:
+                remedy = collapse_remedy(TrainConfig.from_dict(self.run.config))
+            except Exception:  # noqa: BLE001 - a run of a method this studio no longer has
+                remedy = None
+        self.branch_button.setVisible(remedy is not None)
+        if remedy is not None:
+            self.branch_button.setText(f"Continue from before the collapse with {remedy.text}…")
 
     def _update_progress(self) -> None:
         r = self.run

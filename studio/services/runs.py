@@ -101,6 +101,14 @@ def can_delete(run: RunRecord, busy: bool = False) -> Verdict:
     return YES
 
 
+def can_branch(run: RunRecord, busy: bool = False) -> Verdict:
+    """A run can be continued from one of its checkpoints as a new run (services.branch) once no
+    process holds it; which checkpoint, and which changes, branch decides."""
+    if busy or is_active(run):
+        return _held(run)
+    return YES
+
+
 def can_pause(run: RunRecord, busy: bool = True) -> Verdict:
     """Pause and stop reach only a run this front door trains (`busy`)."""
     if not busy:

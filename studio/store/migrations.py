@@ -12,13 +12,13 @@ import sqlite3
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import Column, Text, inspect, select
+from sqlalchemy import Column, Integer, Text, inspect, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from studio.store import models as m
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class SchemaVersionError(Exception):
@@ -40,10 +40,20 @@ def _v3_image_tags(conn: Connection) -> None:
         m.ImageTag.__table__.create(conn)
 
 
+def _v4_run_parent_step(conn: Connection) -> None:
+    """Schema 4: runs get `parent_step`, the parent's checkpoint a continued run starts from."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    if "parent_step" not in {c["name"] for c in inspect(conn).get_columns("runs")}:
+        Operations(MigrationContext.configure(conn)).add_column("runs", Column("parent_step", Integer, nullable=True))
+
+
 # version reached -> the step that reaches it from the one before
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_run_notes,
     3: _v3_image_tags,
+    4: _v4_run_parent_step,
 }
 
 

@@ -57,6 +57,9 @@ class Run(Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     parent_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The parent's checkpoint step this run continues from (schema 4); None: a duplicate, which
+    # starts from scratch with the parent's settings.
+    parent_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)  # the user's own words (schema 2)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, literal, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -288,6 +288,7 @@ class Project:
         config: dict[str, Any],
         total_steps: int = 0,
         parent_run_id: int | None = None,
+        parent_step: int | None = None,
     ) -> RunRecord:
         with self.session() as s:
             row = m.Run(
@@ -298,6 +299,7 @@ class Project:
                 status=RunStatus.QUEUED.value,
                 total_steps=total_steps,
                 parent_run_id=parent_run_id,
+                parent_step=parent_step,
             )
             s.add(row)
             s.flush()
@@ -430,6 +432,14 @@ class Project:
         with self.session() as s:
             s.execute(m.MetricPoint.__table__.insert(), payload)
         return len(payload)
+
+    def copy_metrics(self, from_run: int, to_run: int, up_to_step: int) -> int:
+        """Copy a run's points up to a step to another run (one that continues it from there)."""
+        t = m.MetricPoint.__table__
+        cols = [t.c.step, t.c.epoch, t.c.name, t.c.value, t.c.time]
+        chosen = select(literal(to_run), *cols).where(t.c.run_id == from_run, t.c.step <= up_to_step).order_by(t.c.id)
+        with self.session() as s:
+            return s.execute(t.insert().from_select([t.c.run_id, *cols], chosen)).rowcount
 
     def truncate_metrics(self, run_id: int, after_step: int) -> None:
         """Drop points after a step: a resumed run redoes those steps and must not draw them twice."""

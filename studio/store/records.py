@@ -42,6 +42,7 @@ class RunRecord:
     pid: int | None
     host: str | None
     parent_run_id: int | None
+    parent_step: int | None  # set when the run continues the parent from its checkpoint at this step
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -83,6 +83,9 @@ class Method(nn.Module):
     # The likely causes of a collapse for this method and the change to try, naming its settings:
     # the health monitor's warning ends with it (eval.health.collapse_verdict).
     collapse_advice: ClassVar[str] = ""
+    # Whether a collapse is this method's failure at all (a masked model reconstructs pixels:
+    # low spread there means "not distinct yet", and halving its learning rate is no remedy).
+    can_collapse: ClassVar[bool] = True
 
     def __init__(self, backbone: Backbone, config: Any, world_size: int = 1):
         super().__init__()
@@ -102,6 +105,13 @@ class Method(nn.Module):
                               f"such as SimCLR, BYOL or DINO.")
         wanted = " or ".join("a ViT" if k == "vit" else "a CNN" for k in cls.backbone_kinds)
         raise ConfigError(f"{cls.title} needs {wanted} backbone; {name or kind} is a {kind.upper()}.")
+
+    @classmethod
+    def collapse_change(cls, config: Any) -> dict[str, Any]:
+        """The method settings to change after a collapse: the first remedy of `collapse_advice`
+        that `config` (the method's built config) does not already have, as {field: value}.
+        {} leaves the remedy to the learning rate (engine.train.remedy halves it)."""
+        return {}
 
     @classmethod
     def fields(cls) -> list[FieldInfo]:

@@ -44,6 +44,10 @@ class BYOL(Method):
     collapse_advice = ("raise the target's starting momentum (0.996) so it moves slower, or lower the learning rate; BYOL "
                        "holds only while its predictor keeps up with a slow target")
 
+    @classmethod
+    def collapse_change(cls, config) -> dict:
+        return {"momentum": 0.996} if config.momentum < 0.996 else {}
+
     def __init__(self, backbone, config: BYOLConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)
         dim = backbone.feature_dim

@@ -64,6 +64,14 @@ class DINO(Method):
     collapse_advice = ("lower teacher_temp (0.04 sharpens the teacher's targets) if all outputs go uniform, lower "
                        "center_momentum (faster centring) if one dimension wins every image, and lower the learning rate")
 
+    @classmethod
+    def collapse_change(cls, config) -> dict:
+        if config.teacher_temp > 0.04:
+            return {"teacher_temp": 0.04}
+        if config.center_momentum > 0.5:
+            return {"center_momentum": 0.5}
+        return {}
+
     def __init__(self, backbone, config: DINOConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)
         self.projection_head = self._head()

@@ -76,6 +76,10 @@ class IBOT(DINO):
     collapse_advice = ("lower teacher_temp (sharper targets), or the learning rate; iBOT shares DINO's teacher, centring and "
                        "their failure modes")
 
+    @classmethod
+    def collapse_change(cls, config) -> dict:
+        return {"teacher_temp": 0.04} if config.teacher_temp > 0.04 else {}
+
     def __init__(self, backbone, config: IBOTConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)
         c = config

@@ -56,6 +56,7 @@ class MAE(Method):
     default_weight_decay = 0.05
     collapse_advice = ("a masked autoencoder cannot collapse in this sense (it reconstructs pixels); low spread means the "
                        "features are not yet distinct: train longer, or raise mask_ratio")
+    can_collapse = False
 
     def __init__(self, backbone, config: MAEConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

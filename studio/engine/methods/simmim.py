@@ -43,6 +43,7 @@ class SimMIM(Method):
     default_weight_decay = 0.05
     collapse_advice = ("a masked image model cannot collapse in this sense (it reconstructs pixels); low spread means the "
                        "features are not yet distinct: train longer, or change mask_ratio")
+    can_collapse = False
 
     def __init__(self, backbone, config: SimMIMConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

@@ -56,6 +56,10 @@ class SwAV(Method):
     collapse_advice = ("lower the learning rate, or keep freeze_prototypes_epochs at 1 or more (the paper freezes the "
                        "prototypes in the first epoch: moving early, they can take every image's assignment)")
 
+    @classmethod
+    def collapse_change(cls, config) -> dict:
+        return {"freeze_prototypes_epochs": 1.0} if config.freeze_prototypes_epochs < 1 else {}
+
     def __init__(self, backbone, config: SwAVConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)
         c = config

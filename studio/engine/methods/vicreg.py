@@ -45,6 +45,10 @@ class VICReg(Method):
     default_weight_decay = 1e-6
     collapse_advice = "raise variance_weight (the term that keeps each dimension spread), or lower the learning rate"
 
+    @classmethod
+    def collapse_change(cls, config) -> dict:
+        return {"variance_weight": min(1000.0, 2 * config.variance_weight)} if config.variance_weight < 1000 else {}
+
     def __init__(self, backbone, config: VICRegConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)
         self.projection_head = VICRegProjectionHead(backbone.feature_dim, config.hidden_dim, config.output_dim, config.num_layers)

@@ -174,6 +174,7 @@ def set_host_rng_state(rng: dict[str, Any]) -> None:
 
 LAST_CHECKPOINT = "last.ckpt"  # written at the end of a run and when it is stopped
 AUTO_CHECKPOINT = "auto.ckpt"  # the automatic one (by time or by share of the run), rewritten in place
+HEALTHY_CHECKPOINT = "healthy.ckpt"  # the newest automatic one a health check found healthy (HealthyCheckpointKeeper)
 # The automatic checkpoint comes at least every `checkpoint_minutes` and every twentieth of the
 # run, so a crash costs at most that much work; but not more often than every
 # AUTO_CHECKPOINT_MIN_S of training, as writing one costs seconds for a large model.
@@ -213,3 +214,53 @@ class CheckpointSchedule:
         if step - self.last_step >= self.share_steps and elapsed >= AUTO_CHECKPOINT_MIN_S:
             return AUTO_CHECKPOINT
         return None
+
+
+class HealthyCheckpointKeeper:
+    """Keeps the newest automatic checkpoint that a health check found healthy as healthy.ckpt,
+    so that a run which collapses can be continued from before the collapse with a change
+    (services.branch), although its automatic checkpoint is rewritten after the collapse.
+
+    A checkpoint's verdict is the first health check at or after its step: the same weights, or
+    later ones that grew from them. Before the automatic checkpoint is rewritten, a healthy one
+    is renamed to healthy.ckpt (a rename: no copy is written); a run that ends healthy removes
+    healthy.ckpt, one that ends collapsed keeps it. `notify` is (removed path | None, added
+    (path, step) | None) for the run's listeners."""
+
+    def __init__(self, run_dir: Path, notify: Callable[[Path | None, tuple[Path, int] | None], None]):
+        self.run_dir = Path(run_dir)
+        self.notify = notify
+        self.auto: list = []  # [step, verdict]: the automatic checkpoint on disk; verdict None until checked
+
+    @property
+    def kept(self) -> Path:
+        return self.run_dir / HEALTHY_CHECKPOINT
+
+    def saved_auto(self, step: int) -> None:
+        self.auto = [step, None]
+
+    def checked(self, step: int, collapsed: bool) -> None:
+        if self.auto and self.auto[1] is None and step >= self.auto[0]:
+            self.auto[1] = not collapsed
+
+    def before_auto_save(self) -> None:
+        """The automatic checkpoint is about to be rewritten (or removed): keep it if healthy."""
+        if not self.auto or not self.auto[1]:
+            return
+        auto = self.run_dir / AUTO_CHECKPOINT
+        if not auto.is_file():
+            return
+        if self.kept.is_file():
+            self.notify(self.kept, None)
+        auto.replace(self.kept)
+        self.notify(auto, (self.kept, self.auto[0]))
+        self.auto = []
+
+    def at_end(self, healthy: bool) -> None:
+        """The run's last checkpoint is written and the automatic one is about to go."""
+        if healthy:
+            if self.kept.is_file():
+                self.kept.unlink()
+                self.notify(self.kept, None)
+        else:
+            self.before_auto_save()

@@ -62,7 +62,8 @@ class TrainConfig:
     checkpoint_every: int = option(0, "also checkpoint every this many steps; 0: by time only", min=0,
                                    max=100_000_000, group="advanced", label="checkpoint every", unit="steps")
     checkpoint_minutes: float = option(10.0, "checkpoint at least this often, and at least every twentieth of the "
-                                             "run (only the newest such checkpoint is kept); 0: by twentieths only",
+                                             "run (the newest is kept, and the newest a health check found healthy "
+                                             "until the run ends healthy); 0: by twentieths only",
                                        min=0.0, max=10_000.0,
                                        group="advanced", label="checkpoint minutes", unit="min")
     log_every: int = option(10, "steps between metric points (and progress lines)", min=1, max=100_000,

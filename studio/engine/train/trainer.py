@@ -26,16 +26,16 @@ from studio.engine.data.cache import DecodedImages
 from studio.engine.data.views import make_view
 from studio.engine.device import DeviceInfo, resolve_device
 from studio.engine.errors import ConfigError, DiskFullError, DivergedError, StudioError
-from studio.engine.eval.health import baseline_verdict, collapse_verdict, spread_text
 from studio.engine.methods import StepState, build_config, method_class
 from studio.engine.train.callbacks import CallbackList, RunInfo, TrainingCallbacks, TrainResult
 from studio.engine.train.checkpoint import (
-    AUTO_CHECKPOINT, LAST_CHECKPOINT, CheckpointSchedule, host_rng_state, load_checkpoint,
+    AUTO_CHECKPOINT, LAST_CHECKPOINT, CheckpointSchedule, HealthyCheckpointKeeper, host_rng_state, load_checkpoint,
     save_checkpoint, set_host_rng_state,
 )
 from studio.engine.train.config import MAX_MONITOR_CHECKS, TrainConfig
 from studio.engine.train.control import TrainingControl
 from studio.engine.train.optim import build_optimizer, resolve_optimizer
+from studio.engine.train.reporting import HealthReporter, MetricsWindow
 from studio.engine.train.schedules import warmup_cosine, warmup_steps
 
 # A monitor looks at the encoder now and then (kNN accuracy, collapse) and returns metrics; its
@@ -107,11 +107,8 @@ class Trainer:
         self.control = control or TrainingControl()
         self.resume_from = Path(resume_from) if resume_from else None
         self.monitors = list(monitors)
-        self._collapsed = False  # the health monitor's last verdict, to log its changes
-        # kNN top-1 of the untrained encoder (the monitors' check at step 0), and whether the
-        # latest check was below it, to log its changes.
-        self.knn_baseline: float | None = None
-        self._below_baseline = False
+        self.health = HealthReporter(self.callbacks)
+        self.healthy_checkpoint = HealthyCheckpointKeeper(self.run_dir, self._checkpoint_moved)
         self.world_size = world_size
         self.rank = rank
         self.last_checkpoint: str | None = None
@@ -180,6 +177,7 @@ class Trainer:
 
         method = build_method(cfg, world_size=self.world_size).to(device)
         self.method = method
+        self.health.advice = method.collapse_advice
         channels_last = cfg.channels_last if cfg.channels_last is not None else (device.type == "cuda" and method.backbone.kind == "cnn")
         if channels_last:
             method = method.to(memory_format=torch.channels_last)
@@ -189,13 +187,14 @@ class Trainer:
         optimizer = build_optimizer(opt_name, method, base_lr, wd)
         warmup = warmup_steps(cfg.warmup_epochs, steps_per_epoch, total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
+        fresh_groups = [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups]
         use_scaler = info.amp_dtype == torch.float16 and device.type == "cuda"
         scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
         train_model = self.wrap_model(method)
         step_fn = self._compiled_step(train_model) if cfg.compile else None
         return _Training(info=info, device=device, method=method, optimizer=optimizer, scheduler=scheduler,
                          scaler=scaler, use_scaler=use_scaler, train_model=train_model, step_fn=step_fn,
-                         channels_last=channels_last, batch=batch, total=total)
+                         channels_last=channels_last, batch=batch, total=total, fresh_groups=fresh_groups)
 
     def _restore(self, t: "_Training") -> None:
         """Continue from `resume_from`: weights, optimiser, schedule, step and random streams."""
@@ -208,7 +207,8 @@ class Trainer:
         if "scaler" in state and t.use_scaler:
             t.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
-        self.knn_baseline = state.get("knn_baseline")
+        self.health.baseline = state.get("knn_baseline")
+        self._config_learning_rate(t, state)
         torch.set_rng_state(state["rng"]["torch"])
         set_host_rng_state(state["rng"])
         if t.device.type == "cuda" and state["rng"].get("cuda") is not None:
@@ -216,6 +216,19 @@ class Trainer:
         self.last_checkpoint = str(self.resume_from)
         if self.step >= t.total:
             raise ConfigError(f"this run already completed its {t.total} steps; nothing to resume.")
+
+    @staticmethod
+    def _config_learning_rate(t: "_Training", state: dict[str, Any]) -> None:
+        """The run's settings decide the learning rate and weight decay, the checkpoint only where
+        the schedule is: the same on a plain resume, the changed ones on a run continued with a
+        change (services.branch; an optimiser state restores its groups' old values)."""
+        fresh = t.fresh_groups
+        for group, (lr, wd) in zip(t.optimizer.param_groups, fresh):
+            group["initial_lr"], group["weight_decay"] = lr, wd
+        t.scheduler.base_lrs = [lr for lr, _ in fresh]
+        factor = t.scheduler.lr_lambdas[0](t.scheduler.last_epoch)
+        for group, (lr, _) in zip(t.optimizer.param_groups, fresh):
+            group["lr"] = lr * factor
 
     def _announce(self, t: "_Training") -> None:
         """Put the images where the steps read them and tell the listeners what the run is."""
@@ -233,7 +246,7 @@ class Trainer:
 
     def _loop(self, t: "_Training") -> tuple[str, str | None]:
         """Steps until the run's end or a stop; returns (status, reason)."""
-        window = _MetricsWindow(self)
+        window = MetricsWindow(self)
         schedule = CheckpointSchedule(self.config, t.total, self.step, self.clock)
         perm_epoch, perm = -1, None
         if self.step == 0 and self.monitors and self.config.monitor_every >= 0:
@@ -368,14 +381,22 @@ class Trainer:
             "scheduler": t.scheduler.state_dict(),
             "scaler": t.scaler.state_dict(),
             "rng": rng,
-            "knn_baseline": self.knn_baseline,
+            "knn_baseline": self.health.baseline,
             "backbone": {"name": method.backbone.name, "kind": method.backbone.kind,
                          "feature_dim": method.backbone.feature_dim, "arch": method.backbone.arch},
         }
+        if filename == AUTO_CHECKPOINT:
+            self.healthy_checkpoint.before_auto_save()
         path = save_checkpoint(self.run_dir / filename, state)
+        if filename == AUTO_CHECKPOINT:
+            self.healthy_checkpoint.saved_auto(step)
         self.last_checkpoint = str(path)
         self.callbacks.on_checkpoint(str(path), step, step / steps_per_epoch)
         if filename == LAST_CHECKPOINT:
+            if step == t.total:
+                self.healthy_checkpoint.at_end(healthy=not self.health.collapsed)
+            else:
+                self.healthy_checkpoint.before_auto_save()
             auto = self.run_dir / AUTO_CHECKPOINT
             if auto.is_file():
                 auto.unlink()
@@ -404,36 +425,29 @@ class Trainer:
         if metrics:
             self.callbacks.on_metrics(step, step / steps_per_epoch, metrics)
         if step == 0:
-            self.knn_baseline = metrics.get("knn_top1")
+            self.health.baseline = metrics.get("knn_top1")
             return
         self._report_collapse(step, metrics)
-        self._report_baseline(step, metrics, last)
+        self.health.against_baseline(step, metrics, last)
 
-    def _report_baseline(self, step: int, metrics: dict[str, float], last: bool) -> None:
-        """One line in the run's log when kNN top-1 falls below the untrained encoder's, one when
-        it is above again; and at the last step, if it ended below."""
-        if "knn_top1" not in metrics:
-            return
-        below, message = baseline_verdict(metrics["knn_top1"], self.knn_baseline)
-        if below != self._below_baseline:
-            self._below_baseline = below
-            self.callbacks.on_log(f"step {step}: {message}", "warning" if below else "info")
-        if below and last:
-            self.callbacks.on_log(f"the run ended below random init: {message}", "warning")
+    @property
+    def knn_baseline(self) -> float | None:
+        """kNN top-1 of the untrained encoder: the monitors' check at step 0."""
+        return self.health.baseline
 
     def _report_collapse(self, step: int, metrics: dict[str, float]) -> None:
-        """One line in the run's log when the health monitor's collapse verdict turns on, and one
-        when it turns off again: the curve alone is easy to miss."""
-        if "collapse" not in metrics:
-            return
-        collapsed, message = collapse_verdict(metrics, getattr(self.method, "collapse_advice", ""))
-        if collapsed == self._collapsed:
-            return
-        self._collapsed = collapsed
-        if collapsed:
-            self.callbacks.on_log(f"step {step}: {message}", "warning")
-        else:
-            self.callbacks.on_log(f"step {step}: the outputs have spread again ({spread_text(metrics.get('embedding_std_ratio'))}).")
+        self.health.collapse(step, metrics)
+        if "collapse" in metrics:
+            self.healthy_checkpoint.checked(step, self.health.collapsed)
+
+    def _checkpoint_moved(self, removed: Path | None, added: tuple[Path, int] | None) -> None:
+        if removed is not None:
+            self.callbacks.on_checkpoint_removed(str(removed))
+            if self.last_checkpoint == str(removed):
+                self.last_checkpoint = str(added[0]) if added else None
+        if added is not None:
+            path, step = added
+            self.callbacks.on_checkpoint(str(path), step, step / self.steps_per_epoch)
 
     def _finish(self, status: str, reason: str | None, error: BaseException | None = None) -> TrainResult:
         epochs = int(self.step // self.steps_per_epoch) if self.steps_per_epoch else 0
@@ -477,6 +491,7 @@ class _Training:
     channels_last: bool
     batch: int
     total: int
+    fresh_groups: list[tuple[float, float]] = field(default_factory=list)  # (lr, weight decay) the settings give
     images: torch.Tensor | None = None
     specs: Any = None
     autocast: Callable[[], Any] = field(init=False)
@@ -484,61 +499,6 @@ class _Training:
     def __post_init__(self):
         dtype = self.info.amp_dtype
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
-
-
-class _MetricsWindow:
-    """The steps' metrics not yet reported: they stay on the device until `emit` moves them off
-    in one transfer (rule 6), checks the loss and reports every point. It also measures the
-    images per second since the window's clock was last restarted."""
-
-    def __init__(self, trainer: "Trainer"):
-        self.trainer = trainer
-        self.pending: list[tuple[int, dict[str, torch.Tensor], float]] = []
-        self.restart()
-
-    @property
-    def full(self) -> bool:
-        """log_every steps since the last report (counted apart from the points emitted early
-        for a checkpoint or a monitor, so a run that checks often still reports its speed)."""
-        return self.steps >= self.trainer.config.log_every
-
-    def add(self, step: int, metrics: dict[str, torch.Tensor], lr: float, images: int) -> None:
-        self.pending.append((step, metrics, lr))
-        self.images += images
-        self.steps += 1
-
-    def restart(self) -> None:
-        self.started, self.images, self.steps = time.perf_counter(), 0, 0
-
-    def exclude(self, seconds: float) -> None:
-        """Leave time spent outside the steps (a monitor's check, a checkpoint) out of the speed."""
-        self.started += seconds
-
-    def emit(self) -> None:
-        pending, self.pending = self.pending, []
-        if not pending:
-            return
-        tr = self.trainer
-        names = sorted(pending[0][1])
-        stacked = torch.stack([torch.stack([p[1][k].float().reshape(()) for k in names]) for p in pending]).cpu().numpy()
-        li = names.index("loss")
-        for (step, _, lr), row in zip(pending, stacked):
-            loss = float(row[li])
-            if not math.isfinite(loss):
-                raise DivergedError(step, loss, tr.last_checkpoint)
-            metrics = {k: float(v) for k, v in zip(names, row)}
-            metrics["lr"] = lr
-            tr.callbacks.on_metrics(step, step / tr.steps_per_epoch, metrics)
-            tr._last_losses.append(loss)
-            tr.final_loss = float(np.mean(tr._last_losses))  # callbacks.final_loss_meaning
-
-    def report_speed(self) -> None:
-        tr = self.trainer
-        elapsed = time.perf_counter() - self.started
-        if elapsed > 0:
-            tr.throughput = self.images / elapsed
-            tr.callbacks.on_metrics(tr.step, tr.step / tr.steps_per_epoch, {"images_per_s": tr.throughput})
-        self.restart()
 
 
 class _StepModule(torch.nn.Module):
