@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -103,3 +104,23 @@ def test_train_budget_sizes_the_stored_run_and_keeps_the_options_given(project, 
     with pytest.raises(SystemExit) as refused:  # a usage error, as argparse exits
         main(["train", str(project.root), "--resume", str(run.id), "--budget", "1h"])
     assert refused.value.code == 2 and "--budget sizes a new run" in capsys.readouterr().err
+
+
+def test_a_memory_bank_is_sized_to_the_dataset_unless_the_person_set_it():
+    """MoCo's queue and NNCLR's support set hold fewer embeddings than the images (issue 21,
+    item 3): 4096 keys over 1,000 images would compare each with its own older key."""
+    measure, _ = _measure(0.5)
+    moco = TrainConfig(method="moco", backbone="resnet18", image_size=16, device="cpu")
+    sized = size_for_budget(moco, _images(1000), "5m", measure=measure)
+    assert sized.config.method_config == {"queue_size": 512}  # the power of two under 1000 - 64
+    assert any(r.startswith("queue_size 512: the queue holds fewer embeddings than the 1,000 images") for r in sized.reasons)
+    nnclr = size_for_budget(TrainConfig(method="nnclr", backbone="resnet18", image_size=16, device="cpu"),
+                            _images(3000), "5m", measure=measure)
+    assert nnclr.config.method_config == {"support_size": 2048}
+    big = size_for_budget(moco, _images(9000), "5m", measure=measure)
+    assert big.config.method_config == {} and not any("queue" in r for r in big.reasons)  # 4096 fits
+    own = dataclasses.replace(moco, method_config={"queue_size": 4096})
+    assert size_for_budget(own, _images(1000), "5m", measure=measure).config.method_config == {"queue_size": 4096}
+    # A value the last sizing chose (and the person left) is sized again: here for more images.
+    again = size_for_budget(sized.config, _images(3000), "5m", measure=measure, resize={"queue_size"})
+    assert again.config.method_config == {"queue_size": 2048}

@@ -15,6 +15,7 @@ class BudgetSection:
     def _build_budget(self, form: QFormLayout) -> None:
         self._budget_task = None
         self._sized: dict | None = None  # the sized fields' values the last sizing chose
+        self._sized_method: dict = {}  # the method settings the last sizing chose
         self.sizing = False
         self.budget_combo = QComboBox()
         self.budget_combo.setObjectName("budget")
@@ -52,9 +53,12 @@ class BudgetSection:
         if self._budget_task is not None:
             self._budget_task.cancel()
         root, dataset, config, keep = self.project.root, self.dataset_combo.currentData(), self.config(), self.kept_settings()
-        task = Task(lambda state: size_for_dataset(root, dataset, config, budget, keep=keep, cancelled=state.cancelled),
+        # A method setting the last sizing chose and the person left alone is sized again.
+        resize = [k for k, v in self._sized_method.items() if config.method_config.get(k) == v]
+        task = Task(lambda state: size_for_dataset(root, dataset, config, budget, keep=keep, cancelled=state.cancelled,
+                                                   resize=resize),
                     name="budget", parent=self)
-        task.done.connect(lambda sized: self._apply_budget(task, sized))
+        task.done.connect(lambda sized: self._apply_budget(task, sized, config, resize))
         task.failed.connect(lambda error: self._end_budget(task, f"Could not size the run: {error}"))
         task.cancelled.connect(lambda: self._end_budget(task, None))
         self._budget_task = task
@@ -72,11 +76,14 @@ class BudgetSection:
             self.budget_note.setText(text)
         return True
 
-    def _apply_budget(self, task, sized) -> None:
+    def _apply_budget(self, task, sized, given, resize) -> None:
+        """Fill the form with the sized config; `given` is the config it was sized from."""
         if not self._end_budget(task, None):
             return
         self.set_config(sized.config, parent_run_id=self._parent_run_id)
         self._sized = {f: getattr(sized.config, f) for f in SIZED}
+        self._sized_method = {k: v for k, v in sized.config.method_config.items()
+                              if given.method_config.get(k) != v or k in resize}
         self.budget_combo.setCurrentIndex(max(0, self.budget_combo.findData(sized.budget)))
         kept = "" if not sized.reasons else "; ".join(sized.reasons) + "."
         self.budget_note.setText(f"Sized for {BUDGETS[sized.budget][0]}: {kept}" if kept else

@@ -64,10 +64,35 @@ def _power_of_two_at_most(n: int) -> int:
     return p
 
 
+def size_method(config: TrainConfig, images: int, resize: Iterable[str] = ()) -> tuple[TrainConfig, list[str]]:
+    """`config` with the method's settings for its length and `images` (Method.sized_settings)
+    and why; a method setting in config.method_config is the person's and stays, unless named
+    in `resize` (one the last sizing chose, which the person left alone)."""
+    from studio.engine.methods import build_config, method_class
+    from studio.engine.train.trainer import plan_steps
+
+    cls = method_class(config.method)
+    resize = set(resize)
+    own = {k for k in config.method_config if k not in resize}
+    batch, _, total = plan_steps(config, images)
+    built = build_config(cls.config_class, {k: v for k, v in config.method_config.items() if k in own})
+    changes, reasons = {}, []
+    for name, value, why in cls.sized_settings(built, images=images, steps=total, batch=batch):
+        if name not in own:
+            changes[name] = value
+            reasons.append(why)
+    if not changes and not (resize & set(config.method_config)):
+        return config, []
+    kept = {k: v for k, v in config.method_config.items() if k in own}
+    return dataclasses.replace(config, method_config={**kept, **changes}), reasons
+
+
 def size_for_budget(config: TrainConfig, images, budget: str, *, keep: Iterable[str] = (),
-                    measure: Callable | None = None, cancelled: Callable[[], bool] | None = None) -> SizedConfig:
+                    measure: Callable | None = None, cancelled: Callable[[], bool] | None = None,
+                    resize: Iterable[str] = ()) -> SizedConfig:
     """`config` with batch size, image size and length chosen for `budget` on its device and
     `images` (a DecodedImages or an array of them); names in `keep` are the person's and stay.
+    The method's own settings follow the length and the data (`size_method`; `resize` as there).
 
     The length comes from `measure(config, images, steps=..., cancelled=...)` (the cost estimate:
     a few real training steps); it may raise EstimateCancelled."""
@@ -96,7 +121,8 @@ def size_for_budget(config: TrainConfig, images, budget: str, *, keep: Iterable[
         reasons.append(f"image size {CPU_MAX_IMAGE_SIZE}: larger views cost a CPU time faster than they teach")
     sized = dataclasses.replace(config, **changes)
     if {"epochs", "steps"} & keep:
-        return SizedConfig(sized, budget, tuple(reasons))
+        sized, why = size_method(sized, n, resize)
+        return SizedConfig(sized, budget, tuple(reasons + why))
     if measure is None:
         from studio.services.estimate import estimate_cost as measure
     est = measure(dataclasses.replace(sized, steps=MIN_STEPS, epochs=None), images, steps=3, cancelled=cancelled)
@@ -115,11 +141,12 @@ def size_for_budget(config: TrainConfig, images, budget: str, *, keep: Iterable[
     else:
         sized = dataclasses.replace(sized, epochs=None, steps=steps)
         reasons.append(f"{steps} steps: {label} at {measured}")
-    return SizedConfig(sized, budget, tuple(reasons), per_step)
+    sized, why = size_method(sized, n, resize)
+    return SizedConfig(sized, budget, tuple(reasons + why), per_step)
 
 
 def size_for_dataset(project_root, dataset: str | int, config: TrainConfig, budget: str, *, keep: Iterable[str] = (),
-                     cancelled: Callable[[], bool] | None = None) -> SizedConfig:
+                     cancelled: Callable[[], bool] | None = None, resize: Iterable[str] = ()) -> SizedConfig:
     """`size_for_budget` on a project's dataset, with a Project of its own (for worker threads)."""
     from pathlib import Path
 
@@ -135,4 +162,4 @@ def size_for_dataset(project_root, dataset: str | int, config: TrainConfig, budg
         return size_for_budget(config, [None, None], budget, keep=keep)
     with Project.open(Path(project_root)) as project:
         images = load_images(project, project.dataset(dataset), min(config.image_size, CPU_MAX_IMAGE_SIZE), loading)
-    return size_for_budget(config, images, budget, keep=keep, cancelled=cancelled)
+    return size_for_budget(config, images, budget, keep=keep, cancelled=cancelled, resize=resize)

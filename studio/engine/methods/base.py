@@ -40,6 +40,19 @@ class StepState:
         return int(min(epochs * per_epoch, max_fraction * self.total_steps))
 
 
+def bank_for_dataset(size: int, images: int, batch: int) -> int | None:
+    """A memory bank's size for `images` images: at most the images less a batch, as a power of
+    two, so that no image's own older embedding is among the keys it is compared with (MoCo's
+    65,536 keys are 5 % of ImageNet, NNCLR's 98,304 are 8 %); None when `size` fits already."""
+    room = images - batch
+    if size <= room or room < batch:
+        return None
+    p = batch
+    while p * 2 <= room:
+        p *= 2
+    return p
+
+
 def momentum_copy(module: nn.Module) -> nn.Module:
     """A frozen copy of `module` for a momentum (EMA) target: same weights, no gradients."""
     from lightly.models.utils import deactivate_requires_grad
@@ -112,6 +125,14 @@ class Method(nn.Module):
         that `config` (the method's built config) does not already have, as {field: value}.
         {} leaves the remedy to the learning rate (engine.train.remedy halves it)."""
         return {}
+
+    @classmethod
+    def sized_settings(cls, config: Any, *, images: int, steps: int, batch: int) -> list[tuple[str, Any, str]]:
+        """Method settings for a run of `steps` steps of `batch` over `images` images, within what
+        the paper allows: (field, value, why) for each that should differ from `config` (the
+        method's built config). The budget applies them to the settings the person left alone
+        (services.budget)."""
+        return []
 
     @classmethod
     def fields(cls) -> list[FieldInfo]:

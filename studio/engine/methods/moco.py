@@ -11,7 +11,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
 
 from studio.engine.data.views import ViewSpec, moco_v2_view
-from studio.engine.methods.base import Method, StepState, momentum_copy, option
+from studio.engine.methods.base import Method, StepState, bank_for_dataset, momentum_copy, option
 
 
 @dataclass
@@ -50,6 +50,14 @@ class MoCo(Method):
     default_weight_decay = 5e-4
     collapse_advice = ("lower the learning rate, or raise the temperature; on a small dataset shrink queue_size so the queue "
                        "holds fewer stale keys than images")
+
+    @classmethod
+    def sized_settings(cls, config, *, images: int, steps: int, batch: int) -> list:
+        size = bank_for_dataset(config.queue_size, images, batch)
+        if size is None:
+            return []
+        return [("queue_size", size, f"queue_size {size:,}: the queue holds fewer embeddings than the {images:,} images, "
+                 "so an image's own older one is not among them (the paper's is under a tenth of ImageNet)")]
 
     def __init__(self, backbone, config: MoCoConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)

@@ -10,7 +10,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import NNCLRPredictionHead, NNCLRProjectionHead, NNMemoryBankModule
 
 from studio.engine.data.views import ViewSpec, byol_views
-from studio.engine.methods.base import Method, StepState, option
+from studio.engine.methods.base import Method, StepState, bank_for_dataset, option
 
 
 @dataclass
@@ -46,6 +46,14 @@ class NNCLR(Method):
     default_weight_decay = 1e-6
     collapse_advice = ("lower the learning rate, or shrink support_size on a small dataset (neighbours from a queue of stale "
                        "embeddings agree too easily)")
+
+    @classmethod
+    def sized_settings(cls, config, *, images: int, steps: int, batch: int) -> list:
+        size = bank_for_dataset(config.support_size, images, batch)
+        if size is None:
+            return []
+        return [("support_size", size, f"support_size {size:,}: the support set holds fewer embeddings than the {images:,} images, "
+                 "so an image's own older one is not among them (the paper's is under a tenth of ImageNet)")]
 
     def __init__(self, backbone, config: NNCLRConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)
