@@ -173,7 +173,8 @@ class ProgressPrinter:
         rate = metrics["images_per_s"]
         done = step - self.start_step
         elapsed = time.perf_counter() - self.started
-        eta = elapsed / done * (self.total - step) if done > 0 else 0.0
+        # The engine's ETA counts the monitor checks left; the wall-clock one is the fallback.
+        eta = metrics.get("eta_s", elapsed / done * (self.total - step) if done > 0 else 0.0)
         parts = [f"step {step}/{self.total}", f"epoch {epoch:.2f}"]
         if "loss" in self.last:
             parts.append(f"loss {self.last['loss']:.4f}")

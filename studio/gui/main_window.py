@@ -162,6 +162,7 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
         self.run_details.set_verdict_source(self._resume_from_verdict)
         self.runs.started.connect(self._on_job_started)
         self.runs.progress.connect(self.run_page.on_progress)
+        self.runs.activity.connect(self.run_page.on_activity)
         self.runs.status_changed.connect(self._on_job_status)
         self.runs.finished.connect(self._on_job_finished)
         self.runs.message.connect(lambda text, ms: self.statusBar().showMessage(text, ms))

@@ -22,7 +22,7 @@ METRIC_LABELS = {
     "finetune_random_top1": "fine-tune top-1 (random init)",
     "embedding_std": "embedding std", "embedding_std_ratio": "embedding std ratio",
     "effective_rank": "effective rank", "uniformity": "uniformity", "alignment": "alignment",
-    "collapse": "collapse (1 = collapsing)",
+    "collapse": "collapse (1 = collapsing)", "eta_s": "time left (s)",
 }
 
 

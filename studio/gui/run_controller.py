@@ -23,6 +23,7 @@ class RunController(QObject):
     started = Signal(int)  # run id: a job of this window trains it now
     progress = Signal(int, int, int, float)  # run_id, step, total, images/s
     status_changed = Signal(int, str, str)  # run_id, status, reason
+    activity = Signal(int, str)  # run_id, what it does between steps ("" when the steps go on)
     finished = Signal(int, dict)  # run_id, stored outcome
     message = Signal(str, int)  # a line for the status bar, and for how long (ms)
 
@@ -134,6 +135,7 @@ class RunController(QObject):
                               checkpoint_step=prepared.checkpoint_step)
         job.progress.connect(self.progress)
         job.status.connect(self.status_changed)
+        job.activity.connect(self.activity)
         job.finished.connect(self._on_finished)
         self.jobs[run_id] = job
         job.start()

@@ -23,6 +23,7 @@ from studio.status import RunStatus
 
 # Where each stored metric is drawn; every other name goes to the "other metrics" plot.
 MAIN_PLOTS = {"loss": "loss", "lr": "lr", "images_per_s": "throughput"}
+NOT_PLOTTED = {"eta_s"}  # the engine's ETA: shown beside the progress bar, not drawn
 PREFERRED_MONITOR = "knn_top1"
 DRAW_TURN_MS = 30  # between two plots' redraws
 
@@ -46,6 +47,7 @@ class RunPage(QWidget):
         self._last_id = 0
         self._last_event_id = 0
         self._live_progress: tuple[int, int, float] | None = None
+        self._activity = ""  # what the live run does between steps ("" while it steps)
 
         self._stack, lay = page_with_empty_state(self, "Select a run in the side panel, or start one on the New run page.", 14, 10)
 
@@ -156,6 +158,7 @@ class RunPage(QWidget):
         self.series_steps, self.series_values = {}, {}
         self._last_id = self._last_event_id = 0
         self._live_progress = None
+        self._activity = ""
         self._dirty.clear()
         for p in (*self.plots.values(), self.other_plot):
             p.clear_curves()
@@ -180,6 +183,12 @@ class RunPage(QWidget):
         self.resize(size)
         self.grab()
         self._stack.setCurrentIndex(shown)
+
+    def on_activity(self, run_id: int, text: str) -> None:
+        """What this window's run does between steps (a monitor check), shown while it lasts."""
+        if run_id == self.run_id:
+            self._activity = text
+            self._update_progress()
 
     def on_progress(self, run_id: int, step: int, total: int, images_per_s: float) -> None:
         """Progress from this window's worker: fresher than the store, shown at once."""
@@ -226,6 +235,8 @@ class RunPage(QWidget):
         """Mark the plots whose series grew; they are drawn one per event-loop turn (_draw_next)."""
         for name in names:
             target = MAIN_PLOTS.get(name)
+            if name in NOT_PLOTTED:
+                continue
             if target is not None:
                 self._dirty.setdefault(target, None)
             else:
@@ -446,9 +457,10 @@ class RunPage(QWidget):
         parts = []
         if ips:
             parts.append(f"{ips:,.0f} images/s")
+        if status is RunStatus.RUNNING and self._activity:
+            parts.append(f"{self._activity}…")
         if status is RunStatus.RUNNING and ips and total > step:
-            batch = int(r.config.get("batch_size") or 1)
-            parts.append(f"ETA {format_duration((total - step) * batch / ips)}")
+            parts.append(f"ETA {format_duration(self._eta(step, total, ips))}")
         elif status is RunStatus.QUEUED:
             parts.append("loading images…")
         elif status is RunStatus.PAUSED:
@@ -456,6 +468,14 @@ class RunPage(QWidget):
         if r.final_loss is not None and status.has_ended:
             parts.append(f"final loss {r.final_loss:.4g} ({final_loss_meaning(r.config.get('log_every'))})")
         self.progress_label.setText("   ·   ".join(parts))
+
+    def _eta(self, step: int, total: int, ips: float) -> float:
+        """Seconds to the end: the engine's ETA (steps and monitor checks left, `eta_s`) scaled
+        to the steps done since, else the steps left at the current speed."""
+        steps, values = self.series_steps.get("eta_s"), self.series_values.get("eta_s")
+        if steps and values and total > steps[-1]:
+            return values[-1] * (total - step) / (total - steps[-1])
+        return (total - step) * int(self.run.config.get("batch_size") or 1) / ips
 
     def set_verdicts(self, verdicts: dict, live: bool = False) -> None:
         """Enable the buttons by the window's verdicts (services.runs decides); a disabled

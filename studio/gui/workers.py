@@ -47,6 +47,9 @@ class _StateCallbacks(TrainingCallbacks):
     def on_status(self, status, reason=None) -> None:
         self.state.post("status", (str(status), reason or ""))
 
+    def on_activity(self, text) -> None:
+        self.state.post("activity", text or "")
+
 
 GUI_SWITCH_INTERVAL_S = 0.0005  # Python's GIL switch interval while GUI-started training threads run
 
@@ -74,6 +77,7 @@ class TrainingJob(QObject):
 
     progress = Signal(int, int, int, float)  # run_id, step, total, images/s
     status = Signal(int, str, str)  # run_id, status, reason
+    activity = Signal(int, str)  # run_id, what it does between steps ("" when the steps go on)
     finished = Signal(int, dict)  # run_id, the stored outcome (services.jobs.run_outcome)
 
     can_pause = True
@@ -125,6 +129,8 @@ class TrainingJob(QObject):
     def _on_posted(self, kind: str, payload) -> None:
         if kind == "status":
             self.status.emit(self._run_id, *payload)
+        elif kind == "activity":
+            self.activity.emit(self._run_id, payload)
 
     @Slot(object)
     def _on_done(self, outcome: dict) -> None:
@@ -173,6 +179,7 @@ class DistributedTrainingJob(QObject):
     """
 
     progress = Signal(int, int, int, float)  # run_id, step, total, images/s (not used: the store has it)
+    activity = Signal(int, str)  # not used: a child process's checks show through the store's ETA
     status = Signal(int, str, str)  # run_id, status, reason
     finished = Signal(int, dict)  # run_id, result (the stored run's outcome)
 

@@ -268,6 +268,11 @@ class _ProjectPaths(TrainingCallbacks):
     def on_log(self, message, level="info") -> None:
         self.inner.on_log(relative_paths(self.project, message), level)
 
+    def on_activity(self, text) -> None:
+        hand_on = getattr(self.inner, "on_activity", None)
+        if hand_on is not None:
+            hand_on(text)
+
     def on_end(self, result) -> None:
         if getattr(result, "reason", None):
             result = dataclasses.replace(result, reason=relative_paths(self.project, result.reason))

@@ -60,6 +60,10 @@ class TrainingCallbacks:
 
     def on_log(self, message: str, level: str = "info") -> None: ...
 
+    def on_activity(self, text: str | None) -> None:
+        """What the run does between steps, while it does it ("checking the kNN and health
+        monitors"); None when the steps go on."""
+
     def on_end(self, result: TrainResult) -> None: ...
 
 
@@ -92,6 +96,9 @@ class CallbackList(TrainingCallbacks):
 
     def on_log(self, message, level="info"):
         self._call("on_log", message, level)
+
+    def on_activity(self, text):
+        self._call("on_activity", text)
 
     def on_end(self, result):
         self._call("on_end", result)

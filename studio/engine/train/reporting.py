@@ -65,12 +65,17 @@ class MetricsWindow:
             tr._last_losses.append(loss)
             tr.final_loss = float(np.mean(tr._last_losses))  # callbacks.final_loss_meaning
 
-    def report_speed(self) -> None:
+    def report_speed(self, total: int) -> None:
+        """images/s over the window, and the run's ETA in seconds (`eta_s`): the steps left at the
+        window's pace plus the monitor checks left at the checks' mean time so far."""
         tr = self.trainer
         elapsed = time.perf_counter() - self.started
-        if elapsed > 0:
+        if elapsed > 0 and self.steps:
             tr.throughput = self.images / elapsed
-            tr.callbacks.on_metrics(tr.step, tr.step / tr.steps_per_epoch, {"images_per_s": tr.throughput})
+            eta = (total - tr.step) * elapsed / self.steps
+            if tr.monitor_seconds:
+                eta += tr.monitor_checks_left(tr.step, total) * float(np.mean(tr.monitor_seconds[-5:]))
+            tr.callbacks.on_metrics(tr.step, tr.step / tr.steps_per_epoch, {"images_per_s": tr.throughput, "eta_s": eta})
         self.restart()
 
 

@@ -38,6 +38,7 @@ from studio.engine.train.optim import build_optimizer, resolve_optimizer
 from studio.engine.train.reporting import HealthReporter, MetricsWindow
 from studio.engine.train.schedules import warmup_cosine, warmup_steps
 
+MONITOR_ACTIVITY = "checking the kNN and health monitors"
 # A monitor looks at the encoder now and then (kNN accuracy, collapse) and returns metrics; its
 # `looks_at` ("backbone", the default, or "output") says which (studio.engine.train.monitor).
 Monitor = Callable[[torch.nn.Module, int], dict[str, float]]
@@ -109,6 +110,7 @@ class Trainer:
         self.monitors = list(monitors)
         self.health = HealthReporter(self.callbacks)
         self.healthy_checkpoint = HealthyCheckpointKeeper(self.run_dir, self._checkpoint_moved)
+        self.monitor_seconds: list[float] = []  # how long each monitor check took (the ETA counts them)
         self.world_size = world_size
         self.rank = rank
         self.last_checkpoint: str | None = None
@@ -278,7 +280,7 @@ class Trainer:
             step, last = self.step, self.step == t.total
             if window.full or last:
                 window.emit()
-                window.report_speed()
+                window.report_speed(t.total)
             checkpoint = schedule.due(step)
             if checkpoint is not None:
                 window.emit()
@@ -402,17 +404,38 @@ class Trainer:
                 auto.unlink()
                 self.callbacks.on_checkpoint_removed(str(auto))
 
-    def _monitor_due(self, step: int, steps_per_epoch: int, total: int) -> bool:
+    def _monitor_interval(self, steps_per_epoch: int, total: int) -> int | None:
+        """Steps between monitor checks (and one at the last step); None: no checks."""
         every = self.config.monitor_every
         if not self.monitors or every < 0:
-            return False
+            return None
         if every == 0:
             # Each epoch, but at most MAX_MONITOR_CHECKS a run: on 60 images of batch 32 an epoch
             # is one step, and a check every step made the run all checks.
             every = max(steps_per_epoch, math.ceil(total / MAX_MONITOR_CHECKS))
-        return step % every == 0 or step == total
+        return every
+
+    def _monitor_due(self, step: int, steps_per_epoch: int, total: int) -> bool:
+        every = self._monitor_interval(steps_per_epoch, total)
+        return every is not None and (step % every == 0 or step == total)
 
     def _run_monitors(self, method, step: int, steps_per_epoch: int, last: bool = False) -> None:
+        began = time.perf_counter()
+        self.callbacks.on_activity(MONITOR_ACTIVITY if step else "measuring the untrained encoder (the baseline)")
+        try:
+            self._check(method, step, steps_per_epoch, last)
+        finally:
+            self.monitor_seconds.append(time.perf_counter() - began)
+            self.callbacks.on_activity(None)
+
+    def monitor_checks_left(self, step: int, total: int) -> int:
+        """How many monitor checks the run makes after `step` (for the ETA)."""
+        every = self._monitor_interval(self.steps_per_epoch, total)
+        if every is None or step >= total:
+            return 0
+        return total // every - step // every + (1 if total % every else 0)
+
+    def _check(self, method, step: int, steps_per_epoch: int, last: bool) -> None:
         method.eval()
         metrics: dict[str, float] = {}
         encoders = {"backbone": method.backbone, "output": _MethodOutput(method)}
