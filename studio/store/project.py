@@ -10,9 +10,9 @@ import os
 import socket
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-from sqlalchemy import delete, func, literal, select, text, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +21,8 @@ from studio.store import models as m
 from studio.store.errors import ProjectError, RunHeldError  # noqa: F401  (part of the store's surface)
 from studio.store.database import TEMP_MARKER, make_engine  # noqa: F401  (TEMP_MARKER: for the writers)
 from studio.store.lease import RunLease, pid_alive
+from studio.store.metrics import Metrics
+from studio.store.tags import ImageTags
 from studio.store.records import (  # noqa: F401  (the records a Project returns)
     CheckpointRecord, DatasetRecord, EmbeddingMapRecord, EmbeddingRecord, EvaluationRecord, EventRecord, ExportRecord,
     MetricSeries, RunRecord,
@@ -42,7 +44,7 @@ def _record(cls, row, **extra):
     return cls(**data)
 
 
-class Project:
+class Project(ImageTags, Metrics):
     """Open with `Project.open(path)` or `Project.create(path)`; close with `close()`."""
 
     def __init__(self, root: Path, engine: Engine, read_only: bool = False):
@@ -243,37 +245,6 @@ class Project:
                 raise ProjectError("this dataset has runs; delete them first.")
             s.execute(delete(m.Dataset).where(m.Dataset.id == dataset_id))
 
-    # -- image tags (schema 3) ----------------------------------------------------------------
-    def tag_images(self, dataset_id: int, images: Iterable[str], tag: str) -> int:
-        """Put `tag` on images of a dataset (named as its source names them); returns how many
-        were newly tagged (an image keeps a tag once)."""
-        tag = tag.strip()
-        if not tag:
-            raise ProjectError("a tag needs a name.")
-        if len(tag) > 64:
-            raise ProjectError("a tag is at most 64 characters.")
-        images = list(dict.fromkeys(str(i) for i in images))
-        with self.session() as s:
-            have = set(s.scalars(select(m.ImageTag.image).where(m.ImageTag.dataset_id == dataset_id, m.ImageTag.tag == tag)))
-            new = [i for i in images if i not in have]
-            s.add_all(m.ImageTag(dataset_id=dataset_id, image=i, tag=tag) for i in new)
-            return len(new)
-
-    def untag_images(self, dataset_id: int, images: Iterable[str], tag: str) -> None:
-        with self.session() as s:
-            s.execute(delete(m.ImageTag).where(m.ImageTag.dataset_id == dataset_id, m.ImageTag.tag == tag,
-                                               m.ImageTag.image.in_([str(i) for i in images])))
-
-    def image_tags(self, dataset_id: int) -> dict[str, list[str]]:
-        """{tag: [image, ...]} of a dataset, tags in alphabetical order."""
-        out: dict[str, list[str]] = {}
-        with self.session() as s:
-            rows = s.execute(select(m.ImageTag.tag, m.ImageTag.image).where(m.ImageTag.dataset_id == dataset_id)
-                             .order_by(m.ImageTag.tag, m.ImageTag.id))
-            for tag, image in rows:
-                out.setdefault(tag, []).append(image)
-        return out
-
     # -- runs -------------------------------------------------------------------------------
     def _run_record(self, s: Session, row: m.Run) -> RunRecord:
         ds = s.get(m.Dataset, row.dataset_id)
@@ -420,80 +391,6 @@ class Project:
             q = select(m.RunEvent).where(m.RunEvent.run_id == run_id, m.RunEvent.id > after_id).order_by(m.RunEvent.id)
             return [_record(EventRecord, r) for r in s.scalars(q)]
 
-    # -- metrics ----------------------------------------------------------------------------
-    def add_metrics(self, rows: Iterable[tuple[int, int, float, str, float, float]]) -> int:
-        """Insert (run_id, step, epoch, name, value, time) rows in one transaction."""
-        payload = [
-            {"run_id": r, "step": st, "epoch": ep, "name": n, "value": float(v), "time": t}
-            for (r, st, ep, n, v, t) in rows
-        ]
-        if not payload:
-            return 0
-        with self.session() as s:
-            s.execute(m.MetricPoint.__table__.insert(), payload)
-        return len(payload)
-
-    def copy_metrics(self, from_run: int, to_run: int, up_to_step: int) -> int:
-        """Copy a run's points up to a step to another run (one that continues it from there)."""
-        t = m.MetricPoint.__table__
-        cols = [t.c.step, t.c.epoch, t.c.name, t.c.value, t.c.time]
-        chosen = select(literal(to_run), *cols).where(t.c.run_id == from_run, t.c.step <= up_to_step).order_by(t.c.id)
-        with self.session() as s:
-            return s.execute(t.insert().from_select([t.c.run_id, *cols], chosen)).rowcount
-
-    def truncate_metrics(self, run_id: int, after_step: int) -> None:
-        """Drop points after a step: a resumed run redoes those steps and must not draw them twice."""
-        with self.session() as s:
-            s.execute(delete(m.MetricPoint).where(m.MetricPoint.run_id == run_id, m.MetricPoint.step > after_step))
-
-    def metric_series(self, run_id: int, names: Sequence[str] | None = None, after_id: int = 0) -> MetricSeries:
-        """Points added after `after_id` (0: all); pass the returned `last_id` next time to poll."""
-        t = m.MetricPoint.__table__
-        q = select(t.c.id, t.c.name, t.c.step, t.c.value).where(t.c.run_id == run_id, t.c.id > after_id)
-        if names:
-            q = q.where(t.c.name.in_(list(names)))
-        out = MetricSeries(last_id=after_id)
-        with self.engine.connect() as conn:
-            rows = conn.execute(q.order_by(t.c.id)).all()
-        for pid, name, step, value in rows:
-            out.steps.setdefault(name, []).append(step)
-            out.values.setdefault(name, []).append(value)
-            out.last_id = pid
-        return out
-
-    def metric_curve(self, run_id: int, name: str, max_points: int = 4000) -> tuple[list[int], list[float]]:
-        """One metric's (steps, values) for drawing: all of it when short, else `max_points` points
-        spread evenly over its steps, found by index seeks (a million-point curve reads in
-        milliseconds instead of the second a full scan takes)."""
-        t = m.MetricPoint.__table__
-        where = (t.c.run_id == run_id, t.c.name == name)
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.c.step, t.c.value).where(*where).order_by(t.c.step).limit(max_points + 1)).all()
-            if len(rows) <= max_points:
-                return [r[0] for r in rows], [r[1] for r in rows]
-            # min() and max() together defeat SQLite's index shortcut; two ordered seeks do not.
-            lo = rows[0][0]
-            last = conn.execute(select(t.c.step, t.c.value).where(*where).order_by(t.c.step.desc()).limit(1)).one()
-            hi = last[0]
-            sql = text(
-                "WITH RECURSIVE b(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM b WHERE i + 1 < :n), "
-                "s(pid) AS (SELECT (SELECT id FROM metric_points WHERE run_id = :run AND name = :name "
-                "  AND step >= :lo + (b.i * (:hi - :lo)) / :n ORDER BY step LIMIT 1) FROM b) "
-                "SELECT DISTINCT p.step, p.value FROM s CROSS JOIN metric_points p ON p.id = s.pid ORDER BY p.step"
-            )
-            rows = conn.execute(sql, {"n": max_points, "run": run_id, "name": name, "lo": lo, "hi": hi}).all()
-        steps, values = [r[0] for r in rows], [r[1] for r in rows]
-        if not steps or steps[-1] != last[0]:
-            steps.append(last[0])
-            values.append(last[1])
-        return steps, values
-
-    def metric_names(self, run_id: int) -> list[str]:
-        t = m.MetricPoint.__table__
-        with self.engine.connect() as conn:
-            return sorted(conn.execute(select(t.c.name).where(t.c.run_id == run_id).distinct()).scalars())
-
-    # -- checkpoints ------------------------------------------------------------------------
     def add_checkpoint(self, run_id: int, step: int, epoch: float, path: str | os.PathLike) -> CheckpointRecord:
         rel = self.rel(path)
         with self.session() as s:
