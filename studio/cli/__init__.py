@@ -53,6 +53,22 @@ def say(message: str) -> None:
     print(printable(message), file=sys.stderr, flush=True)
 
 
+def whole_number(flag: str, minimum: int = 1, too_small: str = ""):
+    """An argparse type for `flag`: a whole number of at least `minimum` (`too_small` says why
+    a smaller one is refused, when the bound needs a reason). The one parser of the commands'
+    counts and steps."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(too_small or f"{flag} must be at least {minimum}; got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-studio", description="Train self-supervised image encoders on your own images.")
     parser.add_argument("--version", action="version", version=f"ssl-studio {__version__}")

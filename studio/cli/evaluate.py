@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from studio.cli import UsageError, emit_json, say
+from studio.cli import UsageError, emit_json, say, whole_number
 from studio.store import Project
 
 
@@ -79,27 +79,7 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _step(value: str) -> int:
-    try:
-        step = int(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--step must be a whole number; got {value!r}") from exc
-    if step < 0:
-        raise argparse.ArgumentTypeError("--step must be 0 (initial weights) or a checkpoint's step")
-    return step
-
-
-def _at_least_one(flag: str):
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{flag} must be a whole number; got {value!r}") from exc
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be at least 1")
-        return n
-
-    return parse
+_step = whole_number("--step", 0, "--step must be 0 (initial weights) or a checkpoint's step")
 
 
 def register(sub) -> None:
@@ -118,9 +98,9 @@ def register(sub) -> None:
     e.add_argument("--linear", action="store_true", help="linear probe (logistic regression on frozen features)")
     e.add_argument("--finetune", action="store_true", help="fine-tune the encoder and the same from random init")
     e.add_argument("--baseline", action="store_true", help="also kNN / linear probe of the encoder at random init")
-    e.add_argument("--epochs", type=_at_least_one("--epochs"), default=3,
+    e.add_argument("--epochs", type=whole_number("--epochs"), default=3,
                    help="fine-tuning budget in epochs over all the labels (default 3), for every share of them")
-    e.add_argument("--finetune-steps", type=_at_least_one("--finetune-steps"), default=None, help="fine-tuning steps per share of the labels "
+    e.add_argument("--finetune-steps", type=whole_number("--finetune-steps"), default=None, help="fine-tuning steps per share of the labels "
                    "(overrides --epochs)")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     e.add_argument("--json", action="store_true")

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from studio.cli import UsageError, emit_json, say
+from studio.cli import UsageError, emit_json, say, whole_number
 from studio.status import RunStatus
 
 
@@ -37,16 +37,6 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
     return name.strip(), value.strip()
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
 
 
 def _option_value(text: str) -> Any:
@@ -512,7 +502,7 @@ def register(sub) -> None:
                    help="train a run already stored in the project and not started yet (queued), with its own settings "
                         "(the GUI starts its multi-GPU runs this way)")
     t.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    t.add_argument("--gpus", type=_positive_int, metavar="N",
+    t.add_argument("--gpus", type=whole_number("--gpus"), metavar="N",
                    help="data-parallel training on N GPUs of this machine (starts torchrun; "
                         "--batch-size is the global batch); with --device cpu, N processes on the CPU")
     t.set_defaults(func=_train)
