@@ -71,7 +71,7 @@ def test_train_json_carries_the_fields_of_cli_md(proj, trained):
     result, progress = trained
     assert {"run_id", "status", "steps", "epochs", "final_loss", "images_per_s", "checkpoint"} <= set(result)
     assert result["status"] == "finished" and result["steps"] == 6
-    assert result["epochs"] == 0  # 6 steps of 112 per epoch
+    assert result["epochs"] == 0.05  # 6 steps of 112 per epoch: epochs as done, not whole ones
     assert isinstance(result["final_loss"], float) and 0 < result["final_loss"] < 10
     assert result["images_per_s"] > 0
     ck = result["checkpoint"]
@@ -82,6 +82,23 @@ def test_train_json_carries_the_fields_of_cli_md(proj, trained):
     marks = [line.split()[1] for line in lines]
     assert marks[0] == "2/6" and marks[-1] == "6/6" and 2 <= len(marks) <= 4
     assert all("loss " in line and "images/s" in line for line in lines)
+
+
+def test_train_without_json_says_its_result_on_stdout_and_list_and_metrics_are_tables(proj, trained, capsys):
+    path, _ = proj
+    code, out, err = run_cli("train", path, *TRAIN, "--steps", "2", "--batch-size", "16")
+    assert code == 0, err
+    assert out.startswith(f"run ") and " finished at step 2, final loss " in out and "step 2/2" in err
+    code, out, _ = run_cli("dataset", "list", path)
+    header, row = out.splitlines()[:2]
+    assert header.split() == ["name", "kind", "images", "classes", "skipped", "source"]
+    assert row.split()[:3] == ["sample", "sample", "1,797"]
+    code, out, _ = run_cli("metrics", path, trained[0]["run_id"])
+    lines = out.splitlines()
+    assert lines[0].split() == ["metric", "points", "first", "last", "at", "step", "min", "max"]
+    assert len({line.index(line.split()[1]) + len(line.split()[1]) for line in lines}) == 1  # aligned
+    code, _, err = run_cli("dataset", "add", path, "sample")
+    assert code == 0 and "note: dataset 'sample' already reads these images" in err
 
 
 def test_branch_continues_a_run_from_a_checkpoint_as_a_new_run_with_a_change(proj, trained):
@@ -248,7 +265,8 @@ def test_ctrl_c_stops_a_real_run_and_resume_finishes_it(proj):
     assert code == 0, err
     resumed = one_json(out)
     assert (resumed["run_id"], resumed["status"], resumed["steps"]) == (rid, "finished", 12)
-    assert f"resuming at step {stopped['steps']}/12" in err
+    assert f"resuming simclr on resnet18 at step {stopped['steps']} of 12 (runs/{rid}/last.ckpt)" in err
+    assert err.count("resum") == 1  # one line says it
     series = json.loads(run_cli("metrics", path, rid, "--json")[1])["series"]
     assert [s for s, _ in series["loss"]] == list(range(1, 13))  # each step once, none lost or repeated
 

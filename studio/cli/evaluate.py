@@ -12,11 +12,17 @@ def _reporter():
     last: dict[str, int] = {}
 
     def report(stage: str, done: int, total: int) -> None:
-        # One line per stage and per tenth of the way, so a long job shows life without flooding.
-        tenth = (10 * done) // max(1, total)
-        if last.get(stage) != tenth:
+        # A stage says when it begins ("knn…"); one counted in parts (images, shots) says each
+        # tenth of the way too, so a long job shows life without flooding.
+        if stage not in last:
+            last[stage] = 0
+            say(f"{stage}…")
+        if total <= 1 or done == 0:
+            return
+        tenth = (10 * done) // total
+        if last[stage] != tenth:
             last[stage] = tenth
-            say(f"{stage} {done}/{total}")
+            say(f"{stage} {done:,}/{total:,}")
 
     return report
 

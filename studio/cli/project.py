@@ -23,9 +23,10 @@ def dataset_json(d) -> dict:
 
 
 def _dataset_add(args: argparse.Namespace) -> int:
-    from studio.services.datasets import add_dataset
+    from studio.services.datasets import add_dataset, same_source
 
     with Project.open(args.project) as project:
+        before = same_source(project, args.source)
         def progress(done: int, total: int) -> None:
             if done == total or done % 1024 == 0:
                 say(f"reading images {done}/{total}")
@@ -36,6 +37,9 @@ def _dataset_add(args: argparse.Namespace) -> int:
                        "skipped_files": [{"file": f, "reason": r} for f, r in d.skipped_files]})
         else:
             say(f"added dataset {d.name!r}: {d.images} images, {d.classes} classes, {d.skipped} skipped")
+            if before is not None:
+                say(f"note: dataset {before.name!r} already reads these images; {d.name!r} is a second copy "
+                    f"(remove it, or give --name to name it yourself)")
             for f, r in d.skipped_files[:20]:
                 say(f"  skipped {f}: {r}")
     return 0
@@ -47,8 +51,11 @@ def _dataset_list(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"datasets": [dataset_json(d) for d in datasets]})
     else:
-        for d in datasets:
-            print(f"{d.name}\t{d.kind}\t{d.images} images\t{d.classes} classes\t{d.skipped} skipped\t{d.source}")
+        rows = [["name", "kind", "images", "classes", "skipped", "source"]]
+        rows += [[d.name, d.kind, f"{d.images:,}", str(d.classes), str(d.skipped), d.source] for d in datasets]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for r in rows:
+            print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r[:5], widths))) + "  " + r[5])
     return 0
 
 

@@ -134,6 +134,9 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
+RESUMED_PREFIX = "resumed at step "  # the Trainer's line in the run's log
+
+
 class ProgressPrinter:
     """Engine callbacks that write a line to stderr per metrics window (TrainConfig.log_every)."""
 
@@ -152,8 +155,6 @@ class ProgressPrinter:
         say(f"{'run ' + str(self.run_id) + ': ' if self.run_id else ''}{info.images} images, batch {info.batch_size}, {info.total_steps} steps "
             f"({info.steps_per_epoch} per epoch) on {info.device_name}{amp}; "
             f"{info.parameters / 1e6:.1f} M encoder parameters, features of {info.feature_dim}")
-        if info.start_step:
-            say(f"resuming at step {info.start_step}/{info.total_steps}")
 
     def on_metrics(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
         if "images_per_s" not in metrics:
@@ -184,6 +185,8 @@ class ProgressPrinter:
             say("paused")
 
     def on_log(self, message: str, level: str = "info") -> None:
+        if message.startswith(RESUMED_PREFIX):
+            return  # said already, with the step, as the run started (services.training.describe_start)
         if level == "error":
             # Held until the status that follows: the run's ending reason is said once, by the
             # result line, not also here.
@@ -369,7 +372,8 @@ def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str
         "run_id": run_id,
         "status": result.status,
         "steps": result.steps,
-        "epochs": result.epochs,
+        # Epochs as done, not whole ones: 9 steps of 112 an epoch are 0.08 epochs, not 0.
+        "epochs": round(result.epochs_done, 2) if getattr(result, "epochs_done", None) is not None else result.epochs,
         "final_loss": result.final_loss,
         "images_per_s": round(result.images_per_s, 1) if result.images_per_s is not None else None,
         "checkpoint": checkpoint,
@@ -378,9 +382,9 @@ def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str
     }
     if args.json:
         emit_json(payload)
-    if RunStatus.of(result.status).is_error:
-        from studio.cli import printable
+    from studio.cli import printable
 
+    if RunStatus.of(result.status).is_error:
         print(printable(f"error: run {run_id} {result.status}: {result.reason}"), file=sys.stderr)
         return 1
     if not args.json:
@@ -388,7 +392,8 @@ def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str
 
         loss = (f", final loss {result.final_loss:.4f} ({final_loss_meaning(getattr(args, 'log_every', None))})"
                 if result.final_loss is not None else "")
-        say(f"run {run_id} {result.status} at step {result.steps}{loss}; checkpoint {checkpoint}")
+        # The result is the command's output (stdout); progress and hints are stderr's.
+        print(printable(f"run {run_id} {result.status} at step {result.steps}{loss}; checkpoint {checkpoint}"))
         if result.status == RunStatus.STOPPED:
             say(f"continue it with: {resume_hint}")
     return 0
@@ -458,10 +463,17 @@ def _metrics(args: argparse.Namespace) -> int:
     else:
         if not series:
             say(f"run {args.run_id} has no metric points yet")
+        width = max((len(n) for n in series), default=0)
+        rows = [["metric", "points", "first", "last", "at step", "min", "max"]]
         for name, points in series.items():
             values = [v for _, v in points]
-            print(f"{name:<16} {len(points):>6} points  first {values[0]:.6g}  last {values[-1]:.6g} (step {points[-1][0]})"
-                  f"  min {min(values):.6g}  max {max(values):.6g}")
+            rows.append([name, str(len(points)), f"{values[0]:.6g}", f"{values[-1]:.6g}", str(points[-1][0]),
+                         f"{min(values):.6g}", f"{max(values):.6g}"])
+        if series:
+            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+            widths[0] = max(widths[0], width)
+            for r in rows:  # names left, numbers right, in aligned columns
+                print("  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]))
     return 0
 
 

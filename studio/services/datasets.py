@@ -52,6 +52,14 @@ def add_dataset(
     )
 
 
+def same_source(project: Project, spec: str) -> DatasetRecord | None:
+    """The project's dataset that already reads the images of `spec`, if one does (adding the
+    same folder twice is most often a slip: the front doors say so)."""
+    kind, source = parse_source_spec(spec)
+    stored = _stored_source(project, kind, source)
+    return next((d for d in project.datasets() if d.kind == kind and d.source == stored), None)
+
+
 def open_dataset_source(project: Project, dataset: DatasetRecord) -> ImageSource:
     return open_source(dataset.kind, dataset.source, base=project.root)
 

@@ -59,6 +59,8 @@ class PreparedRun:
     checkpoint_step: int | None = None
     warning: str = ""  # to show before training (a resumed diverged run)
     created: bool = False
+    resume_from: str | None = None  # the checkpoint a resume starts from, as stored ("runs/3/last.ckpt")
+    resume_step: int | None = None  # and its step
 
 
 def prepare_run(
@@ -107,7 +109,12 @@ def prepare_run(
         run = project.run(run.id)
     else:
         validate_config(config, processes)
-    return PreparedRun(run, resume=resume is not None, checkpoint_step=step, warning=verdict.warning)
+    ck = None
+    if resume is not None:
+        ck = next((c for c in project.checkpoints(run.id) if c.step == step), None) if step is not None \
+            else project.latest_checkpoint(run.id)
+    return PreparedRun(run, resume=resume is not None, checkpoint_step=step, warning=verdict.warning,
+                       resume_from=ck.path if ck else None, resume_step=ck.step if ck else None)
 
 
 def describe_start(prepared: PreparedRun, processes: int = 1, backend: str = "") -> list[str]:
@@ -115,7 +122,8 @@ def describe_start(prepared: PreparedRun, processes: int = 1, backend: str = "")
     run = prepared.run
     where = f", {processes} processes ({backend}), global batch {run.config.get('batch_size')}" if processes > 1 else ""
     if prepared.resume:
-        at = f" from its checkpoint at step {prepared.checkpoint_step}" if prepared.checkpoint_step is not None else ""
+        at = (f" at step {prepared.resume_step:,} of {run.total_steps:,} ({prepared.resume_from})"
+              if prepared.resume_step is not None else "")
         lines = [f"run {run.id}: resuming {run.method} on {run.backbone}{at}{where}"]
     else:
         lines = [f"run {run.id}: {run.method} on {run.backbone}, dataset {run.dataset!r}{where}"]

@@ -42,6 +42,7 @@ class TrainResult:
     images_per_s: float | None
     checkpoint: str | None  # path of the last checkpoint written
     error: BaseException | None = None
+    epochs_done: float | None = None  # steps / steps an epoch (`epochs` counts whole ones)
 
 
 class TrainingCallbacks:

@@ -476,7 +476,8 @@ class Trainer:
         epochs = int(self.step // self.steps_per_epoch) if self.steps_per_epoch else 0
         if status != "finished" and reason:
             self.callbacks.on_log(reason, "error" if status in ("failed", "diverged") else "info")
-        result = TrainResult(status, reason, self.step, epochs, self.final_loss, self.throughput, self.last_checkpoint, error)
+        result = TrainResult(status, reason, self.step, epochs, self.final_loss, self.throughput, self.last_checkpoint, error,
+                             self.step / self.steps_per_epoch if self.steps_per_epoch else None)
         try:
             self.callbacks.on_status(status, reason)
         finally:
