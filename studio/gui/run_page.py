@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.engine.train.callbacks import final_loss_meaning
-from studio.gui.plots import MetricPlot
+from studio.gui.plots import MetricPlot, metric_label
 from studio.gui.style import CURVE_COLOURS, status_colour
 from studio.gui.widgets import Label, RunTitleRow, format_duration, page_with_empty_state
 from studio.status import RunStatus
@@ -241,7 +241,7 @@ class RunPage(QWidget):
                 self._dirty.setdefault(target, None)
             else:
                 if self.other_combo.findData(name) < 0:
-                    self.other_combo.addItem(name.replace("_", " "), name)
+                    self.other_combo.addItem(metric_label(name), name)
                     if name == PREFERRED_MONITOR:
                         self.other_combo.setCurrentIndex(self.other_combo.count() - 1)
                 if name == self.other_combo.currentData():
@@ -249,8 +249,8 @@ class RunPage(QWidget):
         if self._dirty and not self._draw_timer.isActive():
             self._draw_timer.start()
         # Non-breaking spaces inside an entry: the line wraps only between entries.
-        latest = [f"{n.replace('_', ' ')} {self._fmt(self.series_values[n][-1])}".replace(" ", "\u00a0")
-                  for n in sorted(self.series_values) if self.series_values[n]]
+        latest = [f"{metric_label(n)} {self._fmt(self.series_values[n][-1])}".replace(" ", "\u00a0")
+                  for n in sorted(self.series_values) if self.series_values[n] and n not in NOT_PLOTTED]
         self.latest_label.setText("Latest:  " + "   ·   ".join(latest) if latest else "")
 
     def _draw_next(self) -> None:
