@@ -22,6 +22,12 @@ def test_a_cnn_keeps_the_papers_optimizer_and_a_vit_gets_adamw():
         cls = METHODS[name]
         choice = method_optimizer(cls, "vit")
         assert (choice.name, choice.lr, choice.reason) == (cls.default_optimizer, cls.default_lr, ""), name
+    # SimSiam's SGD was measured to leave a ViT below its untrained encoder: its own ViT choice.
+    simsiam = METHODS["simsiam"]
+    assert method_optimizer(simsiam, "cnn").name == "sgd"
+    vit = method_optimizer(simsiam, "vit")
+    assert (vit.name, vit.lr, vit.weight_decay, vit.scaling) == ("adamw", 5e-4, 0.04, "linear") and vit.reason
+    assert vit.lr_at(64) == pytest.approx(1.25e-4)
 
 
 def test_the_lr_scales_with_the_batch_and_the_persons_settings_win():

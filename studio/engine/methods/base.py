@@ -93,6 +93,10 @@ class Method(nn.Module):
     default_optimizer: ClassVar[str] = "sgd"
     default_lr: ClassVar[float] = 0.06
     default_weight_decay: ClassVar[float] = 5e-4
+    # Where the paper's optimiser was measured to fail a ViT: (name, lr for a batch of 256 with
+    # linear scaling, weight decay) and why (engine.train.optim.method_optimizer).
+    vit_optimizer: ClassVar[tuple[str, float, float] | None] = None
+    vit_optimizer_reason: ClassVar[str] = ""
     # The likely causes of a collapse for this method and the change to try, naming its settings:
     # the health monitor's warning ends with it (eval.health.collapse_verdict).
     collapse_advice: ClassVar[str] = ""

@@ -59,9 +59,13 @@ USUAL = {
 
 def method_optimizer(method_cls, backbone_kind: str) -> OptimizerChoice:
     """The optimiser a method trains this kind of backbone with: its paper's (the class's
-    default_optimizer, default_lr, default_weight_decay), except that a ViT gets AdamW where the
-    paper's LARS was for ResNets."""
+    default_optimizer, default_lr, default_weight_decay), except on a ViT: the method's measured
+    `vit_optimizer` where it has one, else AdamW where the paper's LARS was for ResNets."""
     own = OptimizerChoice(method_cls.default_optimizer, method_cls.default_lr, method_cls.default_weight_decay)
+    measured = getattr(method_cls, "vit_optimizer", None)
+    if backbone_kind == "vit" and measured:
+        name, lr, wd = measured
+        return OptimizerChoice(name, lr, wd, method_cls.vit_optimizer_reason)
     if backbone_kind != "vit" or own.name != "lars":
         return own
     return OptimizerChoice("adamw", VIT_LR, VIT_WEIGHT_DECAY, VIT_REASON, scaling="sqrt")
