@@ -110,6 +110,7 @@ class ExportDialog(QDialog):
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
+        self.progress_bar.setVisible(False)  # no "0 %" before anything has started
         self.status_label = Label("")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -230,6 +231,7 @@ class ExportDialog(QDialog):
         self.card_view.clear()
         self.status_label.setText("starting…")
         self.progress_bar.setRange(0, 0)
+        self.progress_bar.setVisible(True)
         self._set_running(True)
 
         from studio.gui.tasks import Task

@@ -83,7 +83,7 @@ def snippet(card: Mapping[str, Any]) -> str:
     arch = card["backbone"]
     if fmt == "torchscript":
         lines = ["import torch, torchvision.transforms as T", "from PIL import Image", *_prep_lines(card),
-                 f'model = torch.jit.load("{file}").eval()',
+                 f'model = torch.jit.load("{file}").eval()  # TorchScript: deprecated in torch, loads while it lasts',
                  "with torch.no_grad():",
                  "    features, projections = model(x)" if heads else "    features = model(x)",
                  f"print(tuple(features.shape))  # (1, {dim})"]

@@ -29,7 +29,10 @@ def export_torchscript(module: nn.Module, image_size: int, path: str | os.PathLi
         traced = torch.jit.trace(module, example, check_trace=False)
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.jit.save(traced, str(tmp))
+        with warnings.catch_warnings():
+            # torch warns at every save that TorchScript is deprecated: the card says so once.
+            warnings.filterwarnings("ignore", message=".*(deprecat|TorchScript).*")
+            torch.jit.save(traced, str(tmp))
         check = example_input(image_size, batch=3)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
