@@ -18,25 +18,57 @@ CHECKPOINT_COLUMNS = ["step", "epoch", "file", "size", "saved"]
 EVALUATION_COLUMNS = ["kind", "checkpoint", "dataset", "results", "when"]
 
 
+# Values whose bare form misleads ("monitor every 0", "amp True" on a CPU): what they mean.
+VALUE_WORDS = {("monitor_every", 0): "each epoch (at most 50 checks a run)", ("monitor_every", -1): "never",
+               ("checkpoint_every", 0): "by time and by twentieths of the run only",
+               ("amp", True): "on where the device has it (CUDA, MPS)", ("amp", False): "off",
+               ("channels_last", None): "on for CNNs on CUDA", ("lr", None): "the method's, for the batch",
+               ("optimizer", None): "the method's", ("weight_decay", None): "the method's",
+               ("max_grad_norm", None): "no clipping"}
+
+
 def format_config(config: dict) -> str:
-    """A run's config as aligned `name: value` lines, the method's own fields indented below."""
+    """A run's config as aligned `label: value` lines in the form's words, the method's own
+    settings indented below under their labels."""
+    from studio.engine.methods import METHODS
+    from studio.engine.settings import field_info
+    from studio.engine.train import TrainConfig
+
+    known = {f.name for f in TrainConfig.fields()}
+    method_cls = METHODS.get(str(config.get("method", "")))
+    method_labels = {f.name: f.label for f in method_cls.fields()} if method_cls else {}
+
+    def label(name: str, labels=None) -> str:
+        if labels is not None:
+            return labels.get(name, name.replace("_", " "))
+        return field_info(TrainConfig, name).label if name in known else name.replace("_", " ")
+
+    def shown(name: str, v) -> str:
+        try:
+            return VALUE_WORDS.get((name, v)) or _value(v)
+        except TypeError:  # an unhashable value
+            return _value(v)
+
     lines = []
     flat = {k: v for k, v in config.items() if not isinstance(v, dict)}
-    width = max((len(k) for k in config), default=0)
+    width = max((len(label(k)) for k in config), default=0)
     for k, v in flat.items():
-        lines.append(f"{k:<{width}}  {_value(v)}")
+        lines.append(f"{label(k):<{width}}  {shown(k, v)}")
     for k, v in config.items():
         if isinstance(v, dict):
-            lines.append(f"{k}:" + ("" if v else "  {}"))
-            inner = max((len(i) for i in v), default=0)
+            labels = method_labels if k == "method_config" else {}
+            lines.append(f"{label(k)}:" + ("" if v else "  none set (the paper's defaults)"))
+            inner = max((len(label(i, labels)) for i in v), default=0)
             for ik, iv in v.items():
-                lines.append(f"    {ik:<{inner}}  {_value(iv)}")
+                lines.append(f"    {label(ik, labels):<{inner}}  {_value(iv)}")
     return "\n".join(lines)
 
 
 def _value(v) -> str:
     if v is None:
         return "default"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (list, tuple)):

@@ -228,7 +228,11 @@ def test_run_details_show_config_checkpoints_and_evaluations(window, project):
     window.show_page("Run details")
     d = window.run_details
     text = d.config_view.toPlainText()
-    assert "batch_size" in text and " 8" in text and "temperature" in text
+    assert "batch size" in text and " 8" in text and "temperature" in text
+    # The form's words, and what special values mean rather than "monitor_every 0" or "amp True".
+    assert "monitor every" in text and "each epoch" in text and "monitor_every" not in text
+    amp = next(line for line in text.splitlines() if line.startswith("mixed precision"))
+    assert amp.split(None, 2)[2] == "on where the device has it (CUDA, MPS)" and "True" not in text
     assert d.config_view.isReadOnly()
     assert [d.checkpoints_table.item(r, 0).text() for r in range(d.checkpoints_table.rowCount())] == ["20", "10"]
     assert d.evaluations_table.rowCount() == 1
