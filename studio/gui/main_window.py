@@ -200,15 +200,15 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
         if factory is not None:
             self._factories[title] = factory
             widget = factory(self.project) if self.project is not None else _placeholder(title)
-            # A plugged-in page may be wider than the window allows: it scrolls rather than
-            # forcing the window (and its screenshots) wider.
-            holder = QScrollArea()
-            holder.setWidgetResizable(True)
-            holder.setFrameShape(QScrollArea.Shape.NoFrame)
-            holder.setWidget(widget)
-            self._holders[title] = holder
         elif self.project is not None and hasattr(widget, "set_project"):
             widget.set_project(self.project)
+        # A page larger than the window scrolls rather than forcing the window larger: the window
+        # works from 1024 x 640 up (issue 16, item 18), whatever its pages' minimum sizes.
+        holder = QScrollArea()
+        holder.setWidgetResizable(True)
+        holder.setFrameShape(QScrollArea.Shape.NoFrame)
+        holder.setWidget(widget)
+        self._holders[title] = holder
         self._pages[title] = widget
         return self.tabs.addTab(self._holders.get(title, widget), title)
 

@@ -89,7 +89,7 @@ class RunPage(QWidget):
         self.progress_bar.setTextVisible(True)
         self.progress_label = Label()
         self.progress_label.setObjectName("Muted")
-        self.progress_label.setMinimumWidth(300)
+        self.progress_label.setMinimumWidth(120)
         self.progress_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         prog.addWidget(self.progress_bar, 1)
         prog.addSpacing(12)
@@ -129,7 +129,8 @@ class RunPage(QWidget):
         self.log_view.setObjectName("Log")
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
-        self.log_view.setFixedHeight(92)
+        self.log_view.setMinimumHeight(48)
+        self.log_view.setMaximumHeight(92)
         lay.addWidget(self.log_view)
 
         self.pause_button.clicked.connect(lambda: self.run_id and self.pause_requested.emit(self.run_id))

@@ -131,3 +131,18 @@ def test_resuming_a_run_another_process_trains_is_refused_and_leaves_it_as_it_wa
         assert (after.status, after.steps, after.reason) == (before.status, before.steps, before.reason)
     finally:
         lease.release()
+
+
+def test_the_window_works_at_1024_by_640(make_window, project, qtbot):
+    """Item 18: no page forces the window past 1024 x 640 (a larger page scrolls), and the New
+    run page's Start button is on screen there."""
+    w = make_window(project.root)
+    w.resize(1024, 640)
+    qtbot.waitUntil(lambda: w.width() == 1024 and w.height() == 640)
+    hint = w.minimumSizeHint()
+    assert hint.width() <= 1024 and hint.height() <= 640, hint
+    w.show_new_run("sample")
+    start = w.new_run_page.start_button
+    qtbot.waitUntil(start.isVisible)
+    corner = start.mapTo(w, start.rect().bottomRight())
+    assert 0 < corner.x() <= 1024 and 0 < corner.y() <= 640, corner
