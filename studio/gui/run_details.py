@@ -37,6 +37,15 @@ def format_config(config: dict) -> str:
     known = {f.name for f in TrainConfig.fields()}
     method_cls = METHODS.get(str(config.get("method", "")))
     method_labels = {f.name: f.label for f in method_cls.fields()} if method_cls else {}
+    backbone_labels = {}
+    try:
+        from studio.engine.backbones import backbone_spec
+        from studio.engine.settings import config_fields
+
+        option_class = backbone_spec(str(config.get("backbone", ""))).option_class
+        backbone_labels = {f.name: f.label for f in config_fields(option_class)} if option_class else {}
+    except Exception:  # noqa: BLE001 - a backbone this studio does not know: its names as stored
+        pass
 
     def label(name: str, labels=None) -> str:
         if labels is not None:
@@ -56,8 +65,9 @@ def format_config(config: dict) -> str:
         lines.append(f"{label(k):<{width}}  {shown(k, v)}")
     for k, v in config.items():
         if isinstance(v, dict):
-            labels = method_labels if k == "method_config" else {}
-            lines.append(f"{label(k)}:" + ("" if v else "  none set (the paper's defaults)"))
+            labels = {"method_config": method_labels, "backbone_options": backbone_labels}.get(k, {})
+            empty = "the paper's defaults" if k == "method_config" else "the model's defaults"
+            lines.append(f"{label(k)}:" + ("" if v else f"  none set ({empty})"))
             inner = max((len(label(i, labels)) for i in v), default=0)
             for ik, iv in v.items():
                 lines.append(f"    {label(ik, labels):<{inner}}  {_value(iv)}")
