@@ -1,4 +1,4 @@
-"""init, dataset add, dataset list."""
+"""init, repair, dataset add, dataset list, dataset rename, dataset remove."""
 
 from __future__ import annotations
 
@@ -59,6 +59,42 @@ def _dataset_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_rename(args: argparse.Namespace) -> int:
+    from studio.services.datasets import rename_dataset
+
+    with Project.open(args.project) as project:
+        old = project.dataset(args.old)
+        d = rename_dataset(project, old.id, args.new)
+    if args.json:
+        emit_json({"name": d.name, "was": old.name})
+    else:
+        say(f"renamed dataset {old.name!r} to {d.name!r}")
+    return 0
+
+
+def _dataset_remove(args: argparse.Namespace) -> int:
+    from studio.engine.errors import DatasetError
+    from studio.services.datasets import can_remove_dataset, remove_dataset, removal_plan
+
+    with Project.open(args.project) as project:
+        plan = removal_plan(project, args.name)
+        verdict = can_remove_dataset(project, plan, with_runs=args.with_runs)
+        if not verdict:
+            hint = " (--with-runs removes them too)" if plan.runs and not args.with_runs else ""
+            raise DatasetError(verdict.reason + hint)
+        done = remove_dataset(project, plan.dataset.id, with_runs=args.with_runs)
+    if args.json:
+        emit_json({"removed": done.dataset.name, "runs": done.run_ids, "files": list(done.files),
+                   "kept": list(done.kept), "embeddings": done.embeddings, "evaluations": done.evaluations,
+                   "tags": done.tags})
+    else:
+        say(f"removed dataset {done.dataset.name!r}" + (f" and {done.runs_phrase()}" if done.runs else "")
+            + (f"; {len(done.files)} files and folders deleted" if done.files else ""))
+        for rel in done.kept:
+            say(f"  kept {rel} (outside the project folder)")
+    return 0
+
+
 def _repair(args: argparse.Namespace) -> int:
     report = Project.repair(args.project)
     payload = {"database": report.database.name, "damaged": report.damaged.name, "rows": report.rows,
@@ -84,8 +120,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_init)
 
-    ds = sub.add_parser("dataset", help="add or list the project's datasets")
-    dsub = ds.add_subparsers(dest="dataset_command", metavar="add|list", required=True)
+    ds = sub.add_parser("dataset", help="add, list, rename or remove the project's datasets")
+    dsub = ds.add_subparsers(dest="dataset_command", metavar="add|list|rename|remove", required=True)
     a = dsub.add_parser("add", help="add a folder of images, the sample, or torchvision:NAME[@ROOT]")
     a.add_argument("project")
     a.add_argument("source", help="a folder (class sub-folders give labels) | sample | torchvision:NAME[@ROOT]")
@@ -97,3 +133,16 @@ def register(sub) -> None:
     ls.add_argument("project")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_dataset_list)
+    rn = dsub.add_parser("rename", help="give a dataset another name (its runs follow it)")
+    rn.add_argument("project")
+    rn.add_argument("old", help="the dataset's name (or id)")
+    rn.add_argument("new", help="its new name")
+    rn.add_argument("--json", action="store_true")
+    rn.set_defaults(func=_dataset_rename)
+    rm = dsub.add_parser("remove", help="remove a dataset from the project (its images stay where they are)")
+    rm.add_argument("project")
+    rm.add_argument("name", help="the dataset's name (or id)")
+    rm.add_argument("--with-runs", action="store_true",
+                    help="also remove the runs trained on it, with their metrics, checkpoints and exports inside the project")
+    rm.add_argument("--json", action="store_true")
+    rm.set_defaults(func=_dataset_remove)

@@ -1,14 +1,19 @@
-"""Adding datasets to a project and loading their decoded images."""
+"""Adding, renaming and removing a project's datasets, loading their decoded images, and what the
+Dataset page shows of them (class counts, the indices of a class's images)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from studio.engine.data import DecodedImages, ImageSource, decode_images, default_dataset_name, open_source, parse_source_spec
 from studio.engine.errors import DatasetError
-from studio.store import DatasetRecord, Project
+from studio.services.runs import Verdict
+from studio.store import DatasetRecord, Project, RunRecord
 
 Progress = Callable[[int, int], None]
 
@@ -76,3 +81,192 @@ def ensure_sample_project(path: str | os.PathLike) -> Project:
     if not any(d.kind == "sample" for d in project.datasets()):
         add_dataset(project, "sample", name="sample")
     return project
+
+
+# -- renaming and removing ------------------------------------------------------------------------
+def rename_dataset(project: Project, key: int | str, new_name: str) -> DatasetRecord:
+    """Rename a dataset (names are unique and not empty; ProjectError says which rule failed).
+    Runs, embeddings and tags refer to it by id and follow."""
+    from studio.services.runs import writable
+
+    writable(project).check()
+    dataset = project.dataset(key)
+    return project.rename_dataset(dataset.id, new_name)
+
+
+@dataclass(frozen=True)
+class DatasetRemoval:
+    """What removing a dataset takes with it: the front doors show it before they ask, and
+    `remove_dataset` returns it once done. Paths are relative to the project folder."""
+
+    dataset: DatasetRecord
+    runs: tuple[RunRecord, ...]
+    checkpoints: int  # checkpoint files of those runs on disk
+    files: tuple[str, ...]  # files and folders deleted, all inside the project folder
+    kept: tuple[str, ...]  # files of those runs outside the project folder (exports elsewhere): never deleted
+    embeddings: int
+    evaluations: int
+    tags: int
+
+    @property
+    def run_ids(self) -> list[int]:
+        return [r.id for r in self.runs]
+
+    def runs_phrase(self) -> str:
+        """'run 3' | 'runs 1, 2 and 5' | 'runs 1, 2, 3, … (14 in all)'."""
+        ids = [str(i) for i in self.run_ids]
+        if len(ids) == 1:
+            return f"run {ids[0]}"
+        if len(ids) > 8:
+            return f"runs {', '.join(ids[:6])}, … ({len(ids)} in all)"
+        return f"runs {', '.join(ids[:-1])} and {ids[-1]}"
+
+    def summary(self) -> str:
+        """One sentence of what goes, in a person's words (the dataset's images are never touched)."""
+        parts = []
+        if self.runs:
+            ck = f", their {self.checkpoints} checkpoint file{'s' if self.checkpoints != 1 else ''}" if self.checkpoints else ""
+            parts.append(f"{self.runs_phrase()} with {'its' if len(self.runs) == 1 else 'their'} metrics{ck} and "
+                         "exports inside the project folder")
+        for n, what in ((self.embeddings, "embedding"), (self.evaluations, "evaluation"), (self.tags, "image tag")):
+            if n:
+                parts.append(f"{n} {what}{'s' if n != 1 else ''}")
+        goes = f" and {'; '.join(parts)}" if parts else " (nothing else uses it)"
+        where = "" if self.dataset.kind != "folder" else f" The images in {self.dataset.source} stay where they are."
+        return f"Removes the dataset {self.dataset.name!r}{goes}.{where}"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def _export_files(project: Project, stored: str, run_id: int) -> list[Path]:
+    """An export's files: its folder when it is the default one (PROJECT/exports/run-ID-...),
+    else its main file and the card and README written beside it."""
+    from studio.engine.export.embeddings import index_path_for
+
+    path = project.abs(stored)
+    exports = project.root / "exports"
+    if path.parent.parent.resolve() == exports.resolve() and path.parent.name.startswith(f"run-{run_id}-"):
+        return [path.parent]
+    return [path, path.with_name(f"{path.stem}.card.json"), path.with_name(f"{path.stem}.README.md"), index_path_for(path)]
+
+
+def removal_plan(project: Project, key: int | str) -> DatasetRemoval:
+    """What removing dataset `key` (name or id) would delete; nothing is changed."""
+    dataset = project.dataset(key)
+    runs = tuple(project.run(i) for i in project.dataset_run_ids(dataset.id))
+    belongings = project.dataset_belongings(dataset.id)
+    candidates: list[Path] = []
+    checkpoints = 0
+    for run in runs:
+        folder = project.root / "runs" / str(run.id)
+        if folder.exists():
+            candidates.append(folder)
+        checkpoints += sum(1 for c in project.checkpoints(run.id) if project.abs(c.path).is_file())
+        for e in project.embeddings(run.id):
+            candidates.append(project.abs(e.path))
+            candidates += [project.abs(mp.path) for mp in project.embedding_maps(e.id)]
+        for x in project.exports(run.id):
+            candidates += _export_files(project, x.path, run.id)
+    candidates += [project.abs(p) for p in belongings["embeddings"] + belongings["maps"]]
+    # Never the images themselves: no dataset's folder (this one's or another's) loses a file,
+    # even when it lies inside the project folder.
+    image_folders = [project.abs(d.source) for d in project.datasets() if d.kind == "folder"]
+    files: list[str] = []
+    kept: list[str] = []
+    for p in dict.fromkeys(candidates):
+        if not os.path.lexists(p):
+            continue
+        if not _inside(p, project.root) or p.resolve() == project.root or any(_inside(p, f) or _inside(f, p) for f in image_folders):
+            kept.append(project.rel(p))
+        else:
+            files.append(project.rel(p))
+    embeddings = len(set(belongings["embeddings"]) | {e.path for r in runs for e in project.embeddings(r.id)})
+    return DatasetRemoval(dataset, runs, checkpoints, tuple(files), tuple(kept), embeddings,
+                          len(belongings["evaluations"]), len(belongings["tags"]))
+
+
+def can_remove_dataset(project: Project, plan: DatasetRemoval, with_runs: bool = False,
+                       busy: Callable[[int], bool] | None = None) -> Verdict:
+    """Whether the dataset of `plan` may be removed: never in a read-only project, never while a
+    process holds one of its runs; with runs only when the caller removes them too (`with_runs`).
+    `busy(run_id)`: this front door trains that run."""
+    from studio.services.runs import can_delete, writable
+
+    verdict = writable(project)
+    if not verdict:
+        return verdict
+    name = plan.dataset.name
+    if plan.runs and not with_runs:
+        return Verdict(False, f"dataset {name!r} is used by {plan.runs_phrase()}: remove {'it' if len(plan.runs) == 1 else 'them'} "
+                              "with the dataset, or keep the dataset.", error=DatasetError)
+    for run in plan.runs:
+        held = can_delete(run, busy=bool(busy and busy(run.id)))
+        if not held:
+            return Verdict(False, f"dataset {name!r} cannot be removed now: {held.reason}", error=DatasetError)
+    return Verdict(True)
+
+
+def remove_dataset(project: Project, key: int | str, with_runs: bool = False,
+                   busy: Callable[[int], bool] | None = None) -> DatasetRemoval:
+    """Remove a dataset with its embeddings, maps, evaluations and tags; with `with_runs`, its runs
+    too (rows, metrics, checkpoints, and their files inside the project folder). The dataset's own
+    images are never deleted. Raises DatasetError when `can_remove_dataset` says no; returns what
+    was removed."""
+    import shutil
+
+    plan = removal_plan(project, key)
+    can_remove_dataset(project, plan, with_runs, busy).check()
+    for run in plan.runs:
+        project.delete_run(run.id)
+    project.delete_dataset(plan.dataset.id)
+    for rel in plan.files:
+        path = project.abs(rel)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+    return plan
+
+
+# -- what the Dataset page shows ------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassCount:
+    name: str
+    images: int
+
+
+def class_counts(source: ImageSource) -> list[ClassCount]:
+    """Images per class of a source, largest first (then by name); images without a label count
+    as one row named "" when the source has classes; [] when it has none."""
+    if not source.has_labels:
+        return []
+    labels = np.asarray(source.labels, dtype=np.int64)
+    names = list(source.class_names)
+    counts = np.bincount(labels[(labels >= 0) & (labels < len(names))], minlength=len(names))
+    rows = [ClassCount(n, int(c)) for n, c in zip(names, counts)]
+    unlabelled = int(np.count_nonzero((labels < 0) | (labels >= len(names))))
+    if unlabelled:
+        rows.append(ClassCount("", unlabelled))
+    return sorted(rows, key=lambda r: (-r.images, r.name))
+
+
+def image_indices(source: ImageSource, class_name: str | None = None) -> np.ndarray:
+    """The indices of a source's images, all of them or those of one class (in the source's order)."""
+    if class_name is None:
+        return np.arange(len(source), dtype=np.int64)
+    labels = np.asarray(source.labels, dtype=np.int64)
+    names = list(source.class_names)
+    if class_name == "":
+        return np.flatnonzero((labels < 0) | (labels >= len(names)))
+    if class_name not in names:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(labels == names.index(class_name))

@@ -29,6 +29,7 @@ from studio.store.records import (  # noqa: F401  (the records a Project returns
 )
 
 DB_NAME = "project.db"
+DATASET_NAME_MAX = 200  # the column's width
 from studio.store.migrations import SCHEMA_VERSION  # noqa: E402  (one number, kept with the migrations)
 from studio.status import ACTIVE, LIVE, RunStatus  # noqa: E402
 
@@ -239,10 +240,55 @@ class Project(ImageTags, Metrics):
     def _has_dataset_name(s: Session, name: str) -> bool:
         return s.scalar(select(m.Dataset.id).where(m.Dataset.name == name)) is not None
 
+    def rename_dataset(self, dataset_id: int, name: str) -> DatasetRecord:
+        """Give a dataset another name (unique, not empty); its runs, embeddings and tags follow
+        it, since they refer to it by id."""
+        name = (name or "").strip()
+        if not name:
+            raise ProjectError("a dataset needs a name.")
+        if len(name) > DATASET_NAME_MAX:
+            raise ProjectError(f"a dataset name is at most {DATASET_NAME_MAX} characters.")
+        with self.session() as s:
+            row = s.get(m.Dataset, int(dataset_id))
+            if row is None:
+                raise ProjectError(f"no dataset {dataset_id} in this project.")
+            other = s.scalar(select(m.Dataset.id).where(m.Dataset.name == name))
+            if other is not None and other != row.id:
+                raise ProjectError(f"a dataset named {name!r} exists already; choose another name.")
+            row.name = name
+            s.flush()
+            return _record(DatasetRecord, row)
+
+    def dataset_run_ids(self, dataset_id: int) -> list[int]:
+        """The runs trained on a dataset, oldest first."""
+        with self.session() as s:
+            return list(s.scalars(select(m.Run.id).where(m.Run.dataset_id == dataset_id).order_by(m.Run.id)))
+
+    def dataset_belongings(self, dataset_id: int) -> dict[str, list]:
+        """What else refers to a dataset besides its runs: {"embeddings": [path, ...], "maps":
+        [path, ...], "evaluations": [id, ...], "tags": [id, ...]} (paths as stored)."""
+        with self.session() as s:
+            emb = s.execute(select(m.Embedding.id, m.Embedding.path).where(m.Embedding.dataset_id == dataset_id)).all()
+            emb_ids = [e for e, _ in emb]
+            maps = list(s.scalars(select(m.EmbeddingMap.path).where(m.EmbeddingMap.embedding_id.in_(emb_ids)))) if emb_ids else []
+            return {
+                "embeddings": [p for _, p in emb], "maps": maps,
+                "evaluations": list(s.scalars(select(m.Evaluation.id).where(m.Evaluation.dataset_id == dataset_id))),
+                "tags": list(s.scalars(select(m.ImageTag.id).where(m.ImageTag.dataset_id == dataset_id))),
+            }
+
     def delete_dataset(self, dataset_id: int) -> None:
+        """Delete a dataset's row with its embeddings, maps, evaluations and tags (rows only: which
+        files go is services.datasets' to decide). A dataset with runs is refused: delete them first."""
         with self.session() as s:
             if s.scalar(select(func.count()).select_from(m.Run).where(m.Run.dataset_id == dataset_id)):
                 raise ProjectError("this dataset has runs; delete them first.")
+            emb_ids = list(s.scalars(select(m.Embedding.id).where(m.Embedding.dataset_id == dataset_id)))
+            if emb_ids:
+                s.execute(delete(m.EmbeddingMap).where(m.EmbeddingMap.embedding_id.in_(emb_ids)))
+                s.execute(delete(m.Embedding).where(m.Embedding.id.in_(emb_ids)))
+            s.execute(delete(m.Evaluation).where(m.Evaluation.dataset_id == dataset_id))
+            s.execute(delete(m.ImageTag).where(m.ImageTag.dataset_id == dataset_id))
             s.execute(delete(m.Dataset).where(m.Dataset.id == dataset_id))
 
     # -- runs -------------------------------------------------------------------------------
