@@ -94,7 +94,7 @@ def _drop_head(model, card):
 
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx", "torchvision", "safetensors"])
+@pytest.mark.parametrize("fmt", ["exported-program", "torchscript", "onnx", "torchvision", "safetensors"])
 def test_export_reproduces_the_encoder(trained, sample_batch, tmp_path, backbone, fmt):
     from studio.services.export import export_run
 
@@ -107,7 +107,13 @@ def test_export_reproduces_the_encoder(trained, sample_batch, tmp_path, backbone
     assert card["format"] == fmt and card["method"] == "simclr" and card["image_size"] == 16
     assert card["steps"] == 3 and card["dataset"]["name"] == "sample"
 
-    if fmt == "torchscript":
+    if fmt == "exported-program":
+        # Traced on a batch of 2: five images prove the batch dimension stayed free.
+        assert result.path.name == "encoder.pt2"
+        model = torch.export.load(str(result.path)).module()
+        with torch.no_grad():
+            got = model(sample_batch).numpy()
+    elif fmt == "torchscript":
         model = torch.jit.load(str(result.path)).eval()
         with torch.no_grad():
             got = model(sample_batch).numpy()
@@ -154,6 +160,8 @@ def _write_png(path: Path, size: int = 24) -> None:
 
 
 SNIPPET_CASES = [
+    ("resnet18", "exported-program", False),
+    ("vit_tiny", "exported-program", True),
     ("resnet18", "torchscript", False),
     ("resnet18", "onnx", False),
     ("resnet18", "torchvision", False),
@@ -329,9 +337,114 @@ def test_cli_export_json(trained, capsys):
     assert code == 1 and captured.out == "" and "no checkpoint at step 99" in captured.err
 
 
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_exported_program_takes_any_batch_size_and_its_card_says_how_to_load_it(trained, backbone, tmp_path):
+    from studio.engine.data.views import eval_view
+    from studio.services.datasets import load_images
+    from studio.services.export import export_run
+
+    project, runs = trained
+    run_id = runs[backbone]
+    result = export_run(project, run_id, "exported-program", out=tmp_path / f"{backbone}.pt2", with_heads=True)
+    program = torch.export.load(str(result.path))
+    assert isinstance(program, torch.export.ExportedProgram)
+    model = program.module()
+    images = eval_view(torch.from_numpy(np.array(load_images(project, project.dataset("shapes"), 16).images)))
+    for batch in (1, 7):  # neither is the traced batch of 2
+        x = images[:batch]
+        features, projections = model(x)
+        want = torch.from_numpy(_reference(project, run_id, x))
+        assert features.shape == want.shape == (batch, {"resnet18": 512, "vit_tiny": 192}[backbone])
+        torch.testing.assert_close(features.detach(), want, atol=1e-5, rtol=0)
+        assert projections.shape[0] == batch
+    card, text = result.card, result.readme_path.read_text()
+    assert card["format"] == "exported-program" and card["heads_included"]
+    assert card["format_title"] == "torch.export (ExportedProgram)"
+    assert f'torch.export.load("{backbone}.pt2").module()' in card["snippet"]
+    assert "features, projections = model(x)" in card["snippet"]
+    assert "T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))" in card["snippet"]  # the preprocessing
+    assert "recommends" in text and "TorchScript is deprecated" in text and "any batch size" in text
+    assert "and the method's projections" in text
+
+
+class _FixedBatch(torch.nn.Module):
+    def forward(self, x):
+        return x.reshape(2, -1)  # bakes the batch size in
+
+
+class _DataDependent(torch.nn.Module):
+    def forward(self, x):
+        return x.flatten(1) if x.sum() > 0 else -x.flatten(1)
+
+
+@pytest.mark.parametrize("module, words", [(_FixedBatch(), "cannot keep the batch size free"),
+                                           (_DataDependent(), "cannot trace this encoder")])
+def test_an_encoder_torch_export_cannot_take_is_a_clear_error(module, words, tmp_path, capfd):
+    from studio.engine.export import ExportError
+    from studio.engine.export.exported_program import export_program
+
+    with pytest.raises(ExportError, match=words) as info:
+        export_program(module, 4, tmp_path / "m.pt2")
+    message = str(info.value)
+    assert "export to ONNX" in message and "\n" not in message and len(message) < 400
+    assert not list(tmp_path.iterdir())  # no file, not even half a one
+    err = capfd.readouterr().err  # torch's partial graph and guard warnings stay off the terminal
+    assert "Traceback" not in err and "def forward" not in err and "symbolic_shapes" not in err, err
+
+
+def test_cli_export_exported_program(trained, capsys, monkeypatch):
+    from studio.cli import main
+    from studio.cli.export import FORMAT_HELP
+    from studio.engine.export import FORMATS
+
+    project, runs = trained
+    run_id = runs["resnet18"]
+    assert all(fmt in FORMAT_HELP for fmt in FORMATS)  # the help names the one table's formats
+    code = main(["export", str(project.root), str(run_id), "--format", "exported-program"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rel = f"exports/run-{run_id}-step-3-exported-program/encoder.pt2"
+    assert f"as exported-program: {rel}" in captured.err and captured.out == ""
+    assert (project.root / rel).is_file()
+
+    code = main(["export", str(project.root), str(run_id), "--format", "exported-program",
+                 "--out", str(project.root / "exports" / "r.pt2"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    payload = json.loads(captured.out)
+    assert payload["format"] == "exported-program" and payload["path"] == "exports/r.pt2"
+    assert payload["card"] == "exports/r.card.json" and payload["feature_dim"] == 512
+    assert project.exports(run_id)[-1].format == "exported-program"
+
+    # When torch.export fails, one line says so and what to do; no traceback, exit 1.
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Dynamic control flow is not supported\nmore detail")
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    code = main(["export", str(project.root), str(run_id), "--format", "exported-program",
+                 "--out", str(project.root / "exports" / "refused.pt2"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out == ""
+    assert "torch.export cannot trace this encoder (RuntimeError: Dynamic control flow is not supported)" in captured.err
+    assert "Traceback" not in captured.err and not (project.root / "exports" / "refused.pt2").exists()
+
+
+def test_a_destination_follows_the_format():
+    from studio.services.export import output_for_format
+
+    assert output_for_format("/p/exports/run-1-step-3-torchscript", "torchscript", "exported-program") == \
+        Path("/p/exports/run-1-step-3-exported-program")
+    assert output_for_format("/o/encoder.torchscript.pt", "torchscript", "onnx") == Path("/o/encoder.onnx")
+    assert output_for_format("/o/mine.pt", "torchscript", "exported-program") == Path("/o/mine.pt2")
+    assert output_for_format("/o/mine.onnx", "onnx", "embeddings-npy") == Path("/o/mine.npy")
+    assert output_for_format("/o/models", "onnx", "safetensors") == Path("/o/models")  # a folder is kept
+    assert output_for_format("/o/encoder.pt2", "exported-program", "safetensors") == Path("/o/encoder.safetensors")
+
+
 def test_engine_export_imports_without_qt_or_store():
     code = ("import sys; sys.modules['PySide6'] = None; sys.modules['sqlalchemy'] = None; "
-            "import studio.engine.export, studio.engine.export.onnx_export, studio.engine.export.torchscript")
+            "import studio.engine.export, studio.engine.export.onnx_export, studio.engine.export.torchscript, "
+            "studio.engine.export.exported_program")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 

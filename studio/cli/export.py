@@ -1,5 +1,5 @@
-"""export: a run's encoder as TorchScript, ONNX, torchvision weights or safetensors, or a
-dataset's embeddings as CSV, NPY or Parquet, each with its model card."""
+"""export: a run's encoder as a torch.export program, TorchScript, ONNX, torchvision weights or
+safetensors, or a dataset's embeddings as CSV, NPY or Parquet, each with its model card."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import argparse
 from studio.cli import emit_json, say
 from studio.store import Project
 
-FORMAT_HELP = ("torchscript | onnx | torchvision | safetensors: the encoder; "
+# Written out (not built from studio.engine.export.card.FORMATS) so that building the parser does
+# not import torch; a test holds it to that table.
+FORMAT_HELP = ("exported-program (torch.export, .pt2) | torchscript | onnx | torchvision | safetensors: the encoder; "
                "embeddings-csv | embeddings-npy | embeddings-parquet: a dataset's embeddings (see --dataset)")
 
 

@@ -17,6 +17,7 @@ from studio.engine.export import (
     EMBEDDING_FORMATS,
     FORMATS,
     MODEL_FORMATS,
+    SUFFIXES,
     ExportCancelled,
     ExportError,
     build_card,
@@ -90,6 +91,31 @@ def resolve_checkpoint(project: Project, run_id: int, step: int | None = None) -
 
 def default_output(project: Project, run_id: int, step: int | None, format: str) -> Path:
     return project.root / "exports" / f"run-{run_id}-step-{step if step is not None else 'last'}-{format}"
+
+
+def output_for_format(out: str | os.PathLike, old_format: str, new_format: str) -> Path:
+    """What a destination chosen for `old_format` becomes when the format changes to `new_format`,
+    so that no `...-torchscript` folder or `.onnx` file name outlives its format: a folder named
+    `...-<old format>` (the default one) gets `-<new format>`; a file with the old format's default
+    name or suffix gets the new format's; any other folder is kept (it receives the new format's
+    `encoder.<ext>`)."""
+    old_fmt, new_fmt = _check_format(old_format), _check_format(new_format)
+    target = Path(out)
+    name = target.name
+    if old_fmt == new_fmt or not name:
+        return target
+    if name == DEFAULT_FILE_NAMES[old_fmt]:
+        return target.with_name(DEFAULT_FILE_NAMES[new_fmt])
+    if name.endswith(f"-{old_fmt}"):
+        return target.with_name(name[: -len(old_fmt)] + new_fmt)
+    if target.suffix.lower() in SUFFIXES[old_fmt] and not target.is_dir():
+        stem = target.stem
+        # encoder.torchscript.pt: every part of the name that says the old format goes.
+        inner = Path(stem).suffix
+        if inner and inner.lower() in SUFFIXES[old_fmt]:
+            stem = Path(stem).stem
+        return target.with_name(stem + SUFFIXES[new_fmt][0])
+    return target
 
 
 def resolve_output(project: Project, run_id: int, step: int | None, format: str, out: str | os.PathLike | None) -> tuple[Path, Path, Path]:
@@ -311,4 +337,4 @@ def export_run(
     return ExportResult(run.id, fmt, card_args["checkpoint_step"], path, files, card_path, readme_path, card, rec, extra_json)
 
 
-__all__ = ["ExportError", "ExportCancelled", "ExportResult", "ExportProgress", "check_destination", "existing_outputs", "export_run", "planned_outputs", "resolve_checkpoint", "resolve_output"]
+__all__ = ["ExportError", "ExportCancelled", "ExportResult", "ExportProgress", "check_destination", "existing_outputs", "export_run", "output_for_format", "planned_outputs", "resolve_checkpoint", "resolve_output"]

@@ -1,4 +1,4 @@
-"""Exports of a trained encoder: TorchScript, ONNX, library weights (torchvision/timm),
+"""Exports of a trained encoder: torch.export programs, TorchScript, ONNX, library weights (torchvision/timm),
 safetensors, dataset embeddings, and the model card written beside each.
 
 Pure torch (no store, no Qt): `studio.services.export` joins these to a project's runs.
@@ -15,12 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from studio.engine.export.card import EMBEDDING_FORMATS, FORMAT_TITLES, FORMATS, MODEL_FORMATS, build_card, readme, snippet
+from studio.engine.export.card import (
+    EMBEDDING_FORMATS, FORMAT_HINTS, FORMAT_TITLES, FORMATS, GRAPH_FORMATS, MODEL_FORMATS, build_card, readme, snippet,
+)
 from studio.engine.export.common import HEADS_PREFIX, EncoderWithHeads, ExportCancelled, ExportError
 from studio.engine.export.embeddings import compute_embeddings, parquet_available, write_csv, write_npy, write_parquet
 
 # The file name an export gets when only a folder is given.
 DEFAULT_FILE_NAMES = {
+    "exported-program": "encoder.pt2",
     "torchscript": "encoder.torchscript.pt",
     "onnx": "encoder.onnx",
     "torchvision": "encoder.pth",
@@ -30,6 +33,7 @@ DEFAULT_FILE_NAMES = {
     "embeddings-parquet": "embeddings.parquet",
 }
 SUFFIXES = {
+    "exported-program": (".pt2",),
     "torchscript": (".pt", ".pth", ".ts", ".torchscript"),
     "onnx": (".onnx",),
     "torchvision": (".pth", ".pt", ".bin"),
@@ -75,7 +79,7 @@ def projection_head(loaded: LoadedEncoder) -> nn.Module:
     head = getattr(method, "projection_head", None)
     if not isinstance(head, nn.Module):
         raise ExportError(
-            f"{loaded.config.method} has no projection head to put in a TorchScript or ONNX graph; "
+            f"{loaded.config.method} has no projection head to put in a torch.export, TorchScript or ONNX graph; "
             "export without heads, or to safetensors/torchvision weights, which keep every head."
         )
     return head.eval()
@@ -88,6 +92,11 @@ def export_model(loaded: LoadedEncoder, format: str, path: str | os.PathLike, wi
 
     backbone = loaded.backbone.cpu().eval()
     size = int(loaded.config.image_size)
+    if format == "exported-program":
+        from studio.engine.export.exported_program import export_program
+
+        module = EncoderWithHeads(backbone, projection_head(loaded)) if with_heads else backbone
+        return [export_program(module, size, path)]
     if format == "torchscript":
         from studio.engine.export.torchscript import export_torchscript
 
@@ -110,7 +119,9 @@ __all__ = [
     "DEFAULT_FILE_NAMES",
     "EMBEDDING_FORMATS",
     "FORMATS",
+    "FORMAT_HINTS",
     "FORMAT_TITLES",
+    "GRAPH_FORMATS",
     "HEADS_PREFIX",
     "MODEL_FORMATS",
     "SUFFIXES",

@@ -12,11 +12,16 @@ from typing import Any, Mapping, Sequence
 
 from studio.engine.export.common import HEADS_PREFIX
 
-MODEL_FORMATS = ("torchscript", "onnx", "torchvision", "safetensors")
+# The one list of formats: the CLI's --format choices and the export dialog's menu read it, in
+# this order (the first is the dialog's default: torch.export, which torch recommends).
+MODEL_FORMATS = ("exported-program", "torchscript", "onnx", "torchvision", "safetensors")
 EMBEDDING_FORMATS = ("embeddings-csv", "embeddings-npy", "embeddings-parquet")
 FORMATS = MODEL_FORMATS + EMBEDDING_FORMATS
+# The formats that hold a runnable graph (so an export with heads returns the projections too).
+GRAPH_FORMATS = ("exported-program", "torchscript", "onnx")
 
 FORMAT_TITLES = {
+    "exported-program": "torch.export (ExportedProgram)",
     "torchscript": "TorchScript",
     "onnx": "ONNX",
     "torchvision": "torchvision weights",
@@ -24,6 +29,18 @@ FORMAT_TITLES = {
     "embeddings-csv": "embeddings (CSV)",
     "embeddings-npy": "embeddings (NumPy)",
     "embeddings-parquet": "embeddings (Parquet)",
+}
+
+# What each format is for, in a few words (the export dialog's menu, after the title).
+FORMAT_HINTS = {
+    "exported-program": "a .pt2 for torch.export.load, what torch recommends now (any batch size)",
+    "torchscript": "runs with torch.jit.load alone (deprecated in torch)",
+    "onnx": "for onnxruntime, TensorRT, OpenVINO... (opset 17, any batch size)",
+    "torchvision": "state dict for the torchvision/timm model of the same name",
+    "safetensors": "the same weights, as safetensors",
+    "embeddings-csv": "one row per image: path, label, features",
+    "embeddings-npy": "an (N, D) array and an index of paths and labels",
+    "embeddings-parquet": "path, label and an embedding column",
 }
 
 SNIPPET_IMAGE = "image.png"
@@ -81,7 +98,13 @@ def snippet(card: Mapping[str, Any]) -> str:
     fmt, file = card["format"], card["file"]
     dim, heads = card["feature_dim"], card.get("heads_included", False)
     arch = card["backbone"]
-    if fmt == "torchscript":
+    if fmt == "exported-program":
+        lines = ["import torch, torchvision.transforms as T", "from PIL import Image", *_prep_lines(card),
+                 f'model = torch.export.load("{file}").module()  # torch.export: any batch size',
+                 "with torch.no_grad():",
+                 "    features, projections = model(x)" if heads else "    features = model(x)",
+                 f"print(tuple(features.shape))  # (1, {dim})"]
+    elif fmt == "torchscript":
         lines = ["import torch, torchvision.transforms as T", "from PIL import Image", *_prep_lines(card),
                  f'model = torch.jit.load("{file}").eval()  # TorchScript: deprecated in torch, loads while it lasts',
                  "with torch.no_grad():",
@@ -132,7 +155,14 @@ def notes(card: Mapping[str, Any]) -> list[str]:
     ]
     if fmt in MODEL_FORMATS:
         out.append(f"Output: features (N, {card['feature_dim']})"
-                   + (" and the method's projections" if card.get("heads_included") and fmt in ("torchscript", "onnx") else "") + ".")
+                   + (" and the method's projections" if card.get("heads_included") and fmt in GRAPH_FORMATS else "") + ".")
+    if fmt == "exported-program":
+        out.append("torch.export is the format torch recommends for new work (TorchScript is deprecated): "
+                   f"`torch.export.load(\"{card['file']}\").module()(x)` runs it with torch alone, for any batch size "
+                   f"at {card['image_size']} px. Saved with torch {card['torch_version']}: torch does not yet promise "
+                   "that other releases load it, so keep a safetensors export to rebuild it later.")
+    elif fmt == "torchscript":
+        out.append("TorchScript is deprecated in torch; the exported-program format (torch.export, `.pt2`) replaces it.")
     if arch.get("small_image_stem"):
         code = arch.get("small_image_stem_code") or "model.conv1.stride = (1, 1); model.maxpool = torch.nn.Identity()"
         out.append(f"Small-image stem: this model was trained with `{code}` (strides and pooling are not weights); "
