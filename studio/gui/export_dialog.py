@@ -1,5 +1,5 @@
 """The export dialog: format, checkpoint, destination; the export runs on a Task (studio.gui.tasks)
-and the dialog then shows the model card written beside the files."""
+and the dialog then shows the model card written beside the files, and opens their folder."""
 
 from __future__ import annotations
 
@@ -7,27 +7,37 @@ import html
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtGui import QTextDocument
+from PySide6.QtCore import Qt, QUrl, Signal, Slot
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QTextDocument
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QProgressBar,
     QMessageBox, QPushButton, QTextBrowser, QVBoxLayout, QWidget,
 )
 
-from studio.engine.export.card import EMBEDDING_FORMATS, FORMAT_TITLES, FORMATS, MODEL_FORMATS
+from studio.engine.export.card import EMBEDDING_FORMATS, FORMAT_HINTS, FORMAT_TITLES, FORMATS, MODEL_FORMATS
 from studio.engine.export.embeddings import parquet_available
 from studio.gui.widgets import Label
 from studio.store import Project
 
-FORMAT_HINTS = {
-    "torchscript": "runs with torch.jit.load alone",
-    "onnx": "for onnxruntime, TensorRT, OpenVINO... (opset 17, any batch size)",
-    "torchvision": "state dict for the torchvision/timm model of the same name",
-    "safetensors": "the same weights, as safetensors",
-    "embeddings-csv": "one row per image: path, label, features",
-    "embeddings-npy": "an (N, D) array and an index of paths and labels",
-    "embeddings-parquet": "path, label and an embedding column",
-}
+
+def open_folder(parent: QWidget | None, folder: str | Path) -> QMessageBox | None:
+    """Open `folder` in the desktop's file manager. When the desktop cannot (no file manager, as
+    on a bare server: "Unable to detect a launcher"), a message shows the path, selectable and with
+    a Copy button, instead of silently nothing; it is returned (None when the folder opened)."""
+    folder = Path(folder)
+    if QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+        return None
+    box = QMessageBox(QMessageBox.Icon.Information, "Export folder",
+                      f"No file manager could open the folder on this desktop. The files are in:\n\n{folder}",
+                      QMessageBox.StandardButton.Close, parent)
+    box.setTextFormat(Qt.TextFormat.PlainText)
+    box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
+                                | Qt.TextInteractionFlag.TextSelectableByKeyboard)
+    copy = box.addButton("Copy path", QMessageBox.ButtonRole.ActionRole)
+    copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(str(folder)))
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.open()  # window-modal, and the event loop goes on
+    return box
 
 
 def export_work(project_root: str | Path, run_id: int, options: dict[str, Any]):
@@ -62,6 +72,8 @@ class ExportDialog(QDialog):
         self.run = self.project.run(self.run_id)
         self._task = None
         self._destination_edited = False
+        self._format: str | None = None  # the format the destination was chosen for
+        self.folder_message: QMessageBox | None = None
         self.result: dict[str, Any] | None = None
         self.setWindowTitle(f"Export run {self.run_id}")
         self.setMinimumWidth(620)
@@ -124,6 +136,10 @@ class ExportDialog(QDialog):
         layout.addWidget(self.card_view, 1)
 
         buttons = QHBoxLayout()
+        self.open_folder_button = QPushButton("Open export folder")
+        self.open_folder_button.setEnabled(False)
+        self.open_folder_button.setToolTip("Open the folder of the files just written (enabled once an export is written).")
+        buttons.addWidget(self.open_folder_button)
         buttons.addStretch(1)
         self.export_button = QPushButton("Export")
         self.export_button.setDefault(True)
@@ -141,6 +157,7 @@ class ExportDialog(QDialog):
         self.export_button.clicked.connect(self.start_export)
         self.cancel_button.clicked.connect(self.cancel_export)
         self.close_button.clicked.connect(self.reject)
+        self.open_folder_button.clicked.connect(self.open_export_folder)
 
     def _fill(self) -> None:
         # Newest first; one entry per step (last.ckpt and step-N.ckpt of the same step are one).
@@ -196,6 +213,12 @@ class ExportDialog(QDialog):
         self.heads_check.setEnabled(fmt in MODEL_FORMATS)
         if not self._destination_edited:
             self.destination_edit.setText(str(self._default_destination()))
+        elif self._format is not None and self._format != fmt and self.destination_edit.text().strip():
+            # A chosen destination keeps its folder; what in its name says the old format changes.
+            from studio.services.export import output_for_format
+
+            self.destination_edit.setText(str(output_for_format(self.destination_edit.text().strip(), self._format, fmt)))
+        self._format = fmt
 
     @Slot(str)
     def _on_destination_edited(self, _text: str) -> None:
@@ -228,6 +251,7 @@ class ExportDialog(QDialog):
         if not self._may_write(options):
             return
         self.result = None
+        self.open_folder_button.setEnabled(False)
         self.card_view.clear()
         self.status_label.setText("starting…")
         self.progress_bar.setRange(0, 0)
@@ -304,6 +328,8 @@ class ExportDialog(QDialog):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         self.status_label.setText(f"Exported to {payload['abs_path']} (card: {payload['card']}).")
+        self.open_folder_button.setEnabled(True)
+        self.open_folder_button.setToolTip(f"Open {Path(payload['abs_path']).parent}")
         # The card names the dataset and its files: markdown, never the HTML someone put in a name.
         features = QTextDocument.MarkdownFeature
         self.card_view.document().setMarkdown(payload.get("readme_text", ""),
@@ -318,6 +344,16 @@ class ExportDialog(QDialog):
         self.progress_bar.setValue(0)
         self.status_label.setText(f"Export failed: {message}")
         self.export_failed.emit(message)
+
+    def export_folder(self) -> Path | None:
+        """The folder of the last export's files (None before one is written)."""
+        return Path(self.result["abs_path"]).parent if self.result else None
+
+    @Slot()
+    def open_export_folder(self) -> None:
+        folder = self.export_folder()
+        if folder is not None:
+            self.folder_message = open_folder(self, folder)
 
     # -- closing -------------------------------------------------------------------------------
     def done(self, code: int) -> None:  # noqa: D401 - Qt override: every way of closing comes here

@@ -1,5 +1,6 @@
-"""The Run details page: a run's config, its checkpoints (resume or export from any) and its
-evaluation results, with Duplicate and Delete. Everything is read from the store."""
+"""The Run details page: a run's config, its checkpoints (resume or export from any), its
+evaluation results and its exports (open their folder), with Duplicate and Delete. Everything is
+read from the store."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from studio.gui.widgets import Label, RunTitleRow, page_with_empty_state, read_o
 
 CHECKPOINT_COLUMNS = ["step", "epoch", "file", "size", "saved"]
 EVALUATION_COLUMNS = ["kind", "checkpoint", "dataset", "results", "when"]
+EXPORT_COLUMNS = ["format", "checkpoint", "file", "when"]
 
 
 # Values whose bare form misleads ("monitor every 0", "amp True" on a CPU): what they mean.
@@ -203,6 +205,7 @@ class RunDetailsPage(QWidget):
         self.no_evaluations_label = Label("No evaluation yet: Evaluate… (Run ▸ Evaluate) adds one.")
         self.no_evaluations_label.setObjectName("Hint")
         rl.addWidget(self.no_evaluations_label)
+        self._build_exports(rl)
         split.addWidget(right)
         split.setStretchFactor(0, 2)
         split.setStretchFactor(1, 3)
@@ -244,7 +247,8 @@ class RunDetailsPage(QWidget):
             return
         checkpoints = self.project.checkpoints(self.run_id)
         evaluations = self.project.evaluations(self.run_id)
-        signature = (run.status, run.steps, len(checkpoints), len(evaluations))
+        exports = self.project.exports(self.run_id)
+        signature = (run.status, run.steps, len(checkpoints), len(evaluations), len(exports))
         if signature == self._signature:
             return
         self._signature = signature
@@ -258,6 +262,7 @@ class RunDetailsPage(QWidget):
             self.config_view.setPlainText(text)
         self._fill_checkpoints(checkpoints)
         self._fill_evaluations(evaluations)
+        self._fill_exports(exports)
         self._update_buttons()
 
     def _fill_checkpoints(self, checkpoints) -> None:
@@ -296,6 +301,73 @@ class RunDetailsPage(QWidget):
                 item.setToolTip(tip)
                 t.setItem(row, col, item)
         self.no_evaluations_label.setVisible(t.rowCount() == 0)
+
+    # -- exports ---------------------------------------------------------------------------------
+    def _build_exports(self, rl: QVBoxLayout) -> None:
+        rl.addWidget(section_title("Exports"))
+        self.exports_table = self._table(EXPORT_COLUMNS)
+        rl.addWidget(self.exports_table, 1)
+        self.no_exports_label = Label("No export yet: Export… writes the encoder (or embeddings) with a model card.")
+        self.no_exports_label.setObjectName("Hint")
+        rl.addWidget(self.no_exports_label)
+        row = QHBoxLayout()
+        self.open_export_folder_button = QPushButton("Open export folder")
+        self.open_export_folder_button.setToolTip("Open the folder of the selected export's files.")
+        self._open_folder_tip = self.open_export_folder_button.toolTip()
+        row.addWidget(self.open_export_folder_button)
+        row.addStretch(1)
+        rl.addLayout(row)
+        self.folder_message = None
+        self.open_export_folder_button.clicked.connect(self.open_export_folder)
+        self.exports_table.itemSelectionChanged.connect(self._update_export_buttons)
+        self.exports_table.itemDoubleClicked.connect(lambda _item: self.open_export_folder())
+
+    def _fill_exports(self, exports) -> None:
+        from studio.engine.export.card import FORMAT_TITLES
+
+        t = self.exports_table
+        chosen = t.selectedItems()
+        selected = chosen[0].data(Qt.ItemDataRole.UserRole + 1) if chosen else None
+        t.setRowCount(0)
+        for ex in sorted(exports, key=lambda e: e.id, reverse=True):
+            path = self.project.abs(ex.path)
+            row = t.rowCount()
+            t.insertRow(row)
+            values = [FORMAT_TITLES.get(ex.format, ex.format),
+                      "" if ex.checkpoint_step is None else f"step {ex.checkpoint_step:,}", ex.path, _ago(ex.created_at)]
+            for col, v in enumerate(values):
+                item = QTableWidgetItem(v)
+                item.setData(Qt.ItemDataRole.UserRole, str(path.parent))
+                item.setData(Qt.ItemDataRole.UserRole + 1, ex.id)
+                item.setToolTip(str(path) if path.exists() else f"{path} (no longer on disk)")
+                t.setItem(row, col, item)
+            if ex.id == selected:
+                t.selectRow(row)
+        if t.rowCount() and not t.selectedItems():
+            t.selectRow(0)
+        self.no_exports_label.setVisible(t.rowCount() == 0)
+        self._update_export_buttons()
+
+    def selected_export_folder(self):
+        """The folder of the selected export's files (a Path), or None."""
+        from pathlib import Path
+
+        items = self.exports_table.selectedItems()
+        return Path(items[0].data(Qt.ItemDataRole.UserRole)) if items else None
+
+    def _update_export_buttons(self) -> None:
+        folder = self.selected_export_folder()
+        there = folder is not None and folder.is_dir()
+        self.open_export_folder_button.setEnabled(there)
+        self.open_export_folder_button.setToolTip(
+            self._open_folder_tip if there or folder is None else f"{folder} is no longer on disk.")
+
+    def open_export_folder(self) -> None:
+        from studio.gui.export_dialog import open_folder
+
+        folder = self.selected_export_folder()
+        if folder is not None and folder.is_dir():
+            self.folder_message = open_folder(self, folder)
 
     # -- actions -------------------------------------------------------------------------------
     def selected_checkpoint_step(self) -> int | None:
