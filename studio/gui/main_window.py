@@ -19,7 +19,7 @@ from studio.gui.actions import build_actions, update_actions
 from studio.gui.chrome import WindowChrome
 from studio.gui.window_projects import ProjectHandling
 from studio.gui.compare import CompareRunsPage
-from studio.gui.dataset_page import DatasetPage
+from studio.gui.dataset_page import DatasetActions, DatasetPage
 from studio.gui.explorer import ExplorerPage
 from studio.gui.new_run_page import NewRunPage
 from studio.gui.poller import StorePoller
@@ -147,6 +147,17 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
         self.panel.run_selected.connect(self._on_run_selected)
         self.panel.runs_changed.connect(self._on_runs_changed)
         self.dataset_page.new_run_requested.connect(self.show_new_run)
+        # Rename and remove a dataset: from the panel's menu or the Dataset page, one question each.
+        self.dataset_actions = DatasetActions(self, busy=lambda run_id: self.runs.busy(run_id))
+        self.panel.rename_dataset_requested.connect(self.dataset_actions.rename)
+        self.panel.remove_dataset_requested.connect(self.dataset_actions.remove)
+        self.dataset_page.rename_requested.connect(self.dataset_actions.rename)
+        self.dataset_page.remove_requested.connect(self.dataset_actions.remove)
+        self.panel.new_run_requested.connect(self.show_new_run)
+        self.panel.datasets_changed.connect(self._on_datasets_changed)
+        self.dataset_actions.changed.connect(self.panel.refresh)
+        self.dataset_actions.runs_removed.connect(self._on_dataset_runs_removed)
+        self.dataset_actions.message.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
         self.new_run_page.start_requested.connect(self.start_run)
         self.run_page.pause_requested.connect(self.pause_run)
         self.run_page.resume_requested.connect(self.resume_run)
@@ -294,6 +305,18 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
             a.setEnabled(state.has_project)
         self.run_page.set_verdicts(state.verdicts, live=state.run is not None and self.runs.busy(state.run.id))
         self.run_details.set_verdicts(state.verdicts)
+
+    def _on_datasets_changed(self, datasets) -> None:
+        """A dataset was added, renamed or removed (here or by the CLI): the pages that list them follow."""
+        self.new_run_page.set_datasets([d.name for d in datasets])
+        if self.dataset_page.sync(datasets) and datasets and self.current_page_title() == "Dataset":
+            self.panel.select_dataset(datasets[0].name)  # the one shown was removed: show another
+
+    def _on_dataset_runs_removed(self, run_ids: list) -> None:
+        if self.run_page.run_id in run_ids:
+            self.run_page.show_run(None)
+            self.run_details.show_run(None)
+        self.update_actions()
 
     def _on_runs_changed(self) -> None:
         self.run_details.refresh()

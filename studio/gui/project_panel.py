@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QListWidget, QListWidgetItem, QSizePolicy, QVBoxLayout, QWidget,
+    QAbstractItemView, QListWidget, QListWidgetItem, QMenu, QSizePolicy, QVBoxLayout, QWidget,
 )
 
 from studio.gui.style import status_icon
@@ -17,6 +17,10 @@ DATASET_ROLE = Qt.ItemDataRole.UserRole
 
 class ProjectPanel(QWidget):
     dataset_selected = Signal(object)  # DatasetRecord
+    datasets_changed = Signal(list)  # [DatasetRecord]: one was added, renamed or removed (here or elsewhere)
+    new_run_requested = Signal(str)  # the datasets list's menu, by dataset name
+    rename_dataset_requested = Signal(str)
+    remove_dataset_requested = Signal(str)
     run_selected = Signal(int)
     runs_changed = Signal()  # a run appeared or changed status
 
@@ -50,6 +54,8 @@ class ProjectPanel(QWidget):
         self.datasets_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.datasets_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.datasets_list.setFixedHeight(34)
+        self.datasets_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.datasets_list.customContextMenuRequested.connect(self._dataset_menu_at)
         lay.addWidget(self.datasets_list)
 
         lay.addWidget(section_title("Runs"))
@@ -93,7 +99,9 @@ class ProjectPanel(QWidget):
         sig = tuple((d.id, d.name, d.images) for d in datasets)
         if sig != self._dataset_sig:
             self._dataset_sig = sig
-            selected = self.selected_dataset_name()
+            # Kept by id: a renamed dataset stays selected.
+            items = self.datasets_list.selectedItems()
+            selected = items[0].data(DATASET_ROLE).id if items else None
             self.datasets_list.blockSignals(True)
             self.datasets_list.clear()
             for d in datasets:
@@ -101,12 +109,15 @@ class ProjectPanel(QWidget):
                 item.setToolTip(plain_tip(f"{d.images:,} images · {d.classes} classes · {d.kind}: {d.source}"))
                 item.setData(DATASET_ROLE, d)
                 self.datasets_list.addItem(item)
-                if d.name == selected:
+                if d.id == selected:
                     item.setSelected(True)
             self.datasets_list.blockSignals(False)
             # As tall as its rows (up to six): no gap under a short list.
             rows = max(1, min(6, len(datasets)))
             self.datasets_list.setFixedHeight(rows * max(26, self.datasets_list.sizeHintForRow(0)) + 6)
+            # The run rows name their dataset: each is written again below (removed ones still go).
+            self._run_sig = {run_id: (None,) for run_id in self._run_sig}
+            self.datasets_changed.emit(datasets)
 
         runs = self.project.runs()
         changed = False
@@ -179,6 +190,22 @@ class ProjectPanel(QWidget):
                 self.datasets_list.setCurrentItem(item)
                 self._on_dataset_selection()
                 return
+
+    def dataset_menu(self, name: str) -> QMenu:
+        """The datasets list's context menu for one dataset."""
+        read_only = getattr(self.project, "read_only", False)
+        menu = QMenu(self)
+        menu.addAction("New run on it…", lambda: self.new_run_requested.emit(name))
+        menu.addSeparator()
+        for text, signal in (("Rename…", self.rename_dataset_requested), ("Remove…", self.remove_dataset_requested)):
+            action = menu.addAction(text, lambda s=signal: s.emit(name))
+            action.setEnabled(not read_only)
+        return menu
+
+    def _dataset_menu_at(self, pos) -> None:
+        item = self.datasets_list.itemAt(pos)
+        if item is not None:
+            self.dataset_menu(item.data(DATASET_ROLE).name).exec(self.datasets_list.viewport().mapToGlobal(pos))
 
     def _on_dataset_selection(self) -> None:
         items = self.datasets_list.selectedItems()

@@ -125,7 +125,7 @@ class DatasetRemoval:
         """One sentence of what goes, in a person's words (the dataset's images are never touched)."""
         parts = []
         if self.runs:
-            ck = f", their {self.checkpoints} checkpoint file{'s' if self.checkpoints != 1 else ''}" if self.checkpoints else ""
+            ck = f", {self.checkpoints} checkpoint file{'s' if self.checkpoints != 1 else ''}" if self.checkpoints else ""
             parts.append(f"{self.runs_phrase()} with {'its' if len(self.runs) == 1 else 'their'} metrics{ck} and "
                          "exports inside the project folder")
         for n, what in ((self.embeddings, "embedding"), (self.evaluations, "evaluation"), (self.tags, "image tag")):
