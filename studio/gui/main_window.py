@@ -11,7 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication, QMainWindow, QMessageBox, QProgressBar, QScrollArea, QSplitter,
+    QApplication, QMainWindow, QMessageBox, QProgressBar, QSplitter,
     QStackedWidget, QTabWidget, QToolButton, QWidget,
 )
 
@@ -33,7 +33,7 @@ from studio.gui.run_page import RunPage
 from studio.gui.style import THEMES
 from studio.gui.tasks import wait_for_tasks
 from studio.gui.welcome_page import WelcomePage
-from studio.gui.widgets import Label
+from studio.gui.widgets import Label, PageHolder
 from studio.status import RunStatus
 from studio.services.runs import Verdict, writable
 
@@ -215,10 +215,7 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
             widget.set_project(self.project)
         # A page larger than the window scrolls rather than forcing the window larger: the window
         # works from 1024 x 640 up (issue 16, item 18), whatever its pages' minimum sizes.
-        holder = QScrollArea()
-        holder.setWidgetResizable(True)
-        holder.setFrameShape(QScrollArea.Shape.NoFrame)
-        holder.setWidget(widget)
+        holder = PageHolder(widget)
         self._holders[title] = holder
         self._pages[title] = widget
         return self.tabs.addTab(self._holders.get(title, widget), title)

@@ -30,6 +30,30 @@ def metric_label(name: str) -> str:
     return METRIC_LABELS.get(name, name.replace("_", " "))
 
 
+def smooth_ema(values, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average with weight `weight` (0 keeps the
+    values) whose start is debiased (divided by 1 - weight^n), so the first points are not pulled
+    towards zero; non-finite values are passed over (the average keeps its last value)."""
+    y = np.asarray(values, dtype=float)
+    if weight <= 0 or y.size == 0:
+        return y
+    out = np.empty_like(y)
+    last, n = 0.0, 0
+    for i, v in enumerate(y):
+        if np.isfinite(v):
+            last = last * weight + (1.0 - weight) * v
+            n += 1
+        out[i] = last / (1.0 - weight ** n) if n else v
+    return out
+
+
+def positive(values) -> bool:
+    """Whether a series can be drawn on a log scale (every finite value above zero)."""
+    y = np.asarray(values, dtype=float)
+    y = y[np.isfinite(y)]
+    return bool(y.size) and bool((y > 0).all())
+
+
 def theme_plot(widget: pg.PlotWidget) -> None:
     """A plot's background, axes, tick labels and legend in the current theme's colours: the one
     place plots take their colours from the palette (called again on theme changes)."""
@@ -51,6 +75,20 @@ def plot_title(text: str) -> str:
     return f"<span style='color:{colour('#1d2530')};font-size:10pt;font-weight:600'>{text}</span>"
 
 
+class ValueAxis(pg.AxisItem):
+    """A y axis whose log scale labels 1, 2 and 5 of each decade first and the other multiples
+    only where they have room (pyqtgraph labels all nine at one level: below 1 they overlap)."""
+
+    def logTickValues(self, minVal, maxVal, size, stdTicks):  # noqa: N802,N803 - pyqtgraph override
+        levels = super().logTickValues(minVal, maxVal, size, stdTicks)
+        if not levels or levels[-1][0] is not None:
+            return levels
+        minor = levels[-1][1]
+        first = [v for v in minor if round(10 ** (v - np.floor(v + 1e-9))) in (1, 2, 5)]
+        rest = [v for v in minor if v not in first]
+        return [*levels[:-1], (None, first), (None, rest)]
+
+
 class MetricPlot(pg.PlotWidget):
     """A plot of one or more step-indexed series, readable on a white page."""
 
@@ -58,7 +96,7 @@ class MetricPlot(pg.PlotWidget):
 
     def __init__(self, title: str, y_label: str, y_units: str | None = None, legend: bool = False,
                  empty_text: str = "waiting for the first step…"):
-        super().__init__(background=colour("#ffffff"))
+        super().__init__(background=colour("#ffffff"), axisItems={"left": ValueAxis("left")})
         self.setMinimumHeight(150)
         self.title_text = title
         item = self.getPlotItem()
@@ -70,15 +108,22 @@ class MetricPlot(pg.PlotWidget):
         item.setMenuEnabled(False)
         self.legend = item.addLegend(offset=(-10, 10), labelTextColor=colour("#3a4350")) if legend else None
         self.curves: dict[str, pg.PlotDataItem] = {}
+        # With smoothing on, each curve is drawn smoothed over its raw values, drawn faint (as
+        # TensorBoard does): a spike stays visible while the trend reads clearly.
+        self.smoothing = 0.0
+        self.log_y = False
+        self.raw_curves: dict[str, pg.PlotDataItem] = {}
+        self._series: dict[str, tuple[np.ndarray, np.ndarray, dict]] = {}
         # The axes and their grid are kept as pixmaps, reused while the view stands still (see
         # fit_view): a repaint then costs about 1 ms of the GUI thread instead of 10-30 ms.
         for side in ("left", "bottom"):
             item.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.following = True  # fit_view moves the view; off once the user pans or zooms
         self._x_span: float | None = None
+        self._x_total: int | None = None
         self._y_span: tuple[float, float] | None = None
         item.getViewBox().sigRangeChangedManually.connect(self._on_manual_range)
-        item.autoBtn.clicked.connect(lambda *_: self.reset_view())
+        item.autoBtn.clicked.connect(lambda *_: self.reset_view(self._x_total))
         # Shown while the plot has no point yet, on an empty 0..1 view (not the last run's axes).
         self.waiting = pg.TextItem(empty_text, anchor=(0.5, 0.5))
         self.waiting.setPos(0.5, 0.5)
@@ -109,12 +154,56 @@ class MetricPlot(pg.PlotWidget):
             self.curves[name] = c
         return self.curves[name]
 
-    def reset_view(self) -> None:
+    def set_series(self, name: str, x, y, **style) -> None:
+        """Draw `name`'s raw values (x, y), smoothed and on the y scale this plot is set to."""
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        self._series[name] = (x, y, style)
+        self.curve(name).setData(x, smooth_ema(y, self.smoothing), **style)
+        raw = self.raw_curves.get(name)
+        if self.smoothing > 0:
+            if raw is None:
+                faint = pg.mkColor(self.curve(name).opts["pen"].color())
+                faint.setAlpha(70)
+                raw = self.raw_curves[name] = self.plot(pen=pg.mkPen(faint, width=1))
+                raw.setZValue(-1)
+                raw.setDownsampling(auto=True, method="peak")
+                raw.setClipToView(True)
+            raw.setData(x, y)
+        elif raw is not None:
+            self.getPlotItem().removeItem(self.raw_curves.pop(name))
+
+    def set_view_options(self, smoothing: float | None = None, log_y: bool | None = None, refit: bool = True) -> None:
+        """Smoothing weight (0..1) and a log y axis; the curves drawn so far are redrawn (and the
+        view refitted to them, unless the caller redraws them anew)."""
+        changed = False
+        if smoothing is not None and smoothing != self.smoothing:
+            self.smoothing, changed = float(smoothing), True
+        if log_y is not None and bool(log_y) != self.log_y:
+            self.log_y, changed = bool(log_y), True
+            self.getPlotItem().setLogMode(False, self.log_y)
+
+        if changed:
+            for name, (x, y, style) in list(self._series.items()):
+                self.set_series(name, x, y, **style)
+            self._y_span = None
+            if refit:
+                self.fit_view(self._x_total)
+
+    def remove_curve(self, name: str) -> None:
+        for curves in (self.curves, self.raw_curves):
+            if name in curves:
+                self.getPlotItem().removeItem(curves.pop(name))
+        self._series.pop(name, None)
+
+    def drawn(self) -> list[pg.PlotDataItem]:
+        return [*self.curves.values(), *self.raw_curves.values()]
+
+    def reset_view(self, total_steps: int | None = None) -> None:
         """Follow the data again (a new run, or the plot's "A" button after a pan or zoom)."""
         self.following = True
         self._x_span = self._y_span = None
         self.enableAutoRange()
-        self.fit_view()
+        self.fit_view(total_steps)
 
     def _on_manual_range(self, *_) -> None:
         self.following = False
@@ -124,9 +213,10 @@ class MetricPlot(pg.PlotWidget):
         axes are reused: x spans `total_steps` (growing by half past the data when it is not
         known); y is refitted only when a value leaves it, or when the values have
         shrunk to under Y_SHRINK of it (a loss that settles)."""
+        self._x_total = total_steps
         if not self.following:
             return
-        xs = [c.xData for c in self.curves.values() if c.xData is not None and len(c.xData)]
+        xs = [c.xData for c in self.drawn() if c.xData is not None and len(c.xData)]
         self.waiting.setVisible(not xs)
         if not xs:
             if self._x_span is None:  # an empty plot: a plain 0..1 view, not the previous run's
@@ -135,8 +225,10 @@ class MetricPlot(pg.PlotWidget):
                 item.setXRange(0, 1, padding=0)
                 item.setYRange(0, 1, padding=0)
             return
-        ys = np.concatenate([np.asarray(c.yData, dtype=float) for c in self.curves.values() if c.yData is not None])
+        ys = np.concatenate([np.asarray(c.yData, dtype=float) for c in self.drawn() if c.yData is not None])
         ys = ys[np.isfinite(ys)]
+        if self.log_y:  # the view of a log axis is in decades
+            ys = np.log10(ys[ys > 0])
         item = self.getPlotItem()
         item.getViewBox().disableAutoRange()
         x_max = max(float(np.nanmax(x)) for x in xs)
@@ -159,7 +251,7 @@ class MetricPlot(pg.PlotWidget):
             # that are all >= 0 (losses, rates, throughput) keep the axis at or above zero.
             below = (Y_TRAVEL if old is not None and lo < old[0] else Y_PAD) * span
             above = (Y_TRAVEL if old is not None and hi > old[1] else Y_PAD) * span
-            bottom = lo - below if lo < 0 or lo - below >= 0 else 0.0
+            bottom = lo - below if self.log_y or lo < 0 or lo - below >= 0 else 0.0
             self._y_span = (bottom, hi + above)
             item.setYRange(*self._y_span, padding=0)
 
@@ -168,4 +260,6 @@ class MetricPlot(pg.PlotWidget):
             self.getPlotItem().removeItem(c)
             if self.legend is not None:
                 self.legend.removeItem(c)
-        self.curves = {}
+        for c in self.raw_curves.values():
+            self.getPlotItem().removeItem(c)
+        self.curves, self.raw_curves, self._series = {}, {}, {}

@@ -13,10 +13,10 @@ import html
 import math
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QSpinBox,
-    QStackedLayout, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QScrollArea,
+    QSpinBox, QStackedLayout, QVBoxLayout, QWidget,
 )
 
 
@@ -49,6 +49,62 @@ def message_box(parent: QWidget | None, title: str, text: str, question: bool = 
 from studio.gui.style import status_colour
 
 INT_LIMIT = 2**31 - 1
+
+
+class PageHolder(QScrollArea):
+    """A page's frame in the window: the page fills the window and scrolls only where the window
+    is smaller than the page's minimum size (the window works from 1024 x 640 up).
+
+    QScrollArea's own resizing gives a page with word-wrapped text its *preferred* height for the
+    width (a Run page of 1,269 px in a 717 px window: plots at their 640 x 480 size hints and a
+    scroll bar); here the page gets the viewport's size, grown only to its minimum."""
+
+    def __init__(self, page: QWidget | None = None):
+        super().__init__()
+        self.setWidgetResizable(False)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        if page is not None:
+            self.setWidget(page)
+
+    def setWidget(self, page: QWidget) -> None:  # noqa: N802 - Qt override
+        super().setWidget(page)
+        page.installEventFilter(self)
+        self.fit()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.fit()
+        return False
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self.fit()
+
+    def minimum_for(self, width: int) -> tuple[int, int]:
+        page = self.widget()
+        least = page.minimumSizeHint().expandedTo(page.minimumSize())
+        lay = page.layout()
+        # A stack's own "minimum" height for a width is its preferred one (Qt's default): ask
+        # the page shown in it.
+        while isinstance(lay, QStackedLayout) and lay.currentWidget() is not None:
+            lay = lay.currentWidget().layout()
+        height = least.height()
+        if lay is not None and lay.hasHeightForWidth():
+            height = max(height, lay.totalMinimumHeightForWidth(max(width, least.width())))
+        return least.width(), height
+
+    def fit(self) -> None:
+        page = self.widget()
+        if page is None:
+            return
+        # The scroll bars take room from the viewport: size against the area without them first.
+        full = self.size()
+        min_w, min_h = self.minimum_for(full.width())
+        bar = self.style().pixelMetric(self.style().PixelMetric.PM_ScrollBarExtent)
+        width = full.width() - (bar if min_h > full.height() else 0)
+        height = full.height() - (bar if min_w > width else 0)
+        min_w, min_h = self.minimum_for(width)
+        page.resize(max(width, min_w), max(height, min_h))
 
 
 def page_with_empty_state(page: QWidget, message: str, bottom_margin: int = 14,

@@ -41,15 +41,16 @@ class Metrics:
     def metric_series(self, run_id: int, names: Sequence[str] | None = None, after_id: int = 0) -> MetricSeries:
         """Points added after `after_id` (0: all); pass the returned `last_id` next time to poll."""
         t = m.MetricPoint.__table__
-        q = select(t.c.id, t.c.name, t.c.step, t.c.value).where(t.c.run_id == run_id, t.c.id > after_id)
+        q = select(t.c.id, t.c.name, t.c.step, t.c.value, t.c.time).where(t.c.run_id == run_id, t.c.id > after_id)
         if names:
             q = q.where(t.c.name.in_(list(names)))
         out = MetricSeries(last_id=after_id)
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(t.c.id)).all()
-        for pid, name, step, value in rows:
+        for pid, name, step, value, time in rows:
             out.steps.setdefault(name, []).append(step)
             out.values.setdefault(name, []).append(value)
+            out.times.setdefault(name, []).append(time)
             out.last_id = pid
         return out
 

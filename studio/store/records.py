@@ -125,6 +125,7 @@ class MetricSeries:
 
     steps: dict[str, list[int]] = field(default_factory=dict)
     values: dict[str, list[float]] = field(default_factory=dict)
+    times: dict[str, list[float]] = field(default_factory=dict)  # unix seconds of each point
     last_id: int = 0
 
     def names(self) -> list[str]:
