@@ -359,7 +359,7 @@ def test_exported_program_takes_any_batch_size_and_its_card_says_how_to_load_it(
         assert projections.shape[0] == batch
     card, text = result.card, result.readme_path.read_text()
     assert card["format"] == "exported-program" and card["heads_included"]
-    assert card["format_title"] == "torch.export (ExportedProgram)"
+    assert card["format_title"] == "torch.export ExportedProgram"
     assert f'torch.export.load("{backbone}.pt2").module()' in card["snippet"]
     assert "features, projections = model(x)" in card["snippet"]
     assert "T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))" in card["snippet"]  # the preprocessing

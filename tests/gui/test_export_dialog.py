@@ -219,7 +219,7 @@ def test_run_details_lists_the_exports_and_opens_their_folder(qtbot, finished_ru
     t = page.exports_table
     rows = [[t.item(r, c).text() for c in range(t.columnCount())] for r in range(t.rowCount())]
     assert [r[:3] for r in rows] == [["ONNX", "step 2", str(tmp_path / "b" / "model.onnx")],
-                                     ["torch.export (ExportedProgram)", "step 3", str(tmp_path / "a" / "encoder.pt2")]]
+                                     ["torch.export ExportedProgram", "step 3", str(tmp_path / "a" / "encoder.pt2")]]
     assert page.no_exports_label.isHidden() and page.open_export_folder_button.isEnabled()
 
     desktop = _Desktop(opens=True)

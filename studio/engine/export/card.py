@@ -21,7 +21,7 @@ FORMATS = MODEL_FORMATS + EMBEDDING_FORMATS
 GRAPH_FORMATS = ("exported-program", "torchscript", "onnx")
 
 FORMAT_TITLES = {
-    "exported-program": "torch.export (ExportedProgram)",
+    "exported-program": "torch.export ExportedProgram",
     "torchscript": "TorchScript",
     "onnx": "ONNX",
     "torchvision": "torchvision weights",
@@ -33,7 +33,7 @@ FORMAT_TITLES = {
 
 # What each format is for, in a few words (the export dialog's menu, after the title).
 FORMAT_HINTS = {
-    "exported-program": "a .pt2 for torch.export.load, what torch recommends now (any batch size)",
+    "exported-program": "the format torch recommends (.pt2)",
     "torchscript": "runs with torch.jit.load alone (deprecated in torch)",
     "onnx": "for onnxruntime, TensorRT, OpenVINO... (opset 17, any batch size)",
     "torchvision": "state dict for the torchvision/timm model of the same name",
@@ -163,7 +163,8 @@ def notes(card: Mapping[str, Any]) -> list[str]:
                    "that other releases load it, so keep a safetensors export to rebuild it later.")
     elif fmt == "torchscript":
         out.append("TorchScript is deprecated in torch; the exported-program format (torch.export, `.pt2`) replaces it.")
-    if arch.get("small_image_stem"):
+    if arch.get("small_image_stem") and fmt in ("torchvision", "safetensors"):
+        # Only weights are rebuilt by hand; a graph carries its stem, embeddings are computed.
         code = arch.get("small_image_stem_code") or "model.conv1.stride = (1, 1); model.maxpool = torch.nn.Identity()"
         out.append(f"Small-image stem: this model was trained with `{code}` (strides and pooling are not weights); "
                    "rebuild it so, or the embeddings will not match.")
