@@ -27,6 +27,7 @@ from studio.gui.project_panel import ProjectPanel
 from studio.gui.app_state import AppState
 from studio.gui.run_controller import RunController
 from studio.gui.evaluate_dialog import RunDialogs
+from studio.gui.run_labels import RunLabelling
 from studio.gui.evaluation_view import EvaluationView
 from studio.gui.run_details import RunDetailsPage
 from studio.gui.run_page import RunPage
@@ -71,7 +72,7 @@ def remember_project(path) -> list[str]:
     return recent
 
 
-class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
+class MainWindow(ProjectHandling, WindowChrome, RunDialogs, RunLabelling, QMainWindow):
     def __init__(self, parent: QWidget | None = None, poll_ms: int = 1000, curve_ms: int = 400):
         super().__init__(parent)
         self.setWindowTitle("SSL Studio")
@@ -159,6 +160,7 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
         self.dataset_actions.runs_removed.connect(self._on_dataset_runs_removed)
         self.dataset_actions.message.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
         self.new_run_page.start_requested.connect(self.start_run)
+        self.setup_run_labels()
         self.run_page.pause_requested.connect(self.pause_run)
         self.run_page.resume_requested.connect(self.resume_run)
         self.run_page.stop_requested.connect(self.stop_run)
@@ -512,8 +514,8 @@ class MainWindow(ProjectHandling, WindowChrome, RunDialogs, QMainWindow):
         """Lay out and paint the Run page once, off screen, while nothing trains: its plots' first
         layout and paint (pyqtgraph builds its axes then) would otherwise fall on the moment Start
         switches to it, while the new run's thread builds its model."""
-        holder = self.tabs.currentWidget()
-        if holder is None or self.tabs.indexOf(self.run_page) < 0 or holder is self.run_page:
+        holder, run_holder = self.tabs.currentWidget(), self._holders.get("Run")
+        if holder is None or run_holder is None or holder is run_holder:
             return
         self.run_page.warm_up(holder.size())
 

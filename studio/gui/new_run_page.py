@@ -48,6 +48,7 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
     GPUs' is shown only where there is more than one CUDA device (see `set_gpu_count`)."""
 
     start_requested = Signal(object)
+    queue_requested = Signal(object)  # a StartRequest to store at the end of the run queue
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -226,8 +227,14 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         self.start_button.setMinimumWidth(150)
         self.start_button.setToolTip("Create the run and train it (Ctrl+Return).")
         self.start_button.clicked.connect(self.request_start)
+        self.queue_button = QPushButton("Add to queue")
+        self.queue_button.setMinimumWidth(150)
+        self.queue_button.clicked.connect(self.request_queue)
+        starts = QVBoxLayout()
+        starts.addWidget(self.start_button)
+        starts.addWidget(self.queue_button)
         cost.addSpacing(12)
-        cost.addWidget(self.start_button, 0, Qt.AlignmentFlag.AlignTop)
+        cost.addLayout(starts)
         lay.addStretch(1)
         # The footer stays in view below the scrolling form: the estimate, any error, and Start.
         footer = QWidget()
@@ -321,6 +328,12 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
             return
         self.start_requested.emit(StartRequest(self.dataset_combo.currentData(), self.config(),
                                                self.distributed_processes(), self._parent_run_id))
+
+    def request_queue(self) -> None:
+        """Add to queue, as the button does: emits queue_requested when the form is valid."""
+        if self.validate() is not None or not self.queue_button.isEnabled():
+            return
+        self.queue_requested.emit(StartRequest(self.dataset_combo.currentData(), self.config(), 1, self._parent_run_id))
 
     def started(self) -> None:
         """The window stored the requested run: a next Start is a new run, no one's duplicate."""
@@ -440,6 +453,12 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         self.error_label.setText(error or "")
         self.start_button.setEnabled(error is None)
         self.start_button.setToolTip(error or "Create the run and train it (Ctrl+Return).")
+        several = self.distributed_processes() > 1
+        self.queue_button.setEnabled(error is None and not several)
+        self.queue_button.setToolTip(
+            error or ("A run on several GPUs starts at once; the queue trains one run at a time in this window."
+                      if several else "Store the run; it starts when the runs training or queued before it "
+                                      "have ended (one at a time, in this window)."))
         self.estimate_button.setEnabled(error is None and self.project is not None and not self.estimating)
         if self.estimate_result is not None and (error is not None or self.estimate_result_config != self.config()
                                                  or getattr(self, "estimate_result_dataset", None) != self.dataset()):

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QListWidget, QListWidgetItem, QMenu, QSizePolicy, QVBoxLayout, QWidget,
+    QAbstractItemView, QLineEdit, QListWidget, QListWidgetItem, QMenu, QSizePolicy, QVBoxLayout, QWidget,
 )
 
 from studio.gui.style import status_icon
 from studio.gui.widgets import Label, plain_tip, section_title
+from studio.services.labels import run_matches
 
 RUN_ID_ROLE = Qt.ItemDataRole.UserRole
 DATASET_ROLE = Qt.ItemDataRole.UserRole
+
+
+def _ordinal(n: int) -> str:
+    return {1: "next"}.get(n, f"{n}{'tsnrhtdd'[(n // 10 % 10 != 1) * (n % 10 < 4) * n % 10::4]}")
 
 
 class ProjectPanel(QWidget):
@@ -67,6 +72,14 @@ class ProjectPanel(QWidget):
         self.runs_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         # Long entries are elided, never scrolled sideways (the panel is narrow on purpose).
         self.runs_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # A filter over the runs: words found in a run's number, name, method, backbone, dataset,
+        # status or tags (services.labels.run_matches decides).
+        self.runs_filter = QLineEdit()
+        self.runs_filter.setObjectName("RunsFilter")
+        self.runs_filter.setPlaceholderText("Filter runs: name, method, tag…")
+        self.runs_filter.setClearButtonEnabled(True)
+        self.runs_filter.textChanged.connect(self._apply_filter)
+        lay.addWidget(self.runs_filter)
         lay.addWidget(self.runs_list, 1)
         self.no_runs_label = Label("No runs yet: pick a dataset and start one on the New run page.")
         self.no_runs_label.setObjectName("Hint")
@@ -127,8 +140,11 @@ class ProjectPanel(QWidget):
                 self._take_run_item(run_id)
                 del self._run_sig[run_id]
                 changed = True
+        queue = self.project.queued_run_ids()
+        self._runs = {r.id: r for r in runs}
         for r in runs:
-            sig = (r.status, r.steps, r.total_steps, r.reason)
+            place = queue.index(r.id) + 1 if r.id in queue else None
+            sig = (r.status, r.steps, r.total_steps, r.reason, r.name, r.tags, place)
             if self._run_sig.get(r.id) == sig:
                 continue
             changed = changed or self._run_sig.get(r.id, (None,))[0] != r.status
@@ -138,14 +154,46 @@ class ProjectPanel(QWidget):
                 item = QListWidgetItem()
                 item.setData(RUN_ID_ROLE, r.id)
                 self.runs_list.insertItem(0, item)  # newest first
-            steps = f"{r.steps:,}/{r.total_steps:,} steps" if r.total_steps else "not started"
-            item.setText(f"#{r.id}  {r.method} · {r.backbone}\n{r.status}  ·  {steps}  ·  {r.dataset}")
+            item.setText(self.run_row(r, place))
             item.setIcon(status_icon(r.status))
             tip = f"Run {r.id} on {r.dataset}: {r.status}" + (f" ({r.reason})" if r.reason else "")
+            if r.tags:
+                tip += "\ntags: " + ", ".join(r.tags)
+            if r.notes:
+                tip += "\n\n" + r.notes
             item.setToolTip(plain_tip(tip))
-        self.no_runs_label.setVisible(not runs)
+        self._apply_filter()
         if changed:
             self.runs_changed.emit()
+
+    @staticmethod
+    def run_row(r, place: int | None) -> str:
+        """Two lines: the run's number and name (or method and backbone), then where it stands."""
+        steps = f"{r.steps:,}/{r.total_steps:,} steps" if r.total_steps else "not started"
+        status = f"in the queue, {_ordinal(place)}" if place is not None else str(r.status)
+        first = f"#{r.id}  {r.name}  ({r.method})" if r.name else f"#{r.id}  {r.method} · {r.backbone}"
+        tags = "  ·  " + " ".join(f"#{t}" for t in r.tags) if r.tags else ""
+        return f"{first}\n{status}  ·  {steps}  ·  {r.dataset}{tags}"
+
+    def _apply_filter(self, text: str = "") -> None:
+        text = self.runs_filter.text()
+        shown = 0
+        for i in range(self.runs_list.count()):
+            item = self.runs_list.item(i)
+            run = getattr(self, "_runs", {}).get(item.data(RUN_ID_ROLE))
+            hide = run is not None and not run_matches(run, text)
+            item.setHidden(hide)
+            shown += not hide
+        if text and not shown:
+            self.no_runs_label.setText("No run matches the filter.")
+            self.no_runs_label.show()
+        else:
+            self.no_runs_label.setText("No runs yet: pick a dataset and start one on the New run page.")
+            self.no_runs_label.setVisible(self.runs_list.count() == 0)
+
+    def visible_run_ids(self) -> list[int]:
+        return [self.runs_list.item(i).data(RUN_ID_ROLE) for i in range(self.runs_list.count())
+                if not self.runs_list.item(i).isHidden()]
 
     def _run_item(self, run_id: int) -> QListWidgetItem | None:
         for i in range(self.runs_list.count()):

@@ -12,8 +12,10 @@ from PySide6.QtCore import QObject, Signal
 
 from studio.gui.app_state import NO_PROJECT, NO_RUN
 from studio.services.branch import can_branch_with_suggestion
+from studio.services.labels import can_label
 from studio.services.runs import (
-    Verdict, can_continue_paused, can_delete, can_evaluate, can_export, can_pause, can_resume, can_stop, writable,
+    Verdict, can_continue_paused, can_delete, can_evaluate, can_export, can_pause, can_resume, can_start_queued,
+    can_stop, writable,
 )
 from studio.status import RunStatus
 from studio.store import RunRecord
@@ -32,10 +34,12 @@ class RunController(QObject):
         self.project = None
         self.jobs: dict[int, object] = {}
         self.pausing: set[int] = set()  # asked to pause; the step under way has not ended yet
+        self.queue_held = False  # set by stop_all: runs ending then do not start the queue's next
         self.status_changed.connect(self._on_status)
 
     def set_project(self, project) -> None:
         self.project = project
+        self.queue_held = False
 
     # -- verdicts ---------------------------------------------------------------------------------
     def busy(self, run_id: int | None) -> bool:
@@ -62,7 +66,10 @@ class RunController(QObject):
         verdicts = {"pause": pause, "resume": resume, "stop": stop, "export": can_export(self.project, run),
                     "evaluate": can_evaluate(self.project, run),
                     "duplicate": Verdict(True), "delete": can_delete(run, busy),
-                    "branch": can_branch_with_suggestion(self.project, run, busy)}
+                    "branch": can_branch_with_suggestion(self.project, run, busy),
+                    "label": can_label(self.project),
+                    "start_queued": (can_start_queued(run, busy) if run.queue_position is not None
+                                     else Verdict(False, f"Run {run.id} is not waiting in the queue."))}
         if not writable(self.project):
             verdicts = {name: writable(self.project) for name in verdicts}
         return verdicts
@@ -82,6 +89,46 @@ class RunController(QObject):
         prepared = prepare_run(self.project, new=(dataset, config), parent_run_id=parent_run_id, processes=processes)
         self._launch(prepared, processes)
         return prepared.run.id
+
+    # -- the queue --------------------------------------------------------------------------------
+    def enqueue(self, dataset: str, config) -> int:
+        """Store a run at the end of the queue (a refused config raises, nothing stored); it starts
+        at once when this window trains nothing."""
+        from studio.services.labels import enqueue
+
+        run = enqueue(self.project, dataset, config)
+        place = self.project.queue_place(run.id)
+        if not self.jobs:
+            self.start_next_in_queue()
+        else:
+            self.message.emit(f"Run {run.id} waits in the queue (place {place}): it starts when the run "
+                              "training now has ended.", 10_000)
+        return run.id
+
+    def start_next_in_queue(self) -> int | None:
+        """Train the queue's next run, when this window trains nothing; its id."""
+        from studio.services.labels import next_in_queue
+
+        if self.project is None or self.jobs or not writable(self.project):
+            return None
+        while (run := next_in_queue(self.project)) is not None:
+            if self.start_queued(run.id):
+                return run.id
+        return None
+
+    def start_queued(self, run_id: int) -> bool:
+        """Train a stored run that has not started (from the queue, or one taken out of it now)."""
+        from studio.services.training import prepare_run
+
+        self.project.take_from_queue(run_id)
+        try:
+            prepared = prepare_run(self.project, queued=run_id)
+        except Exception as exc:  # noqa: BLE001 - a typed refusal: said, and the queue goes on
+            self.project.log(run_id, f"not started from the queue: {exc}", level="error")
+            self.message.emit(f"Run {run_id} could not start: {exc}", 10_000)
+            return False
+        self._launch(prepared)
+        return True
 
     def resume(self, run_id: int, step: int | None = None) -> Verdict:
         """Continue a paused job, or resume a stored run (from its checkpoint at `step`)."""
@@ -189,9 +236,15 @@ class RunController(QObject):
         if job is not None:
             job.deleteLater()
         self.finished.emit(run_id, outcome)
+        # The queue goes on when a run ends, however it ended (a stopped run is the person's
+        # choice; the next one is what they queued).
+        if not self.jobs and not self.queue_held:
+            self.start_next_in_queue()
 
     def stop_all(self, timeout_ms: int = 120_000) -> None:
-        """Stop every run this window trains and wait for each: each ends 'stopped' with a checkpoint."""
+        """Stop every run this window trains and wait for each: each ends 'stopped' with a checkpoint.
+        The queue waits (its runs stay stored) until a project is opened again."""
+        self.queue_held = True
         for job in list(self.jobs.values()):
             job.stop()
         for run_id, job in list(self.jobs.items()):

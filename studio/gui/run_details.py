@@ -169,6 +169,13 @@ class RunDetailsPage(QWidget):
         self.subtitle_label.setObjectName("PageSubtitle")
         self.subtitle_label.setWordWrap(True)
         lay.addWidget(self.subtitle_label)
+        # The person's own words on the run (Edit ▸ Run notes… / Run tags…), shown when there are some.
+        self.notes_label = Label()
+        self.notes_label.setObjectName("Muted")
+        self.notes_label.setWordWrap(True)
+        self.notes_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.notes_label.hide()
+        lay.addWidget(self.notes_label)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.setChildrenCollapsible(False)
@@ -248,13 +255,23 @@ class RunDetailsPage(QWidget):
         checkpoints = self.project.checkpoints(self.run_id)
         evaluations = self.project.evaluations(self.run_id)
         exports = self.project.exports(self.run_id)
-        signature = (run.status, run.steps, len(checkpoints), len(evaluations), len(exports))
+        signature = (run.status, run.steps, len(checkpoints), len(evaluations), len(exports), run.name, run.notes,
+                     run.tags)
         if signature == self._signature:
             return
         self._signature = signature
         self.run = run
         self.heading.show_run(run)
-        parent = f"   ·   duplicated from run {run.parent_run_id}" if run.parent_run_id else ""
+        if run.parent_run_id and run.parent_step is not None:
+            parent = f"   ·   continues run {run.parent_run_id} from its step {run.parent_step:,}"
+        elif run.parent_run_id:
+            parent = f"   ·   duplicated from run {run.parent_run_id}"
+        else:
+            parent = ""
+        words = [" ".join(f"#{t}" for t in run.tags)] if run.tags else []
+        words += [run.notes] if run.notes else []
+        self.notes_label.setText("\n".join(words))
+        self.notes_label.setVisible(bool(words))
         self.subtitle_label.setText(f"dataset {run.dataset}   ·   {run.steps:,} / {run.total_steps:,} steps   ·   "
                                     f"created {_ago(run.created_at)}{parent}")
         text = format_config(run.config)

@@ -305,10 +305,10 @@ class RunTitleRow(QHBoxLayout):
             self.baseline_pill.setToolTip(f"At step {step:,} {message}")
 
     def show_run(self, run) -> None:
-        from studio.engine.methods import METHODS
+        from studio.services.labels import method_words, run_title
 
-        cls = METHODS.get(run.method)
-        self.title_label.setText(f"Run {run.id}: {cls.title if cls else run.method} on {run.backbone}")
+        self.title_label.setText(run_title(run))
+        self.title_label.setToolTip(plain_tip(f"{run_title(run)} ({method_words(run)})" if run.name else run_title(run)))
         self.status_pill.set_status(run.status)
 
 

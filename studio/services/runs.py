@@ -48,8 +48,9 @@ def _no(reason: str, error: type[StudioError] = ConfigError) -> Verdict:
 
 
 def is_active(run: RunRecord) -> bool:
-    """A process holds the run (or is about to): it cannot be resumed, deleted or changed now."""
-    return RunStatus.of(run.status).is_active
+    """A process holds the run (or is about to): it cannot be resumed, deleted or changed now.
+    A run waiting in the queue is held by nobody until the queue takes it."""
+    return RunStatus.of(run.status).is_active and run.queue_position is None
 
 
 def _held(run: RunRecord) -> Verdict:
@@ -86,9 +87,11 @@ def can_resume(project: Project, run: RunRecord, step: int | None = None, busy: 
     return YES
 
 
-def can_start_queued(run: RunRecord) -> Verdict:
+def can_start_queued(run: RunRecord, busy: bool = False) -> Verdict:
     """Whether a stored run that has not started can be trained now with its own settings."""
     status = RunStatus.of(run.status)
+    if busy:
+        return _no(f"run {run.id} is being started.")
     if status is RunStatus.QUEUED:
         return YES
     hint = (" Continue it with resume instead." if status in RESUMABLE else " Start a new run instead.")

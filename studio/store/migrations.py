@@ -12,13 +12,13 @@ import sqlite3
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import Column, Integer, Text, inspect, select
+from sqlalchemy import JSON, Column, Integer, String, Text, inspect, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from studio.store import models as m
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class SchemaVersionError(Exception):
@@ -49,11 +49,25 @@ def _v4_run_parent_step(conn: Connection) -> None:
         Operations(MigrationContext.configure(conn)).add_column("runs", Column("parent_step", Integer, nullable=True))
 
 
+def _v5_run_labels_and_queue(conn: Connection) -> None:
+    """Schema 5: runs get a `name`, `tags` and a `queue_position` (the run queue)."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    have = {c["name"] for c in inspect(conn).get_columns("runs")}
+    ops = Operations(MigrationContext.configure(conn))
+    for column in (Column("name", String(200), nullable=True), Column("tags", JSON, nullable=True),
+                   Column("queue_position", Integer, nullable=True)):
+        if column.name not in have:
+            ops.add_column("runs", column)
+
+
 # version reached -> the step that reaches it from the one before
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_run_notes,
     3: _v3_image_tags,
     4: _v4_run_parent_step,
+    5: _v5_run_labels_and_queue,
 }
 
 

@@ -61,6 +61,12 @@ class Run(Base):
     # starts from scratch with the parent's settings.
     parent_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)  # the user's own words (schema 2)
+    # A person's name and tags for the run (schema 5); None / []: unnamed, untagged.
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The run's place in the project's queue (schema 5): set while it waits to be started when the
+    # run before it ends; None for every other run (a queued run without it is being started).
+    queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -23,6 +23,7 @@ from studio.store.database import TEMP_MARKER, make_engine  # noqa: F401  (TEMP_
 from studio.store.lease import RunLease, pid_alive
 from studio.store.metrics import Metrics
 from studio.store.tags import ImageTags
+from studio.store.run_labels import RunLabels
 from studio.store.records import (  # noqa: F401  (the records a Project returns)
     CheckpointRecord, DatasetRecord, EmbeddingMapRecord, EmbeddingRecord, EvaluationRecord, EventRecord, ExportRecord,
     MetricSeries, RunRecord,
@@ -45,7 +46,7 @@ def _record(cls, row, **extra):
     return cls(**data)
 
 
-class Project(ImageTags, Metrics):
+class Project(ImageTags, Metrics, RunLabels):
     """Open with `Project.open(path)` or `Project.create(path)`; close with `close()`."""
 
     def __init__(self, root: Path, engine: Engine, read_only: bool = False):
@@ -295,7 +296,7 @@ class Project(ImageTags, Metrics):
     def _run_record(self, s: Session, row: m.Run) -> RunRecord:
         ds = s.get(m.Dataset, row.dataset_id)
         return _record(RunRecord, row, dataset=ds.name if ds else "?", config=dict(row.config or {}),
-                       status=RunStatus.of(row.status))
+                       status=RunStatus.of(row.status), tags=tuple(row.tags or ()))
 
     def create_run(
         self,

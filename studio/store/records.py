@@ -47,6 +47,10 @@ class RunRecord:
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    name: str | None = None  # the person's name for it (None: unnamed)
+    notes: str | None = None
+    tags: tuple[str, ...] = ()
+    queue_position: int | None = None  # waiting in the project's run queue
 
     @property
     def duration_s(self) -> float | None:
