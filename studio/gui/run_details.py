@@ -187,6 +187,8 @@ class RunDetailsPage(QWidget):
         self.config_view.setObjectName("Log")
         self.config_view.setReadOnly(True)
         self.config_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        # Wide enough for a setting and its value in words ("learning rate   the method's default").
+        self.config_view.setMinimumWidth(330)
         ll.addWidget(self.config_view, 1)
         split.addWidget(left)
 
