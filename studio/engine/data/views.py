@@ -44,20 +44,21 @@ class ViewSpec:
     std: tuple[float, float, float] = IMAGENET_STD
 
 
-def _uniform(n: int, lo: float, hi: float) -> torch.Tensor:
-    return torch.rand(n) * (hi - lo) + lo
+def _uniform(n: int, lo: float, hi: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    return torch.rand(n, generator=generator) * (hi - lo) + lo
 
 
-def _coin(n: int, p: float) -> torch.Tensor:
-    return torch.rand(n) < p
+def _coin(n: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    return torch.rand(n, generator=generator) < p
 
 
-def random_resized_crop_boxes(n: int, height: int, width: int, scale, ratio, tries: int = 10) -> torch.Tensor:
+def random_resized_crop_boxes(n: int, height: int, width: int, scale, ratio, tries: int = 10,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
     """(n, 4) boxes (left, top, width, height) in pixels, drawn as torchvision's RandomResizedCrop:
     up to `tries` candidates per sample, the first that fits, else a centre crop of clamped ratio."""
     area = float(height * width)
-    target = area * _uniform(n * tries, scale[0], scale[1]).view(n, tries)
-    log_r = _uniform(n * tries, math.log(ratio[0]), math.log(ratio[1])).view(n, tries)
+    target = area * _uniform(n * tries, scale[0], scale[1], generator).view(n, tries)
+    log_r = _uniform(n * tries, math.log(ratio[0]), math.log(ratio[1]), generator).view(n, tries)
     aspect = torch.exp(log_r)
     w = torch.round(torch.sqrt(target * aspect))
     h = torch.round(torch.sqrt(target / aspect))
@@ -77,8 +78,8 @@ def random_resized_crop_boxes(n: int, height: int, width: int, scale, ratio, tri
     ok = first >= 0
     w_sel = torch.where(ok, w_sel, torch.full_like(w_sel, fw))
     h_sel = torch.where(ok, h_sel, torch.full_like(h_sel, fh))
-    left = torch.floor(torch.rand(n) * (width - w_sel + 1))
-    top = torch.floor(torch.rand(n) * (height - h_sel + 1))
+    left = torch.floor(torch.rand(n, generator=generator) * (width - w_sel + 1))
+    top = torch.floor(torch.rand(n, generator=generator) * (height - h_sel + 1))
     left = torch.where(ok, left, torch.full_like(left, (width - fw) // 2))
     top = torch.where(ok, top, torch.full_like(top, (height - fh) // 2))
     return torch.stack([left, top, w_sel, h_sel], dim=1)
@@ -188,22 +189,27 @@ def _is_gray(x: torch.Tensor) -> bool:
     return bool(((x[:, 0] == x[:, 1]) & (x[:, 1] == x[:, 2])).all())
 
 
-def make_view(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
-    """uint8 (N, 3, H, W) on any device -> normalised float32 (N, 3, S, S), one view per sample."""
+def make_view(images: torch.Tensor, spec: ViewSpec, generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 (N, 3, H, W) on any device -> normalised float32 (N, 3, S, S), one view per sample.
+
+    The parameters come from `generator` (a CPU one), or torch's global generator as the Trainer
+    draws them; a preview made beside a training run draws from its own, leaving the run's stream
+    alone."""
+    gen = generator
     n, _, height, width = images.shape
     x = images.float().div_(255.0)
-    boxes = random_resized_crop_boxes(n, height, width, spec.scale, spec.ratio)
-    flip = _coin(n, spec.hflip_p)
+    boxes = random_resized_crop_boxes(n, height, width, spec.scale, spec.ratio, generator=gen)
+    flip = _coin(n, spec.hflip_p, gen)
     x = crop_resize_flip(x, boxes, flip, spec.size)
 
     if spec.jitter_p > 0:
-        on = _coin(n, spec.jitter_p)
+        on = _coin(n, spec.jitter_p, gen)
         one, zero = torch.ones(n), torch.zeros(n)
-        b = torch.where(on, _uniform(n, max(0.0, 1 - spec.brightness), 1 + spec.brightness), one)
-        c = torch.where(on, _uniform(n, max(0.0, 1 - spec.contrast), 1 + spec.contrast), one)
-        s = torch.where(on, _uniform(n, max(0.0, 1 - spec.saturation), 1 + spec.saturation), one)
-        hh = torch.where(on, _uniform(n, -spec.hue, spec.hue), zero)
-        order = torch.randperm(4).tolist()
+        b = torch.where(on, _uniform(n, max(0.0, 1 - spec.brightness), 1 + spec.brightness, gen), one)
+        c = torch.where(on, _uniform(n, max(0.0, 1 - spec.contrast), 1 + spec.contrast, gen), one)
+        s = torch.where(on, _uniform(n, max(0.0, 1 - spec.saturation), 1 + spec.saturation, gen), one)
+        hh = torch.where(on, _uniform(n, -spec.hue, spec.hue, gen), zero)
+        order = torch.randperm(4, generator=gen).tolist()
         if x.device.type == "cpu" and _is_gray(x):
             # Saturation and hue leave grey pixels as they are; skipping them (the HSV round trip
             # is most of the jitter's time) changes nothing but the speed on greyscale data. Only
@@ -211,16 +217,16 @@ def make_view(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
             s, hh = one, zero
         x = color_jitter(x, b, c, s, hh, order=order)
     if spec.gray_p > 0:
-        g = _coin(n, spec.gray_p).to(x.device).view(-1, 1, 1, 1)
+        g = _coin(n, spec.gray_p, gen).to(x.device).view(-1, 1, 1, 1)
         x = torch.where(g, grayscale(x).expand_as(x), x)
     if spec.blur_p > 0:
-        idx = torch.nonzero(_coin(n, spec.blur_p)).flatten()
-        sigma = _uniform(len(idx), *spec.blur_sigma)
+        idx = torch.nonzero(_coin(n, spec.blur_p, gen)).flatten()
+        sigma = _uniform(len(idx), *spec.blur_sigma, gen)
         if len(idx):
             idx_d = idx.to(x.device)
             x = x.index_copy(0, idx_d, gaussian_blur(x.index_select(0, idx_d), sigma, blur_kernel_size(spec.size, spec.blur_kernel_fraction)))
     if spec.solarize_p > 0:
-        sol = _coin(n, spec.solarize_p).to(x.device).view(-1, 1, 1, 1)
+        sol = _coin(n, spec.solarize_p, gen).to(x.device).view(-1, 1, 1, 1)
         x = torch.where(sol & (x >= 0.5), 1.0 - x, x)
     mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
