@@ -176,7 +176,7 @@ class RunPage(QWidget):
         self.log_view.setObjectName("Log")
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
-        self.log_view.setMinimumHeight(48)
+        self.log_view.setMinimumHeight(40)
         self.log_view.setMaximumHeight(92)
         lay.addWidget(self.log_view)
 

@@ -16,7 +16,7 @@ from typing import Any
 from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QScrollArea,
-    QSpinBox, QStackedLayout, QVBoxLayout, QWidget,
+    QSizePolicy, QSpinBox, QStackedLayout, QVBoxLayout, QWidget,
 )
 
 
@@ -28,6 +28,47 @@ class Label(QLabel):
         self.setTextFormat(Qt.TextFormat.PlainText)
         if text:
             self.setText(text)
+
+
+class ElidedLabel(Label):
+    """A one-line label that gives way in a narrow window: it shows as much of its text as fits,
+    ending in "…" (text() is still the whole text; the tooltip should say it too)."""
+
+    MIN_WIDTH = 140
+
+    def __init__(self, text: str = "", parent: QWidget | None = None):
+        super().__init__("", parent)
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        if text:
+            self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt override
+        self._full = text
+        self._elide()
+        self.updateGeometry()
+
+    def text(self) -> str:
+        return self._full
+
+    def sizeHint(self):  # noqa: N802 - Qt override
+        hint = super().sizeHint()
+        hint.setWidth(self.fontMetrics().horizontalAdvance(self._full) + 4)
+        return hint
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt override
+        hint = super().minimumSizeHint()
+        hint.setWidth(min(self.MIN_WIDTH, self.sizeHint().width()))
+        return hint
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, max(10, self.width()))
+        if shown != super().text():
+            super().setText(shown)
 
 
 def plain_tip(text: str) -> str:
@@ -266,7 +307,7 @@ class RunTitleRow(QHBoxLayout):
 
     def __init__(self):
         super().__init__()
-        self.title_label = Label()
+        self.title_label = ElidedLabel()
         self.title_label.setObjectName("PageTitle")
         self.status_pill = StatusPill()
         # Beside the status while the health monitor's latest verdict is "collapsed".

@@ -146,3 +146,18 @@ def test_the_window_works_at_1024_by_640(make_window, project, qtbot):
     qtbot.waitUntil(start.isVisible)
     corner = start.mapTo(w, start.rect().bottomRight())
     assert 0 < corner.x() <= 1024 and 0 < corner.y() <= 640, corner
+    # The Run page fits the width there: no sideways scrolling, its Export button in the window
+    # (it was 831 px wide at least, its title at full length, and Export sat off the right edge).
+    from studio.engine.train import TrainConfig
+    from studio.services.training import create_run
+
+    run = create_run(project, "sample", TrainConfig(method="simclr", backbone="resnet18", steps=10, batch_size=8))
+    w.panel.select_run(run.id)
+    w.show_page("Run")
+    holder = w._holders["Run"]
+    qtbot.waitUntil(lambda: w.run_page.width() == holder.viewport().width())
+    assert not holder.horizontalScrollBar().isVisible()
+    export = w.run_page.export_button
+    corner = export.mapTo(w, export.rect().bottomRight())
+    assert 0 < corner.x() <= 1024, corner
+    assert w.run_page.title_label.text() == f"Run {run.id}: SimCLR on resnet18"  # whole, though it may show elided
