@@ -27,6 +27,7 @@ from studio.engine.train.optim import method_optimizer
 from studio.gui.budget_section import BudgetSection
 from studio.gui.estimate_section import CostEstimateSection
 from studio.gui.setting_editors import editor_for
+from studio.gui.view_preview import ViewPreviewSection
 from studio.gui.widgets import ConfigFieldEditor, Label
 
 LENGTH_FIELDS = ("epochs", "steps")  # one "Length" row: a number and its unit
@@ -192,6 +193,8 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         self.batch_spin, self.image_size_spin = ed["batch_size"].widget, ed["image_size"].widget
         self.warmup_spin, self.log_every_spin = ed["warmup_epochs"].widget, ed["log_every"].widget
         self.checkpoint_spin, self.lr_edit = ed["checkpoint_every"].widget, ed["lr"].widget
+        self.preview = ViewPreviewSection(self)  # the method's views of the dataset's images, folded
+        lay.addWidget(self.preview)
 
         # -- what it will cost, and Start -----------------------------------------------------
         cost = QHBoxLayout()
@@ -297,6 +300,7 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
     def set_project(self, project) -> None:
         self.project = project
         self._clear_estimate()
+        self.preview.refresh_soon()
 
     def set_config(self, config, dataset: str | None = None, parent_run_id: int | None = None) -> None:
         """Fill the form from a TrainConfig (or its dict); `parent_run_id`: the run duplicated."""
@@ -471,6 +475,7 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         self._show_warmup(None if error else self.config())
         kinds = " or ".join(k.upper() for k in cls.backbone_kinds)
         self.backbone_combo.setToolTip(f"{cls.title} works with {kinds} backbones.")
+        self.preview.refresh_soon()
         return error
 
     def _show_warmup(self, config) -> None:
@@ -512,6 +517,7 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
 
     def shutdown(self) -> None:
         self.cancel_estimate()
+        self.preview.shutdown()
 
 
 def _close(a, b) -> bool:
