@@ -129,6 +129,62 @@ def test_remove_with_runs_deletes_their_rows_and_files_and_keeps_the_images(fold
     assert mine.read_bytes() == b"mine"
 
 
+def test_deleting_a_run_deletes_the_files_its_rows_refer_to_inside_the_project_only(folder_project, tmp_path):
+    """Project.delete_run asks the rule dataset removal asks (store.run_files): its folder, its
+    embeddings and maps, its exports inside the project go; a person's export elsewhere, a
+    dataset's images and another run's files stay."""
+    p = folder_project
+    mine = tmp_path / "my-encoder.onnx"
+    run_id = stored_run(p, "pets", outside=mine)
+    other = stored_run(p, "pets")
+    beside = p.root / "exports" / "picked" / "enc.pt"  # an export saved as a file inside the project
+    beside.parent.mkdir(parents=True)
+    for path in (beside, beside.with_name("enc.card.json"), beside.with_name("enc.README.md")):
+        path.write_text("x")
+    p.add_export(run_id, "torchscript", beside, {})
+    emb = p.embeddings(run_id)[0]
+    into_images = p.root / "pets" / "cats" / "000.png"  # a row that points at an image: never deleted
+    p.add_export(run_id, "onnx", into_images, {})
+
+    deleted = p.delete_run(run_id)
+    assert [r.id for r in p.runs()] == [other]
+    assert not (p.root / "runs" / str(run_id)).exists()
+    assert not p.abs(emb.path).exists() and not list((p.root / "embeddings").glob(f"run{run_id}-*"))
+    assert not (p.root / "exports" / f"run-{run_id}-step-4-torchscript").exists()
+    assert not any(beside.parent.iterdir())
+    assert f"runs/{run_id}" in deleted and emb.path in deleted
+    assert mine.read_bytes() == b"mine" and into_images.is_file()
+    assert len(list((p.root / "pets").rglob("*.png"))) == 6
+    assert (p.root / "runs" / str(other) / "step-4.ckpt").is_file()
+    assert list((p.root / "embeddings").glob(f"run{other}-*"))
+    assert (p.root / "exports" / f"run-{other}-step-4-torchscript" / "encoder.pt").is_file()
+
+
+def test_a_file_another_run_refers_to_stays_when_a_run_is_deleted(folder_project):
+    p = folder_project
+    a, b = stored_run(p, "sample"), stored_run(p, "sample")
+    shared = p.root / "exports" / "encoder.onnx"  # b's export wrote over a's
+    shared.write_bytes(b"b")
+    p.add_export(a, "onnx", shared, {})
+    p.add_export(b, "onnx", shared, {})
+    p.delete_run(a)
+    assert shared.read_bytes() == b"b"
+    p.delete_run(b)
+    assert not shared.exists()
+
+
+def test_the_files_an_export_writes_beside_itself_are_the_ones_deletion_knows(folder_project):
+    from studio.engine.export.embeddings import index_path_for
+    from studio.services.export import resolve_output
+    from studio.store.run_files import EXPORT_COMPANIONS, export_files
+
+    p = folder_project
+    target = p.root / "mine" / "enc.onnx"
+    main, card, readme = resolve_output(p, 1, None, "onnx", target)
+    known = export_files(p, p.rel(main), 1)
+    assert {card, readme, index_path_for(main)} <= set(known) and len(known) == 1 + len(EXPORT_COMPANIONS)
+
+
 def test_class_counts_and_the_images_of_a_class(tmp_path):
     from studio.engine.data import open_source
     from studio.services.datasets import class_counts, image_indices

@@ -136,56 +136,20 @@ class DatasetRemoval:
         return f"Removes the dataset {self.dataset.name!r}{goes}.{where}"
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except (ValueError, OSError):
-        return False
-
-
-def _export_files(project: Project, stored: str, run_id: int) -> list[Path]:
-    """An export's files: its folder when it is the default one (PROJECT/exports/run-ID-...),
-    else its main file and the card and README written beside it."""
-    from studio.engine.export.embeddings import index_path_for
-
-    path = project.abs(stored)
-    exports = project.root / "exports"
-    if path.parent.parent.resolve() == exports.resolve() and path.parent.name.startswith(f"run-{run_id}-"):
-        return [path.parent]
-    return [path, path.with_name(f"{path.stem}.card.json"), path.with_name(f"{path.stem}.README.md"), index_path_for(path)]
-
-
 def removal_plan(project: Project, key: int | str) -> DatasetRemoval:
-    """What removing dataset `key` (name or id) would delete; nothing is changed."""
+    """What removing dataset `key` (name or id) would delete; nothing is changed. Which files may
+    go is the store's one rule (store.run_files), the one a run's own deletion follows."""
+    from studio.store.run_files import run_files, split_deletable
+
     dataset = project.dataset(key)
     runs = tuple(project.run(i) for i in project.dataset_run_ids(dataset.id))
     belongings = project.dataset_belongings(dataset.id)
-    candidates: list[Path] = []
-    checkpoints = 0
-    for run in runs:
-        folder = project.root / "runs" / str(run.id)
-        if folder.exists():
-            candidates.append(folder)
-        checkpoints += sum(1 for c in project.checkpoints(run.id) if project.abs(c.path).is_file())
-        for e in project.embeddings(run.id):
-            candidates.append(project.abs(e.path))
-            candidates += [project.abs(mp.path) for mp in project.embedding_maps(e.id)]
-        for x in project.exports(run.id):
-            candidates += _export_files(project, x.path, run.id)
+    checkpoints = sum(1 for run in runs for c in project.checkpoints(run.id) if project.abs(c.path).is_file())
+    candidates = run_files(project, [r.id for r in runs])
     candidates += [project.abs(p) for p in belongings["embeddings"] + belongings["maps"]]
     # Never the images themselves: no dataset's folder (this one's or another's) loses a file,
     # even when it lies inside the project folder.
-    image_folders = [project.abs(d.source) for d in project.datasets() if d.kind == "folder"]
-    files: list[str] = []
-    kept: list[str] = []
-    for p in dict.fromkeys(candidates):
-        if not os.path.lexists(p):
-            continue
-        if not _inside(p, project.root) or p.resolve() == project.root or any(_inside(p, f) or _inside(f, p) for f in image_folders):
-            kept.append(project.rel(p))
-        else:
-            files.append(project.rel(p))
+    files, kept = split_deletable(project, candidates)
     embeddings = len(set(belongings["embeddings"]) | {e.path for r in runs for e in project.embeddings(r.id)})
     return DatasetRemoval(dataset, runs, checkpoints, tuple(files), tuple(kept), embeddings,
                           len(belongings["evaluations"]), len(belongings["tags"]))
@@ -218,22 +182,14 @@ def remove_dataset(project: Project, key: int | str, with_runs: bool = False,
     too (rows, metrics, checkpoints, and their files inside the project folder). The dataset's own
     images are never deleted. Raises DatasetError when `can_remove_dataset` says no; returns what
     was removed."""
-    import shutil
+    from studio.store.run_files import delete_files
 
     plan = removal_plan(project, key)
     can_remove_dataset(project, plan, with_runs, busy).check()
     for run in plan.runs:
-        project.delete_run(run.id)
+        project.delete_run(run.id)  # its rows and its own files
     project.delete_dataset(plan.dataset.id)
-    for rel in plan.files:
-        path = project.abs(rel)
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+    delete_files(project, plan.files)  # what is left of the plan: the dataset's embeddings and maps
     return plan
 
 

@@ -383,9 +383,13 @@ class Project(ImageTags, Metrics, RunLabels):
             return False
         return False
 
-    def delete_run(self, run_id: int) -> None:
-        import shutil
+    def delete_run(self, run_id: int) -> list[str]:
+        """Delete a run's rows and the files they refer to inside the project folder: runs/<id>/,
+        its embeddings and maps, its exports (run_files decides which may go: never a file
+        outside the project folder, never a dataset's images). The files and folders deleted."""
+        from studio.store.run_files import delete_files, run_files, split_deletable
 
+        files, _kept = split_deletable(self, run_files(self, [run_id]))
         with self.session() as s:
             for model in (m.MetricPoint, m.Checkpoint, m.RunEvent, m.Evaluation, m.Export):
                 s.execute(delete(model).where(model.run_id == run_id))
@@ -394,7 +398,7 @@ class Project(ImageTags, Metrics, RunLabels):
                 s.execute(delete(m.EmbeddingMap).where(m.EmbeddingMap.embedding_id.in_(emb_ids)))
                 s.execute(delete(m.Embedding).where(m.Embedding.id.in_(emb_ids)))
             s.execute(delete(m.Run).where(m.Run.id == run_id))
-        shutil.rmtree(self.root / "runs" / str(run_id), ignore_errors=True)
+        return delete_files(self, files)
 
     def mark_interrupted_runs(self, stale_after_s: float = 120.0) -> list[int]:
         """Runs left 'running' by a process that is gone become 'interrupted'.
