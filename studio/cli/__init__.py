@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "studio.cli.gui",
     "studio.cli.project",
     "studio.cli.train",
+    "studio.cli.runs",
     "studio.cli.info",
     "studio.cli.evaluate",
     "studio.cli.export",

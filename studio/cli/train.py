@@ -1,4 +1,4 @@
-"""train, runs, metrics.
+"""train (runs, metrics and label: cli.runs; the queue: cli.queue).
 
 Progress goes to standard error; with --json the one result object goes to standard output.
 Ctrl-C (SIGINT) or SIGTERM stop a run cleanly between two steps, with a checkpoint, as 'stopped';
@@ -8,7 +8,6 @@ a second Ctrl-C gives up at once (the run is then found 'interrupted' on the nex
 from __future__ import annotations
 
 import argparse
-import csv
 import signal
 import sys
 import threading
@@ -399,84 +398,6 @@ def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str
     return 0
 
 
-def run_json(project, run) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "method": run.method,
-        "backbone": run.backbone,
-        "dataset": run.dataset,
-        "status": run.status,
-        "steps": run.steps,
-        "total_steps": run.total_steps,
-        "epochs": run.epochs,
-        "final_loss": run.final_loss,
-        "images_per_s": run.images_per_s,
-        "reason": run.reason,
-        "device": run.device,
-        "created_at": run.created_at.isoformat(timespec="seconds") if run.created_at else None,
-        "checkpoints": [ck.path for ck in project.checkpoints(run.id)],
-    }
-
-
-def _runs(args: argparse.Namespace) -> int:
-    from studio.store import Project
-
-    with Project.open(args.project) as project:
-        rows = [run_json(project, r) for r in project.runs()]
-    if args.json:
-        emit_json({"runs": rows})
-        return 0
-    if not rows:
-        say("no runs yet; start one with 'ssl-studio train'")
-        return 0
-    print(f"{'id':>4}  {'status':<11} {'method':<10} {'backbone':<12} {'dataset':<14} {'steps':>13}  final loss")
-    for r in rows:
-        steps = f"{r['steps']}/{r['total_steps']}"
-        loss = f"{r['final_loss']:.4f}" if r["final_loss"] is not None else "-"
-        print(f"{r['id']:>4}  {r['status']:<11} {r['method']:<10} {r['backbone']:<12} {r['dataset']:<14} {steps:>13}  {loss}")
-    return 0
-
-
-def _metrics(args: argparse.Namespace) -> int:
-    from studio.store import Project
-
-    with Project.open(args.project) as project:
-        project.run(args.run_id)  # a clear error for an unknown run
-        raw = project.metric_series(args.run_id)
-    series: dict[str, list[list[float]]] = {}
-    for name in raw.names():
-        pairs = sorted(zip(raw.steps[name], raw.values[name]), key=lambda p: p[0])
-        series[name] = [[int(s), float(v)] for s, v in pairs]
-    if args.json:
-        emit_json({"run_id": args.run_id, "series": series})
-    elif args.csv:
-        # One row per step, one column per metric: what a spreadsheet wants.
-        names = sorted(series)
-        by_step: dict[int, dict[str, float]] = {}
-        for name in names:
-            for step, value in series[name]:
-                by_step.setdefault(step, {})[name] = value
-        out = csv.writer(sys.stdout, lineterminator="\n")
-        out.writerow(["step", *names])
-        for step in sorted(by_step):
-            out.writerow([step, *(repr(by_step[step][n]) if n in by_step[step] else "" for n in names)])
-    else:
-        if not series:
-            say(f"run {args.run_id} has no metric points yet")
-        width = max((len(n) for n in series), default=0)
-        rows = [["metric", "points", "first", "last", "at step", "min", "max"]]
-        for name, points in series.items():
-            values = [v for _, v in points]
-            rows.append([name, str(len(points)), f"{values[0]:.6g}", f"{values[-1]:.6g}", str(points[-1][0]),
-                         f"{min(values):.6g}", f"{max(values):.6g}"])
-        if series:
-            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-            widths[0] = max(widths[0], width)
-            for r in rows:  # names left, numbers right, in aligned columns
-                print("  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]))
-    return 0
-
-
 def register(sub) -> None:
     t = sub.add_parser("train", help="train a method on a dataset (or --resume a run)",
                        description="Train a self-supervised method on one of the project's datasets. "
@@ -519,18 +440,6 @@ def register(sub) -> None:
                         "--batch-size is the global batch); with --device cpu, N processes on the CPU")
     t.set_defaults(func=_train)
 
-    r = sub.add_parser("runs", help="list the project's runs")
-    r.add_argument("project")
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(func=_runs)
-
-    m = sub.add_parser("metrics", help="a run's metric series (loss, lr, ...)")
-    m.add_argument("project")
-    m.add_argument("run_id", type=int, metavar="RUN_ID")
-    fmt = m.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true", help="one row per step, one column per metric")
-    m.set_defaults(func=_metrics)
 
 
 # -- many GPUs (torchrun) ---------------------------------------------------------------------

@@ -4,7 +4,7 @@ doors ask (no Qt, no argparse).
 A run's *title* is the person's name for it when it has one, else its method on its backbone;
 tags are typed as one comma-separated line. The *queue* holds stored runs that start, one after
 another, when the run before them ends: the GUI starts the next when its job ends, the CLI's
-`train --queue-run` works through it."""
+`train --from-queue` works through it."""
 
 from __future__ import annotations
 
@@ -32,6 +32,25 @@ def parse_tags(text: str) -> list[str]:
 def can_label(project: Project) -> Verdict:
     """Naming, noting and tagging a run: any run, even one that trains, of a writable project."""
     return writable(project)
+
+
+def relabel(project: Project, run_id: int, *, name: str | None = None, notes: str | None = None,
+            tags: list[str] | None = None, add_tags=(), remove_tags=()) -> RunRecord:
+    """Change what is given of a run's labels (None: keep it; '' clears a name or notes): `tags`
+    replaces them, then `add_tags` are added and `remove_tags` taken off. The store refuses a
+    tag with a comma, an over-long name or tag, and an unknown run (ProjectError)."""
+    from studio.store.run_labels import KEEP
+
+    run = project.run(run_id)  # an unknown run is refused before anything is checked
+    given = dict(name=KEEP if name is None else name, notes=KEEP if notes is None else notes)
+    if tags is not None or add_tags or remove_tags:
+        new = [t for t in [*(run.tags if tags is None else tags), *add_tags] if t.strip() not in
+               {r.strip() for r in remove_tags}]
+        given["tags"] = new
+    if any(v is not KEEP for v in given.values()):
+        can_label(project).check()
+        project.label_run(run_id, **given)
+    return project.run(run_id)
 
 
 def run_matches(run: RunRecord, text: str) -> bool:
