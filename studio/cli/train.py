@@ -268,8 +268,6 @@ def _branch(args: argparse.Namespace) -> dict[str, Any]:
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     """What `prepare_run` is asked for: a new run from the options, or a stored one to continue
     (`--resume`) or start (`--run-id`), given only the settings a stored run may take anew."""
-    from studio.services.training import RUNTIME_SETTINGS
-
     if getattr(args, "branch", None) is not None:
         return _branch(args)
     if getattr(args, "suggested", False):
@@ -282,18 +280,25 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, "budget", None):
             config = _sized(args, config)
         return {"new": (args.dataset, config)}
+    overrides = stored_overrides(args, "--resume" if resume else "--run-id")
+    if resume:
+        return {"resume": args.resume, "overrides": overrides}
+    return {"queued": args.run_id, "overrides": overrides}
+
+
+def stored_overrides(args: argparse.Namespace, flag: str) -> dict[str, Any]:
+    """The settings a stored run may take anew on `flag` (services.training.RUNTIME_SETTINGS);
+    any other setting given is refused: the run keeps its own."""
+    from studio.services.training import RUNTIME_SETTINGS
+
     if getattr(args, "budget", None):
-        raise UsageError(f"--budget sizes a new run; {'--resume' if resume else '--run-id'} keeps the run's own length")
+        raise UsageError(f"--budget sizes a new run; {flag} keeps the run's own length")
     given = [n for n in _STRUCTURE_OPTIONS if getattr(args, n) not in (None, False, [])]
     given += [n for n in _given_settings(args) if n not in RUNTIME_SETTINGS]
     if given:
         flags = [flag_of(n) or f"--{n.replace('_', '-')}" for n in given]
-        raise UsageError(f"{', '.join(flags)} cannot be changed on {'--resume' if resume else '--run-id'}: "
-                         "the run keeps its own settings")
-    overrides = {n: v for n, v in _given_settings(args).items() if n in RUNTIME_SETTINGS}
-    if resume:
-        return {"resume": args.resume, "overrides": overrides}
-    return {"queued": args.run_id, "overrides": overrides}
+        raise UsageError(f"{', '.join(flags)} cannot be changed on {flag}: the run keeps its own settings")
+    return {n: v for n, v in _given_settings(args).items() if n in RUNTIME_SETTINGS}
 
 
 def _sized(args: argparse.Namespace, config):
@@ -321,9 +326,13 @@ def _announce(prepared, processes: int = 1, backend: str = "") -> None:
 def _train(args: argparse.Namespace) -> int:
     from studio.engine.train import TrainingControl
     from studio.engine.train.distributed import torchrun_env
-    from studio.services.training import execute_run, prepare_run
+    from studio.services.training import prepare_run
     from studio.store import Project
 
+    if args.queue or args.from_queue:
+        from studio.cli import queue
+
+        return queue.train_from_queue(args) if args.from_queue else queue.queue_run(args)
     request = _request(args)
     env = torchrun_env()
     if env is not None:
@@ -331,25 +340,37 @@ def _train(args: argparse.Namespace) -> int:
     if args.gpus and args.gpus > 1:
         return _launch_gpus(args, request)
 
-    run = None
-    try:
-        with Project.open(args.project) as project:
+    with Project.open(args.project) as project:
+        try:
             prepared = prepare_run(project, **request)
-            _announce(prepared)
-            run = prepared.run
-            control = TrainingControl()
-            printer = ProgressPrinter(project.root, run.id)
-            with stop_on_signals(control):
-                result = execute_run(project, run.id, control=control, callbacks=[printer], resume=prepared.resume,
-                                     checkpoint_step=prepared.checkpoint_step, progress=_decoding)
-            checkpoint = project.rel(result.checkpoint) if result.checkpoint else None
+        except Exception as exc:
+            _report_disk_full(args, None, exc)
+            raise
+        _announce(prepared)
+        control = TrainingControl()
+        with stop_on_signals(control):
+            return train_prepared(args, project, prepared, control)
+
+
+def train_prepared(args: argparse.Namespace, project, prepared, control, results: list | None = None) -> int:
+    """Train a prepared run in this process and report its result as `train` does (`results`:
+    collect the JSON objects instead of printing them); the exit code."""
+    from studio.services.training import execute_run
+
+    run = prepared.run
+    try:
+        printer = ProgressPrinter(project.root, run.id)
+        result = execute_run(project, run.id, control=control, callbacks=[printer], resume=prepared.resume,
+                             checkpoint_step=prepared.checkpoint_step, progress=_decoding)
+        checkpoint = project.rel(result.checkpoint) if result.checkpoint else None
     except Exception as exc:
-        _report_disk_full(args, run.id if run is not None else None, exc)
+        _report_disk_full(args, run.id, exc, results)
         raise
-    return report_result(args, run.id, result, checkpoint, f"ssl-studio train {args.project} --resume {run.id}")
+    return report_result(args, run.id, result, checkpoint, f"ssl-studio train {args.project} --resume {run.id}",
+                         results=results)
 
 
-def _report_disk_full(args: argparse.Namespace, run_id: int | None, exc: BaseException) -> None:
+def _report_disk_full(args: argparse.Namespace, run_id: int | None, exc: BaseException, results: list | None = None) -> None:
     """A full disk before the run's result exists: --json still prints its one object, and the
     error is said in the studio's words rather than SQLite's."""
     from studio.engine.errors import DiskFullError
@@ -358,15 +379,19 @@ def _report_disk_full(args: argparse.Namespace, run_id: int | None, exc: BaseExc
 
     if not is_disk_full(exc):
         return
-    if args.json:
-        emit_json({"run_id": run_id, "status": RunStatus.FAILED.value, "steps": None, "epochs": None,
-                   "final_loss": None, "images_per_s": None, "checkpoint": None, "reason": DISK_FULL})
+    payload = {"run_id": run_id, "status": RunStatus.FAILED.value, "steps": None, "epochs": None,
+               "final_loss": None, "images_per_s": None, "checkpoint": None, "reason": DISK_FULL}
+    if results is not None:
+        results.append(payload)
+    elif args.json:
+        emit_json(payload)
     raise DiskFullError(DISK_FULL) from exc
 
 
 def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str | None, resume_hint: str,
-                  **extra: Any) -> int:
-    """The end of `train`: the JSON object (or a human line) and the exit code."""
+                  results: list | None = None, **extra: Any) -> int:
+    """The end of `train`: the JSON object (or a human line) and the exit code. With `results`,
+    the object is added there (one command, several runs) instead of printed."""
     payload = {
         "run_id": run_id,
         "status": result.status,
@@ -379,7 +404,9 @@ def report_result(args: argparse.Namespace, run_id: int, result, checkpoint: str
         "reason": result.reason,
         **extra,
     }
-    if args.json:
+    if results is not None:
+        results.append(payload)
+    elif args.json:
         emit_json(payload)
     from studio.cli import printable
 
@@ -434,6 +461,12 @@ def register(sub) -> None:
     t.add_argument("--run-id", type=int, metavar="RUN_ID",
                    help="train a run already stored in the project and not started yet (queued), with its own settings "
                         "(the GUI starts its multi-GPU runs this way)")
+    queue = t.add_mutually_exclusive_group()
+    queue.add_argument("--queue", action="store_true",
+                       help="store the new run at the end of the project's queue instead of training it now")
+    queue.add_argument("--from-queue", action="store_true",
+                       help="train the queue's runs one after another, each with its own settings, until it is empty "
+                            "(Ctrl-C stops the run under way with a checkpoint; the rest stay queued)")
     t.add_argument("--json", action="store_true", help="print the result as one JSON object")
     t.add_argument("--gpus", type=whole_number("--gpus"), metavar="N",
                    help="data-parallel training on N GPUs of this machine (starts torchrun; "

@@ -92,6 +92,22 @@ def next_in_queue(project: Project) -> RunRecord | None:
     return None
 
 
+def not_started(project: Project, run_id: int, reason: str) -> None:
+    """A run the queue could not start (its settings refused, its run gone on): it stays stored,
+    out of the queue, with the reason in its log."""
+    project.log(run_id, f"not started from the queue: {reason}", level="error")
+
+
+def put_back_first(project: Project, run_id: int) -> None:
+    """Return a run taken from the queue before it started to the queue's head (a stop asked for
+    between two runs)."""
+    rest = project.queued_run_ids()
+    project.put_in_queue(run_id)
+    for other in rest:
+        project.take_from_queue(other)
+        project.put_in_queue(other)
+
+
 def queue_words(project: Project) -> str:
     """'2 runs wait in the queue (4, 5)' or '' for an empty queue."""
     ids = project.queued_run_ids()
