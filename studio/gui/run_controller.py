@@ -124,7 +124,9 @@ class RunController(QObject):
         try:
             prepared = prepare_run(self.project, queued=run_id)
         except Exception as exc:  # noqa: BLE001 - a typed refusal: said, and the queue goes on
-            self.project.log(run_id, f"not started from the queue: {exc}", level="error")
+            from studio.services.labels import not_started
+
+            not_started(self.project, run_id, str(exc))
             self.message.emit(f"Run {run_id} could not start: {exc}", 10_000)
             return False
         self._launch(prepared)
