@@ -6,6 +6,7 @@ no Qt, SQLAlchemy or store imports (DESIGN.md rule 1). scikit-learn and umap-lea
 """
 
 from studio.engine.eval._arrays import EvaluationError
+from studio.engine.eval.procrustes import align_chain, procrustes_align
 from studio.engine.eval.embed import EmbeddingCancelled, embed_images
 from studio.engine.eval.clustering import clustering_scores, partition_scores
 from studio.engine.eval.fewshot import FEW_SHOT_DRAWS, FEW_SHOTS, draw_shots, few_shot
@@ -46,6 +47,7 @@ __all__ = [
     "label_efficiency",
     "label_subset",
     "partition_scores",
+    "procrustes_align",
     "retrieval_scores",
     "COLLAPSE_THRESHOLD",
     "EFFECTIVE_RANK_COLLAPSE_THRESHOLD",
@@ -53,6 +55,7 @@ __all__ = [
     "STD_RATIO_COLLAPSE_THRESHOLD",
     "EmbeddingCancelled",
     "EvaluationError",
+    "align_chain",
     "alignment",
     "collapse_verdict",
     "effective_rank",
