@@ -6,7 +6,9 @@ maps on a Task (studio.gui.tasks: the event loop never waits on torch), shows th
 thumbnail and, in the side panel's tabs: the 16 nearest neighbours (cosine, in embedding space)
 of a clicked point or of an image file dropped on the page; the selection (box or lasso) as
 thumbnails, to tag (tags live in the project) or export as a list or as a new dataset; and the
-dataset's near duplicates and outliers (studio.services.explore), each row linked to the map.
+dataset's near duplicates and outliers (studio.services.explore), each row linked to the map; and
+a Steps slider over the run's checkpoints, each one's map aligned onto the one before
+(studio.gui.explorer_steps).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from PySide6.QtWidgets import QListWidgetItem, QWidget
 from studio.gui.embedding_map import EmbeddingMapView, array_to_pixmap, file_pixmap, map_name
 from studio.gui.explorer_layout import GRID_THUMB, HOVER_HINT, NEIGHBOUR_HINT, NEIGHBOURS, THUMB
 from studio.gui.explorer_selection import TAB_NEAREST, SelectionActions
+from studio.gui.explorer_steps import StepMapActions
 from studio.gui.style import status_icon
 from studio.gui.tasks import Task
 from studio.gui.widgets import plain_tip
@@ -54,7 +57,7 @@ def swatch_icon(col: str, size: int = 12) -> QIcon:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class ExplorerPage(SelectionActions, QWidget):
+class ExplorerPage(StepMapActions, SelectionActions, QWidget):
     """Choose a run, checkpoint, dataset and map; look through the embeddings."""
 
     busyChanged = Signal(bool)
@@ -135,6 +138,7 @@ class ExplorerPage(SelectionActions, QWidget):
 
     def _fill_steps(self) -> None:
         self.step_box.clear()
+        self._update_steps_row()  # the Steps slider's checkpoints are the run's too
         run_id = self.run_box.currentData()
         if run_id is None or self.project is None:
             return
@@ -181,7 +185,7 @@ class ExplorerPage(SelectionActions, QWidget):
         self._embedder = None
         self._start(job, self._on_computed)
 
-    def _start(self, job, on_done) -> None:
+    def _start(self, job, on_done, on_progress=None) -> None:
         self.compute_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
@@ -190,7 +194,7 @@ class ExplorerPage(SelectionActions, QWidget):
         self.busyChanged.emit(True)
         self._on_done = on_done
         self._task = Task(job, name="explorer", parent=self)
-        self._task.progress.connect(self._on_progress)
+        self._task.progress.connect(on_progress or self._on_progress)
         self._task.done.connect(self._finish)
         self._task.failed.connect(self._fail)
         self._task.cancelled.connect(self._on_cancelled)
@@ -246,6 +250,7 @@ class ExplorerPage(SelectionActions, QWidget):
                  dataset_id: int | None = None) -> None:
         """Show embeddings (N, D) at map coordinates (N, 2); labels, names and images per point;
         `dataset_id`: the project's dataset they are of (for tags), None for data of no dataset."""
+        self._forget_steps()
         self.dataset_id = dataset_id
         vectors = np.asarray(vectors, dtype=np.float32)
         n = len(vectors)

@@ -217,6 +217,9 @@ def build_explorer(page) -> None:
     select_row.addWidget(page.lasso_check)
     select_row.addStretch(1)
     left_layout.addLayout(select_row)
+    from studio.gui.explorer_steps import build_steps_row
+
+    left_layout.addLayout(build_steps_row(page))
 
     splitter = QSplitter()
     splitter.addWidget(left)
