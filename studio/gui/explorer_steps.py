@@ -190,8 +190,9 @@ class StepMapActions:
         if self.hovered_index >= 0:
             self.show_hover(self.hovered_index)
         self.steps_value.setText(self._step_words())
+        how = "aligned onto the one before" if index else "the one the later maps are aligned onto"
         self.status.setText(f"Step {maps.steps[index]:,}: {map_name(maps.algorithm)} map of checkpoint "
-                            f"{index + 1} of {len(maps)}, aligned onto the one before.")
+                            f"{index + 1} of {len(maps)}, {how}.")
 
     @property
     def shown_step(self) -> int | None:
