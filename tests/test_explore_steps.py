@@ -45,6 +45,15 @@ def test_alignment_keeps_the_targets_centre_and_spread_and_needs_equal_shapes():
     np.testing.assert_allclose(chain[2], chain[1], atol=1e-4)  # the same map, flipped and scaled
 
 
+def test_cluster_ids_are_matched_to_the_reference_clusters_they_overlap_most():
+    from studio.engine.eval import match_clusters
+
+    reference = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    renamed = np.array([5, 5, 5, 3, 3, 9, 9, 1])  # the same clusters, other ids, one point moved
+    np.testing.assert_array_equal(match_clusters(renamed, reference), [0, 0, 0, 1, 1, 2, 2, 3])
+    np.testing.assert_array_equal(match_clusters(reference, reference), reference)
+
+
 def make_stepped_run(root, steps=6, every=2):
     """A labelled folder dataset (3 classes × 8 images, 12 px) and a finished run with a
     checkpoint every `every` steps (and its last)."""

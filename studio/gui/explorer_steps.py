@@ -108,7 +108,7 @@ class StepMapActions:
         project = self.project
 
         def job(state):
-            from studio.engine.eval import kmeans_labels
+            from studio.engine.eval import kmeans_labels, match_clusters
             from studio.services.explore_steps import compute_step_maps
 
             maps = compute_step_maps(project, run_id, dataset, algorithm, device="auto", report=state.report,
@@ -118,7 +118,9 @@ class StepMapActions:
             if want_clusters or not labelled:
                 for i, v in enumerate(maps.vectors):
                     state.report("k-means", i, len(maps.vectors))
-                    clusters[(i, k)] = kmeans_labels(v, k)
+                    found = kmeans_labels(v, k)
+                    # A cluster keeps its colour from step to step: ids matched to the step before.
+                    clusters[(i, k)] = match_clusters(found, clusters[(i - 1, k)]) if i else found
             return {"maps": maps, "clusters": clusters, "key": (run_id, dataset, algorithm)}
 
         self._start(job, self._on_steps_computed, on_progress=self._on_steps_progress)
@@ -168,6 +170,10 @@ class StepMapActions:
         self.step_index = index
         self.vectors, self.coords = maps.vectors[index], maps.coords[index]
         self.clusters = self._step_clusters.get((index, k))
+        from studio.gui.explorer import SYNC_KMEANS_LIMIT
+
+        if self.clusters is None and self.colours_by_cluster() and len(self.vectors) <= SYNC_KMEANS_LIMIT:
+            self.clusters = self._matched_clusters(index, k)
         self._source = {"run_id": maps.run_id, "step": maps.steps[index]}
         self._embedder = None  # a dropped image is embedded by the shown step's checkpoint
         # What was found in the other step's embeddings is not this step's.
@@ -193,6 +199,16 @@ class StepMapActions:
         how = "aligned onto the one before" if index else "the one the later maps are aligned onto"
         self.status.setText(f"Step {maps.steps[index]:,}: {map_name(maps.algorithm)} map of checkpoint "
                             f"{index + 1} of {len(maps)}, {how}.")
+
+    def _matched_clusters(self, index: int, k: int) -> np.ndarray:
+        """k-means of step `index`, its ids matched to a neighbour step's clusters when known (what
+        _recolour does for one map, for a small set; a large one's k-means stays on a task)."""
+        from studio.engine.eval import kmeans_labels, match_clusters
+
+        found = kmeans_labels(self.vectors, k)
+        near = self._step_clusters.get((index - 1, k))
+        near = self._step_clusters.get((index + 1, k)) if near is None else near
+        return found if near is None else match_clusters(found, near)
 
     @property
     def shown_step(self) -> int | None:

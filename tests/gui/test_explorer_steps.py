@@ -114,3 +114,33 @@ def test_a_run_with_one_checkpoint_disables_the_slider_and_says_why(qtbot, stepp
     assert "one checkpoint (step 2)" in page.steps_slider.toolTip()
     assert "checkpoint every" in page.steps_button.toolTip()
     assert page.steps_value.text() == "one checkpoint (step 2)"
+
+
+def test_k_means_colours_keep_their_meaning_from_step_to_step(qtbot, stepped):
+    from studio.engine.eval import kmeans_labels, match_clusters
+
+    project, run_id, _ = stepped
+    page = _page(qtbot, project, run_id)
+    page.colour_box.setCurrentIndex(page.colour_box.findData("cluster"))
+    page.k_spin.setValue(3)
+    with qtbot.waitSignal(page.dataLoaded, timeout=120_000):
+        page.compute_steps(algorithm="pca")
+    qtbot.waitUntil(lambda: not page.busy)
+    v = page.step_maps.vectors
+    # Clustered on the task, each step's ids those of the step before's clusters it overlaps most.
+    first = kmeans_labels(v[0], 3)
+    page.steps_slider.setValue(0)
+    np.testing.assert_array_equal(page.clusters, first)
+    page.steps_slider.setValue(1)
+    np.testing.assert_array_equal(page.clusters, match_clusters(kmeans_labels(v[1], 3), first))
+    assert sorted(page.map_view.item_groups) == sorted(set(page.clusters.tolist()))
+    assert page.legend_texts()[0].startswith("cluster ")
+
+    # Colouring by cluster chosen after stepping: clustered then, matched to the step beside.
+    page.colour_box.setCurrentIndex(page.colour_box.findData("label"))
+    page.k_spin.setValue(2)
+    page._on_k_changed()  # what editing the spin box ends with
+    page.colour_box.setCurrentIndex(page.colour_box.findData("cluster"))
+    beside = page.clusters.copy()  # step 1's, k = 2
+    page.steps_slider.setValue(2)
+    np.testing.assert_array_equal(page.clusters, match_clusters(kmeans_labels(v[2], 2), beside))

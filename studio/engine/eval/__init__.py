@@ -6,7 +6,7 @@ no Qt, SQLAlchemy or store imports (DESIGN.md rule 1). scikit-learn and umap-lea
 """
 
 from studio.engine.eval._arrays import EvaluationError
-from studio.engine.eval.procrustes import align_chain, procrustes_align
+from studio.engine.eval.procrustes import align_chain, match_clusters, procrustes_align
 from studio.engine.eval.embed import EmbeddingCancelled, embed_images
 from studio.engine.eval.clustering import clustering_scores, partition_scores
 from studio.engine.eval.fewshot import FEW_SHOT_DRAWS, FEW_SHOTS, draw_shots, few_shot
@@ -68,6 +68,7 @@ __all__ = [
     "knn_scores",
     "knn_top1",
     "linear_probe",
+    "match_clusters",
     "nearest_neighbors",
     "nearest_to_vector",
     "project_2d",

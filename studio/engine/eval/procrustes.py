@@ -48,3 +48,28 @@ def align_chain(maps) -> list[np.ndarray]:
     for m in maps:
         out.append(np.asarray(m).copy() if not out else procrustes_align(m, out[-1]))
     return out
+
+
+def match_clusters(labels, reference) -> np.ndarray:
+    """Cluster ids (N,) renumbered so that each cluster takes the id of the `reference` cluster
+    it shares the most points with (one to one, by the Hungarian method on the overlap counts),
+    so k-means colours of the next checkpoint's map mean what they meant on the previous one.
+    Clusters left without a partner get the ids after the reference's."""
+    from scipy.optimize import linear_sum_assignment
+
+    a = np.asarray(labels, dtype=np.int64)
+    b = np.asarray(reference, dtype=np.int64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise EvaluationError(f"cluster ids to match need the same (N,) shape; got {a.shape} and {b.shape}.")
+    if not len(a):
+        return a.copy()
+    ids, inverse = np.unique(a, return_inverse=True)
+    ref_ids, ref_inverse = np.unique(b, return_inverse=True)
+    overlap = np.zeros((len(ids), len(ref_ids)), np.int64)
+    np.add.at(overlap, (inverse, ref_inverse), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    new_id = np.empty(len(ids), np.int64)
+    new_id[rows] = ref_ids[cols]
+    spare = [i for i in range(len(ids)) if i not in set(rows.tolist())]
+    new_id[spare] = int(ref_ids.max()) + 1 + np.arange(len(spare))
+    return new_id[inverse]
