@@ -26,6 +26,7 @@ from PySide6.QtWidgets import QListWidgetItem, QWidget
 from studio.gui.embedding_map import EmbeddingMapView, array_to_pixmap, file_pixmap, map_name
 from studio.gui.explorer_layout import GRID_THUMB, HOVER_HINT, NEIGHBOUR_HINT, NEIGHBOURS, THUMB
 from studio.gui.explorer_selection import TAB_NEAREST, SelectionActions
+from studio.gui.explorer_pair import PairedMapActions
 from studio.gui.explorer_steps import StepMapActions
 from studio.gui.style import status_icon
 from studio.gui.tasks import Task
@@ -57,7 +58,7 @@ def swatch_icon(col: str, size: int = 12) -> QIcon:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class ExplorerPage(StepMapActions, SelectionActions, QWidget):
+class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
     """Choose a run, checkpoint, dataset and map; look through the embeddings."""
 
     busyChanged = Signal(bool)
@@ -239,6 +240,7 @@ class ExplorerPage(StepMapActions, SelectionActions, QWidget):
 
     def _on_computed(self, result: dict) -> None:
         emb = result["emb"]
+        self.shown_algorithm = result["algorithm"]
         self.set_data(emb.vectors, result["coords"], emb.labels, emb.names, emb.images, emb.class_names,
                       clusters=result["clusters"],
                       dataset_id=emb.dataset.id if emb.dataset is not None else emb.record.dataset_id)
@@ -251,6 +253,7 @@ class ExplorerPage(StepMapActions, SelectionActions, QWidget):
         """Show embeddings (N, D) at map coordinates (N, 2); labels, names and images per point;
         `dataset_id`: the project's dataset they are of (for tags), None for data of no dataset."""
         self._forget_steps()
+        self._forget_pair()
         self.dataset_id = dataset_id
         vectors = np.asarray(vectors, dtype=np.float32)
         n = len(vectors)
@@ -314,6 +317,7 @@ class ExplorerPage(StepMapActions, SelectionActions, QWidget):
             groups, names = np.maximum(self.labels, 0), self.class_names
         self.map_view.set_points(self.coords, groups, names)
         self.map_view.set_selected(self.selected_indices)
+        self._redraw_pair()
         self._fill_legend()
 
     def _fill_legend(self) -> None:
@@ -335,6 +339,7 @@ class ExplorerPage(StepMapActions, SelectionActions, QWidget):
             item = self.legend_list.item(i)
             on = group is None or item.data(Qt.ItemDataRole.UserRole) == group
             item.setForeground(self.palette().text() if on else self.palette().placeholderText())
+        self._isolate_pair()
 
     def _on_legend_clicked(self, item) -> None:
         self.isolate_group(int(item.data(Qt.ItemDataRole.UserRole)))

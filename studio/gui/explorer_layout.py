@@ -209,12 +209,16 @@ def build_explorer(page) -> None:
     left_layout = QVBoxLayout(left)
     left_layout.setContentsMargins(0, 0, 0, 0)
     map_row = QHBoxLayout()
+    from studio.gui.explorer_pair import build_pair_pane
+
     map_row.addWidget(page.map_view, 1)
+    map_row.addWidget(build_pair_pane(page), 1)  # another run's map, hidden until asked for
     map_row.addWidget(page.legend_list)
     left_layout.addLayout(map_row, 1)
     select_row = QHBoxLayout()
     select_row.addWidget(page.select_check)
     select_row.addWidget(page.lasso_check)
+    select_row.addWidget(page.pair_check)
     select_row.addStretch(1)
     left_layout.addLayout(select_row)
     from studio.gui.explorer_steps import build_steps_row

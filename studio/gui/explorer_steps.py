@@ -143,6 +143,7 @@ class StepMapActions:
         self.set_data(maps.vectors[last], maps.coords[last], maps.labels, maps.names, maps.images, maps.class_names,
                       clusters=result["clusters"].get((last, self.k_spin.value())), dataset_id=dataset_id)  # forgets any step maps
         self.step_maps, self.step_index, self._steps_key = maps, last, result["key"]
+        self.shown_algorithm = maps.algorithm
         self._step_clusters = dict(result["clusters"])
         self._source = {"run_id": maps.run_id, "step": maps.steps[last]}
         self._embedder = None

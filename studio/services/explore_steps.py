@@ -130,3 +130,45 @@ def compute_step_maps(
         report(step_stage(n, n, steps[-1]), total, total)
     return StepMaps(int(run_id), str(algorithm), list(steps), coords, vectors, records, first.labels, first.names,
                     first.class_names, first.images, first.dataset, raw)
+
+
+# -- another run's map beside the shown one ---------------------------------------------------------
+@dataclass
+class PairedMap:
+    """Another run's map of the same images as a shown map, aligned onto it (plain data)."""
+
+    run_id: int
+    step: int
+    coords: np.ndarray  # (N, 2) float32, aligned onto the reference map
+    vectors: np.ndarray  # (N, D) float32
+    raw: np.ndarray  # the map as projected
+
+
+def paired_map(
+    project: Project,
+    run_id: int,
+    dataset: str | int | None,
+    algorithm: str,
+    reference_coords,
+    reference_names,
+    checkpoint_step: int | None = None,
+    device: str = "auto",
+    report: Callable[[str, int, int], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> PairedMap:
+    """Run `run_id`'s map (its checkpoint at `checkpoint_step`, default the newest) of `dataset`,
+    with the same projection as a shown map of the same images and aligned onto it, so the two can
+    be read side by side and a selection means the same images in both (row i is image i in
+    each: the images must be the reference's, in its order)."""
+    from studio.engine.eval import EvaluationError, procrustes_align
+    from studio.services.evaluation import compute_embeddings, embedding_map
+
+    reference = np.asarray(reference_coords, dtype=np.float32)
+    emb = compute_embeddings(project, run_id, dataset, checkpoint_step, device=device, report=report,
+                             cancelled=cancelled)
+    if list(emb.names) != list(reference_names):
+        raise EvaluationError("the two maps are not of the same images (another dataset, or it changed): "
+                              "compute both on one dataset.")
+    m = embedding_map(project, emb, algorithm, report=report)
+    return PairedMap(int(run_id), int(emb.record.checkpoint_step), procrustes_align(m, reference).astype(np.float32),
+                     emb.vectors, m)

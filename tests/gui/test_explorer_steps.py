@@ -144,3 +144,46 @@ def test_k_means_colours_keep_their_meaning_from_step_to_step(qtbot, stepped):
     beside = page.clusters.copy()  # step 1's, k = 2
     page.steps_slider.setValue(2)
     np.testing.assert_array_equal(page.clusters, match_clusters(kmeans_labels(v[2], 2), beside))
+
+
+def test_another_runs_map_beside_it_shares_the_selection(qtbot, stepped):
+    from studio.engine.eval import procrustes_align
+    from studio.services.evaluation import compute_embeddings, embedding_map
+
+    project, run_id, single_id = stepped
+    page = _page(qtbot, project, run_id)
+    with qtbot.waitSignal(page.dataLoaded, timeout=120_000):
+        page.compute(run_id=run_id, checkpoint_step=None, dataset=None, algorithm="pca")
+    qtbot.waitUntil(lambda: not page.busy)
+    assert page.pair_pane.isHidden()
+    page.pair_check.setChecked(True)
+    assert not page.pair_pane.isHidden() and page.pair_run_box.currentData() == single_id  # another run first
+    page.pair_button.click()
+    assert page.busy  # on a task
+    qtbot.waitUntil(lambda: not page.busy and page.pair is not None, timeout=120_000)
+    other = compute_embeddings(project, single_id, dataset=page.dataset_id, device="cpu")
+    expected = procrustes_align(embedding_map(project, other, "pca"), page.coords)
+    view = page.pair_view
+    assert view.point_count() == 24 and "Run 2, step 2" in page.pair_title.text()
+    drawn = np.zeros((24, 2))
+    for item, rows in zip(view.scatter_items, view._item_indices):
+        drawn[rows] = np.column_stack(item.getData())
+    np.testing.assert_allclose(drawn, expected, atol=1e-4)
+    assert view.legend_entries() == page.map_view.legend_entries()  # the same colours
+
+    view.boxSelected.emit(np.array([3, 4, 20]))  # a box drawn on the other run's map
+    np.testing.assert_array_equal(page.selected_indices, [3, 4, 20])
+    np.testing.assert_array_equal(page.map_view.selected, [3, 4, 20])
+    np.testing.assert_array_equal(view.selected, [3, 4, 20])
+    assert page.selection_title.text() == "3 selected"
+    page.select_on_map([0, 9])  # and one drawn on this run's
+    np.testing.assert_array_equal(view.selected, [0, 9])
+    page.isolate_group(2)
+    assert view.isolated == 2
+    view.pointHovered.emit(9)
+    assert page.hovered_index == 9
+    # Another map shown: the pair was of the one before.
+    with qtbot.waitSignal(page.dataLoaded, timeout=120_000):
+        page.compute(run_id=run_id, checkpoint_step=None, dataset=None, algorithm="tsne")
+    qtbot.waitUntil(lambda: not page.busy)
+    assert page.pair is None and view.point_count() == 0
