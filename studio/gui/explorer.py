@@ -8,7 +8,8 @@ of a clicked point or of an image file dropped on the page; the selection (box o
 thumbnails, to tag (tags live in the project) or export as a list or as a new dataset; and the
 dataset's near duplicates and outliers (studio.services.explore), each row linked to the map; and
 a Steps slider over the run's checkpoints, each one's map aligned onto the one before
-(studio.gui.explorer_steps).
+(studio.gui.explorer_steps); and another run's map beside it, its selection linked
+(studio.gui.explorer_pair).
 """
 
 from __future__ import annotations
