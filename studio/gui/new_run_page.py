@@ -299,6 +299,7 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
     # -- intent --------------------------------------------------------------------------------
     def set_project(self, project) -> None:
         self.project = project
+        self._show_method_info()  # its line on which method suits which use reads this project
         self._clear_estimate()
         self.preview.refresh_soon()
 
@@ -377,12 +378,19 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
     def method_name(self) -> str:
         return self.method_combo.currentData()
 
-    def _on_method_changed(self) -> None:
+    def _show_method_info(self) -> None:
         import html
+
+        from studio.services.evaluation_compare import suitability
 
         cls = METHODS[self.method_name()]
         esc = lambda text: html.escape(text, quote=False)  # noqa: E731
-        self.method_info.setText(f"<b>{esc(cls.family.capitalize())}.</b> {esc(cls.summary)}<br><i>{esc(cls.paper)}</i>")
+        self.method_info.setText(f"<b>{esc(cls.family.capitalize())}.</b> {esc(cls.summary)}<br><i>{esc(cls.paper)}</i>"
+                                 f"<br>{esc(suitability(self.project, self.method_name()))}")
+
+    def _on_method_changed(self) -> None:
+        cls = METHODS[self.method_name()]
+        self._show_method_info()
         while self.method_form.rowCount():
             self.method_form.removeRow(0)
         self.field_editors = {}
