@@ -12,6 +12,7 @@ import math
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont
 
 from studio.gui.compare import run_colour
 from studio.gui.plots import plot_title, theme_plot
@@ -29,21 +30,41 @@ class _Chart(pg.PlotWidget):
         item.setMouseEnabled(x=False, y=False)
         item.hideButtons()
         item.showGrid(x=False, y=True, alpha=0.2)
-        item.setLabel("bottom", x_label)
+        if x_label:
+            item.setLabel("bottom", x_label)
         item.setLabel("left", y_label)
         for side in ("left", "bottom"):
             item.getAxis(side).enableAutoSIPrefix(False)
         self.title_text = title
-        self.legend = item.addLegend(offset=(-10, 10), labelTextColor=colour("#3a4350"))
+        self.legend = item.addLegend(offset=(10, 4), labelTextColor=colour("#3a4350"))
         self.apply_theme()
 
     def apply_theme(self) -> None:
         theme_plot(self)
         self.getPlotItem().setTitle(plot_title(self.title_text))
 
+    def fit_legend(self) -> None:
+        """Lay the legend in as many columns as the width holds and raise the top of the view just
+        enough that its rows sit above the axis' 1 and hide no bar or point."""
+        n = len(self.legend.items)
+        cols = max(1, min(n, int(self.width() // 250)))
+        self.legend.setColumnCount(cols)
+        share = min(0.5, (math.ceil(n / cols) * 21 + 14) / max(120, self.height() - 80))
+        self.getPlotItem().setYRange(-0.02, (1 + 0.02 * share) / (1 - share), padding=0)
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        if "legend" in self.__dict__:  # pyqtgraph resizes once before __init__ has made it
+            self.fit_legend()
+
     def _reset(self) -> None:
         self.getPlotItem().clear()
         self.legend.clear()
+
+
+def _two_lines(title: str) -> str:
+    head, _, tail = title.rpartition(" ")
+    return f"{head}\n{tail}" if head else title
 
 
 class TaskBarChart(_Chart):
@@ -51,6 +72,11 @@ class TaskBarChart(_Chart):
 
     def __init__(self):
         super().__init__("Runs across tasks", "", "score (a ratio, 0 to 1)")
+        bottom = self.getPlotItem().getAxis("bottom")
+        bottom.setHeight(40)
+        font = QFont(self.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() - 1.5))  # a dozen groups' titles fit side by side at 1024 px
+        bottom.setStyle(tickFont=font)
         self.bars: dict[int, pg.BarGraphItem] = {}  # run id -> its bars
         self.baseline_line: pg.PlotDataItem | None = None
 
@@ -84,9 +110,12 @@ class TaskBarChart(_Chart):
                 colour("#1d2530"), width=2, style=Qt.PenStyle.DashLine))
             item.addItem(self.baseline_line)
             self.legend.addItem(self.baseline_line, f"baseline: {(titles or {}).get(baseline_id, baseline_id)}")
-        item.getAxis("bottom").setTicks([[(g, c.title) for g, (_, c) in enumerate(columns)]])
+        # Two lines a title ("Fine-tune" over "10%"), so neighbouring groups' titles do not overlap.
+        item.getAxis("bottom").setTicks([[(g, _two_lines(c.title)) for g, (_, c) in enumerate(columns)]])
         item.setXRange(-0.6, max(0, len(columns) - 1) + 0.6, padding=0)
-        item.setYRange(0, 1.0, padding=0.02)
+        # The legend sits above 1 (fit_legend), so the axis is labelled 0..1 only.
+        self.fit_legend()
+        item.getAxis("left").setTicks([[(v / 5, f"{v / 5:g}") for v in range(6)]])
 
     def heights(self, run_id: int) -> list[float]:
         bars = self.bars.get(run_id)
@@ -118,12 +147,20 @@ class LabelEfficiencyPlot(_Chart):
                                        symbol="o" if kind == "pretrained" else "t", symbolSize=7,
                                        symbolBrush=pg.mkBrush(col), symbolPen=pg.mkPen(None))
                 item.addItem(line)
-                self.legend.addItem(line, name if kind == "pretrained" else f"{name}, from scratch")
+                if kind == "pretrained":
+                    self.legend.addItem(line, name)
                 self.curves[(run_id, kind)] = line
+        if curves:  # one legend entry says what dashed means, for every run
+            self.scratch_key = pg.PlotDataItem([], [], pen=pg.mkPen(colour("#3a4350"), width=2, style=Qt.PenStyle.DashLine),
+                                               symbol="t", symbolSize=7, symbolBrush=pg.mkBrush(colour("#3a4350")),
+                                               symbolPen=pg.mkPen(None))
+            item.addItem(self.scratch_key)
+            self.legend.addItem(self.scratch_key, "dashed: same backbone from scratch")
         if fractions:
             item.getAxis("bottom").setTicks([[(math.log10(f), f"{f * 100:g} %") for f in fractions]])
             item.setXRange(math.log10(fractions[0]) - 0.2, math.log10(fractions[-1]) + 0.2, padding=0)
-        item.setYRange(0, 1.0, padding=0.02)
+        self.fit_legend()
+        item.getAxis("left").setTicks([[(v / 5, f"{v / 5:g}") for v in range(6)]])
 
     def points(self, run_id: int, kind: str) -> tuple[list[float], list[float]]:
         """The stored points of a curve as given (fractions, top-1)."""

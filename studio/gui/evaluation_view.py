@@ -120,8 +120,22 @@ class EvaluationView(QWidget):
         self.chart_note.setText(
             (f"{', '.join(left_out)}: not ratios, so not on the 0..1 chart; read them in the table. " if left_out else "")
             + ("Right-click a run's row to use it as the baseline." if self.baseline_id is None else
-               "The dashed line is the baseline's level; right-click its row to clear it."))
+               "On the bar chart, the dashed line is the baseline's level; right-click its row to clear it."))
         self.splitter.widget(1).setVisible(bool(self.columns))
+        self._fit_table()
+
+    def _fit_table(self) -> None:
+        """Give the table the height of its rows (up to half the view), the charts the rest."""
+        t = self.table
+        wanted = (t.horizontalHeader().height() + sum(t.rowHeight(r) for r in range(t.rowCount()))
+                  + t.horizontalScrollBar().sizeHint().height() + 2 * t.frameWidth() + 2)
+        total = max(self.splitter.height(), 400)
+        table = min(wanted, total // 2)
+        self.splitter.setSizes([table, total - table])
+
+    def showEvent(self, event):  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self._fit_table()
 
     def _table_menu(self, pos) -> None:
         row = self.table.rowAt(pos.y())

@@ -112,8 +112,7 @@ def label_efficiency_curve(project: Project, run_id: int) -> LabelCurve | None:
 # (use, summary keys in order of preference, the number's words)
 USES = (("retrieval", ("retrieval_recall@1", "retrieval_map"), ("recall@1", "mAP")),
         ("few-shot", ("fewshot_5", "fewshot_1", "fewshot_10"), ("5-shot", "1-shot", "10-shot")),
-        ("fine-tuning on 1 % of labels", ("finetune_1%",), ("top-1",)),
-        ("kNN", ("knn_top1",), ("top-1",)))
+        ("fine-tuning on 1 % of labels", ("finetune_1%",), ("top-1",)))
 
 LITERATURE = {
     "contrastive": "Contrastive methods (SimCLR, MoCo) learn frozen features that suit retrieval, kNN and few "

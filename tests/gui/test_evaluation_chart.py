@@ -44,7 +44,7 @@ def test_the_chart_puts_runs_side_by_side_and_the_curves_show_what_pretraining_b
     w, view = _open_view(make_window, p)
     chart = view.chart
     # Groups: kNN top-1, Fine-tune 1%, 10%, top-1, From scratch, Recall@1, Retrieval mAP (not effective rank).
-    ticks = [t for _, t in chart.getPlotItem().getAxis("bottom")._tickLevels[0]]
+    ticks = [t.replace("\n", " ") for _, t in chart.getPlotItem().getAxis("bottom")._tickLevels[0]]
     assert ticks == ["kNN top-1", "Fine-tune 1%", "Fine-tune 10%", "Fine-tune top-1", "From scratch", "Recall@1",
                      "Retrieval mAP"]
     assert chart.heights(dino) == pytest.approx([0.612, 0.71, 0.41])
