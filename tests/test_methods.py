@@ -522,13 +522,13 @@ NO_LEARNING_YET = {"byol", "simsiam", "dino", "barlowtwins", "vicreg",
                    # iBOT 0.556 -> 0.545 (it collapses like DINO), DINOv2 0.556 -> 0.556 (KoLeo keeps it spread)
                    "ibot", "dinov2"}
 COLLAPSES_YET = {
-    "dino": "its outputs collapse in this budget (the teacher goes uniform), as lightly's own example does here",
+    # DINO's collapsed here (the head gave every image one output) until its head had batch norm.
     # MAE's loss is on the patch tokens; the class token, the studio's embedding, narrows meanwhile
     # and spreads again after ~200 steps of batch 64 (the comment above).
     "mae": "its class token narrows for the first ~100 steps (spread 0.22 -> 0.08) while its view matching improves",
     # SimMIM's loss is on the masked patch tokens only; its class token is never asked for anything.
     "simmim": "its class token narrows while the patch loss falls (spread 0.165 -> 0.065 in 20 steps)",
-    "ibot": "DINO's collapse in this budget, inherited (spread 0.183 -> 0.008); DINOv2's KoLeo term prevents it",
+    # iBOT inherited DINO's collapse (spread 0.183 -> 0.008) until the head's batch norm.
 }
 
 

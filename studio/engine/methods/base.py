@@ -103,6 +103,10 @@ class Method(nn.Module):
     # Whether a collapse is this method's failure at all (a masked model reconstructs pixels:
     # low spread there means "not distinct yet", and halving its learning rate is no remedy).
     can_collapse: ClassVar[bool] = True
+    # Settings whose default changed the model's shape, with their former default: a stored config
+    # without the setting was written before the change and keeps the former value, so its
+    # checkpoints still load; every config written since names it (TrainConfig.to_dict).
+    former_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, backbone: Backbone, config: Any, world_size: int = 1):
         super().__init__()

@@ -20,6 +20,7 @@ class DINOConfig:
     hidden_dim: int = option(2048, "hidden width of the head's 3-layer MLP (paper: 2048)", min=1, max=65_536)
     bottleneck_dim: int = option(256, "bottleneck before the weight-normalised last layer (paper: 256)", min=1, max=65_536)
     norm_last_layer: bool = option(True, "keep the last layer's weight norm fixed (paper: on; off is better but less stable)")
+    head_batch_norm: bool = option(True, "batch norm in the head's MLP (the paper's use_bn_in_head; its ViTs: off). On: without it a short run's head gave every image one output (collapse by step 22 of 300 on a small ViT, bench/quality.py)")
     freeze_last_layer_epochs: float = option(1.0, "epochs the last layer stays frozen at the start (paper: 1; at most a tenth of the run)", min=0.0, max=10_000.0)
     student_temp: float = option(0.1, "student softmax temperature (paper: 0.1)", min=1e-3, max=10.0)
     warmup_teacher_temp: float = option(0.04, "teacher temperature at the first step (paper: 0.04)", min=1e-3, max=10.0)
@@ -61,6 +62,7 @@ class DINO(Method):
     default_optimizer = "adamw"
     default_lr = 5e-4
     default_weight_decay = 0.04
+    former_defaults = {"head_batch_norm": False}  # runs stored before 2026-12-04 had no batch norm in the head
     collapse_advice = ("lower teacher_temp (0.04 sharpens the teacher's targets) if all outputs go uniform, lower "
                        "center_momentum (faster centring) if one dimension wins every image, and lower the learning rate")
 
@@ -89,7 +91,7 @@ class DINO(Method):
     def _head(self) -> DINOProjectionHead:
         c = self.config
         return DINOProjectionHead(self.backbone.feature_dim, c.hidden_dim, c.bottleneck_dim, c.output_dim,
-                                  batch_norm=False, norm_last_layer=c.norm_last_layer)
+                                  batch_norm=c.head_batch_norm, norm_last_layer=c.norm_last_layer)
 
     def view_specs(self, image_size: int) -> list[ViewSpec]:
         c = self.config

@@ -82,17 +82,38 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as stored (runs, checkpoints): the method's settings whose default once
+        changed the model's shape are written out, so a later change of default cannot change
+        what this config builds."""
+        data = dataclasses.asdict(self)
+        method_cls, former = _former_defaults(self.method)
+        if former:
+            fields = method_cls.config_class.__dataclass_fields__
+            data["method_config"] = {**{k: fields[k].default for k in former}, **data["method_config"]}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """A stored config; one written before a shape-changing default changed (it does not name
+        the setting) keeps the former default (Method.former_defaults)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        _, former = _former_defaults(values.get("method", "simclr"))
+        if former:
+            values["method_config"] = {**former, **dict(values.get("method_config") or {})}
+        return cls(**values)
 
     @classmethod
     def fields(cls):
         """Every field's description (`FieldInfo`), in form order."""
         return config_fields(cls)
+
+
+def _former_defaults(method: str) -> tuple[type | None, dict[str, Any]]:
+    from studio.engine.methods import METHODS  # late: the methods import the settings module
+
+    cls = METHODS.get(str(method).lower())
+    return cls, dict(getattr(cls, "former_defaults", {}) or {})
 
 
 def check_batch_split(batch_size: int, processes: int) -> None:
