@@ -319,6 +319,10 @@ class _UntilStarted(TrainingCallbacks):
         if self.started:
             self.recorder.on_status(status, reason)
 
+    def on_activity(self, text: str) -> None:
+        if self.started:
+            self.recorder.on_activity(text)
+
     def on_log(self, message, level="info") -> None:
         if self.started:
             self.recorder.on_log(message, level)
