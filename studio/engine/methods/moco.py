@@ -23,6 +23,7 @@ class MoCoConfig:
     hidden_dim: int = option(2048, "hidden width of the MLP head (MoCo v2: 2048)", min=1, max=65_536)
     output_dim: int = option(128, "key/query size, where the loss is computed (MoCo: 128)", min=1, max=262_144)
     symmetric: bool = option(False, "also contrast view 2's query against view 1's key (MoCo v3 style); paper: off")
+    head_batch_norm: bool = option(False, "batch norm in the projection MLP (MoCo v3 and SimCLR v2 put it there; MoCo v2: off)")
 
 
 def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -62,7 +63,8 @@ class MoCo(Method):
     def __init__(self, backbone, config: MoCoConfig, world_size: int = 1):
         super().__init__(backbone, config, world_size)
         dim = backbone.feature_dim
-        self.projection_head = MoCoProjectionHead(dim, config.hidden_dim, config.output_dim)
+        self.projection_head = MoCoProjectionHead(dim, config.hidden_dim, config.output_dim,
+                                                  batch_norm=config.head_batch_norm)
         self.backbone_momentum = momentum_copy(backbone)
         self.projection_head_momentum = momentum_copy(self.projection_head)
         bank = (config.queue_size, config.output_dim) if config.queue_size > 0 else 0
