@@ -28,7 +28,7 @@ from studio.gui.budget_section import BudgetSection
 from studio.gui.estimate_section import CostEstimateSection
 from studio.gui.setting_editors import editor_for
 from studio.gui.view_preview import ViewPreviewSection
-from studio.gui.widgets import ConfigFieldEditor, Label
+from studio.gui.widgets import ConfigFieldEditor, Label, TwoColumns
 
 LENGTH_FIELDS = ("epochs", "steps")  # one "Length" row: a number and its unit
 OWN_ROWS = ("method", "backbone", "method_config", "device")  # rows with controls of their own
@@ -185,9 +185,11 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         self.advanced.addWidget(adv)
         right.addWidget(self.advanced)
         right.addStretch(1)
-        grid.setRowStretch(2, 1)
+        grid.setRowStretch(3, 1)
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
+        self._columns = TwoColumns(grid, [what, self.method_box], right, scroll.viewport())
+        self._form_scroll = scroll
         # The names the tests and the screenshot mode have always used for the common rows.
         ed = self.setting_editors
         self.batch_spin, self.image_size_spin = ed["batch_size"].widget, ed["image_size"].widget
@@ -410,6 +412,7 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
             ok = spec.kind in cls.backbone_kinds
             tip = spec.description if ok else f"{cls.title} cannot use a {spec.kind.upper()} backbone."
             self.backbone_combo.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
+        self._columns.fit()
         self.validate()
 
     # -- the config ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QScrollArea,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QScrollArea,
     QSizePolicy, QSpinBox, QStackedLayout, QVBoxLayout, QWidget,
 )
 
@@ -146,6 +146,44 @@ class PageHolder(QScrollArea):
         height = full.height() - (bar if min_w > width else 0)
         min_w, min_h = self.minimum_for(width)
         page.resize(max(width, min_w), max(height, min_h))
+
+
+class TwoColumns(QObject):
+    """A form's two columns in a grid that become one (the second under the first) when the
+    width of `viewport` (the form's scroll area) is under what the two need side by side, so a
+    1024 x 640 window shows the New run form without scrolling sideways (its two columns need
+    about 910 px)."""
+
+    def __init__(self, grid: QGridLayout, first: list[QWidget], second: QVBoxLayout, viewport: QWidget):
+        super().__init__(viewport)
+        self.grid, self.first, self.second, self.viewport = grid, first, second, viewport
+        self.narrow = False
+        viewport.installEventFilter(self)
+
+    def needed(self) -> int:
+        parent = self.grid.parentWidget()
+        m = parent.layout().contentsMargins() if parent is not None and parent.layout() is not None else None
+        margins = (m.left() + m.right()) if m is not None else 0
+        first = max(w.minimumSizeHint().width() for w in self.first)
+        return first + self.grid.horizontalSpacing() + self.second.minimumSize().width() + margins
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if watched is self.viewport and event.type() == QEvent.Type.Resize:
+            self.fit()
+        return False
+
+    def fit(self) -> None:
+        narrow = self.viewport.width() < self.needed()
+        if narrow == self.narrow:
+            return
+        self.narrow = narrow
+        self.grid.removeItem(self.second)
+        if narrow:
+            self.grid.addLayout(self.second, 2, 0)
+            self.grid.setColumnStretch(1, 0)
+        else:
+            self.grid.addLayout(self.second, 0, 1, 2, 1)
+            self.grid.setColumnStretch(1, 1)
 
 
 def page_with_empty_state(page: QWidget, message: str, bottom_margin: int = 14,

@@ -146,6 +146,16 @@ def test_the_window_works_at_1024_by_640(make_window, project, qtbot):
     qtbot.waitUntil(start.isVisible)
     corner = start.mapTo(w, start.rect().bottomRight())
     assert 0 < corner.x() <= 1024 and 0 < corner.y() <= 640, corner
+    # Its form's two columns stand one under the other there: no sideways scrolling (it needed
+    # 913 px side by side); at 1400 px they stand side by side again.
+    form = w.new_run_page
+    qtbot.waitUntil(lambda: form._columns.narrow)
+    assert not form._form_scroll.horizontalScrollBar().isVisible()
+    w.resize(1400, 900)
+    qtbot.waitUntil(lambda: not form._columns.narrow)
+    assert not form._form_scroll.horizontalScrollBar().isVisible()
+    w.resize(1024, 640)
+    qtbot.waitUntil(lambda: w.width() == 1024)
     # The Run page fits the width there: no sideways scrolling, its Export button in the window
     # (it was 831 px wide at least, its title at full length, and Export sat off the right edge).
     from studio.engine.train import TrainConfig
