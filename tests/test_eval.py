@@ -129,9 +129,9 @@ class _Log(TrainingCallbacks):
 def test_the_health_monitor_judges_the_methods_output_and_the_log_says_when_it_collapses(tmp_path):
     """SimSiam's collapse measure is on the projector's output, and so is the monitor: a ViT's
     class token has a part every image shares, so its own spread is low in a healthy run (SimCLR:
-    measured 0.12 against the output's 0.92). DINO in 20 steps on the sample collapses (its teacher
-    goes uniform, as lightly's own example does here: tests/test_methods.py), and the run's log
-    says so once."""
+    measured 0.12 against the output's 0.92). DINO without the batch norm in its head (its default
+    before 2026-12-04) collapses in 20 steps on the sample (the head gives every image one output),
+    and the run's log says so once."""
     from studio.engine.data import SampleSource, decode_images
     from studio.engine.train import Trainer
     from studio.engine.train.monitor import HealthMonitor, build_monitors
@@ -142,7 +142,8 @@ def test_the_health_monitor_judges_the_methods_output_and_the_log_says_when_it_c
     runs = {
         "simclr": dict(vit, steps=40, method_config={"hidden_dim": 256, "temperature": 0.1}),
         "dino": dict(vit, steps=20, method_config={"hidden_dim": 256, "bottleneck_dim": 64, "output_dim": 64, "local_crops": 2,
-                                                   "warmup_teacher_temp_epochs": 0, "center_momentum": 0.0}),
+                                                   "warmup_teacher_temp_epochs": 0, "center_momentum": 0.0,
+                                                   "head_batch_norm": False}),
     }
     seen = {}
     for name, settings in runs.items():

@@ -320,8 +320,9 @@ class _UntilStarted(TrainingCallbacks):
             self.recorder.on_status(status, reason)
 
     def on_activity(self, text: str) -> None:
-        if self.started:
-            self.recorder.on_activity(text)
+        hand_on = getattr(self.recorder, "on_activity", None)  # a store recorder has no use for it
+        if self.started and hand_on is not None:
+            hand_on(text)
 
     def on_log(self, message, level="info") -> None:
         if self.started:
