@@ -22,6 +22,13 @@ from studio.engine.errors import ConfigError
 GROUPS = ("basic", "advanced", "structure")  # structure: set by dedicated controls (method, backbone, ...)
 
 
+def default_label(name: str) -> str:
+    """How a setting without a label of its own is called: its name in words ("num_layers" ->
+    "number of layers", "hidden_dim" -> "hidden dim")."""
+    words = name.replace("_", " ")
+    return "number of " + words[4:] if words.startswith("num ") else words
+
+
 def option(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
            max: float | None = None, group: str = "basic", label: str | None = None, flag: str | None = None,
            none: str | None = None, unit: str = ""):
@@ -95,7 +102,7 @@ def config_fields(config_class: type) -> list[FieldInfo]:
         type_name, optional = _type_name(hints.get(f.name, f.type))
         out.append(FieldInfo(
             f.name, type_name, default, meta.get("help", ""), meta.get("choices"), meta.get("min"), meta.get("max"),
-            group=meta.get("group", "basic"), label=meta.get("label") or f.name.replace("_", " "),
+            group=meta.get("group", "basic"), label=meta.get("label") or default_label(f.name),
             flag=meta.get("flag") or "--" + f.name.replace("_", "-"), optional=optional, none=meta.get("none"),
             unit=meta.get("unit", ""),
         ))

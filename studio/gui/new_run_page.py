@@ -401,7 +401,7 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
             editor = ConfigFieldEditor(info)
             editor.changed.connect(self.validate)
             self.field_editors[info.name] = editor
-            label = Label(info.name.replace("_", " "))
+            label = Label(info.label or info.name.replace("_", " "))
             label.setToolTip(editor.tooltip())
             self.method_form.addRow(label, editor.widget)
         if not self.field_editors:

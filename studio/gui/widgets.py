@@ -226,6 +226,15 @@ class CompactDoubleSpinBox(QDoubleSpinBox):
         return f"{value:.6g}"
 
 
+def zero_meaning(help_text: str) -> str:
+    """What 0 stands for in a setting's help ("...; 0 means the backbone's feature size", "0: by
+    time only"), shown in its spin box instead of a bare 0; "" when the help does not say."""
+    import re
+
+    found = re.search(r"(?:\b0 means|(?:^|; )0:) ([^;()]+)", help_text or "")
+    return found.group(1).strip().rstrip(".") if found else ""
+
+
 class ConfigFieldEditor:
     """The editor of one FieldInfo: a spin box with its bounds, a combo for choices, a check box
     for bools, a line edit for text; its tooltip is the field's help."""
@@ -250,6 +259,9 @@ class ConfigFieldEditor:
                        int(info.max) if info.max is not None else INT_LIMIT)
             w.setValue(int(info.default))
             w.setGroupSeparatorShown(False)
+            zero = zero_meaning(info.help) if info.min == 0 else ""
+            if zero:  # "hidden dim: the backbone's feature size", not "hidden dim: 0"
+                w.setSpecialValueText(zero)
             self.changed = w.valueChanged
         elif t == "float":
             w = CompactDoubleSpinBox()

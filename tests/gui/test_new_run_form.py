@@ -163,3 +163,18 @@ def test_the_warm_up_says_its_steps_and_its_cap_on_the_chosen_dataset(qtbot, pro
     page.setting_editors["warmup_epochs"].set_value(2.0)
     page.validate()
     assert page.warmup_hint.text() == "= 56 of 2,800 steps"
+
+
+def test_a_setting_whose_zero_has_a_meaning_says_it(qtbot):
+    """Issue 16, item 19: the form showed SimCLR's 'hidden dim 0'; 0 there is the backbone's
+    feature size, and the spin box says so (the help text of the setting is the one source)."""
+    from studio.gui.new_run_page import NewRunPage
+
+    page = NewRunPage()
+    qtbot.addWidget(page)
+    page.method_combo.setCurrentIndex(page.method_combo.findData("simclr"))
+    spin = page.field_editors["hidden_dim"].widget
+    assert spin.value() == 0 and spin.text() == "the backbone's feature size"
+    spin.setValue(512)
+    assert spin.text() == "512" and page.config().method_config.get("hidden_dim") == 512
+    assert page.setting_editors["checkpoint_every"].widget.text() == "by time only"
