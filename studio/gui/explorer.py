@@ -154,20 +154,27 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
     def busy(self) -> bool:
         return self._task is not None
 
-    def compute(self, run_id: int | None = None, checkpoint_step: int | None = -1, dataset: int | str | None = -1,
-                algorithm: str | None = None) -> None:
-        """Compute (or read back) embeddings and the map in a worker; arguments override the boxes."""
+    def map_request(self, run_id, dataset, algorithm):
+        """What a map computation works on: the arguments, else the boxes' choices, with the
+        clusters' k and whether they are wanted; None (said) when busy or there is no run."""
         if self.busy:
-            return
+            return None
         run_id = self.run_box.currentData() if run_id in (None, False) else run_id
         if run_id is None or self.project is None:
             self._fail("there is no run to explore yet; train one first.")
-            return
-        step = self.step_box.currentData() if checkpoint_step == -1 else checkpoint_step
+            return None
         dataset = self.dataset_box.currentData() if dataset == -1 else dataset
-        algorithm = algorithm or self.map_box.currentData()
-        k = self.k_spin.value()
-        want_clusters = self.colour_box.currentData() == "cluster"
+        return (run_id, dataset, algorithm or self.map_box.currentData(), self.k_spin.value(),
+                self.colour_box.currentData() == "cluster")
+
+    def compute(self, run_id: int | None = None, checkpoint_step: int | None = -1, dataset: int | str | None = -1,
+                algorithm: str | None = None) -> None:
+        """Compute (or read back) embeddings and the map in a worker; arguments override the boxes."""
+        chosen = self.map_request(run_id, dataset, algorithm)
+        if chosen is None:
+            return
+        run_id, dataset, algorithm, k, want_clusters = chosen
+        step = self.step_box.currentData() if checkpoint_step == -1 else checkpoint_step
         project = self.project
 
         def job(state):

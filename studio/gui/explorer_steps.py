@@ -95,16 +95,10 @@ class StepMapActions:
     def compute_steps(self, run_id: int | None = None, dataset: int | str | None = -1, algorithm: str | None = None) -> None:
         """Compute (or read back) the aligned map of every checkpoint on a task; arguments
         override the boxes."""
-        if self.busy:
+        chosen = self.map_request(run_id, dataset, algorithm)
+        if chosen is None:
             return
-        run_id = self.run_box.currentData() if run_id in (None, False) else run_id
-        if run_id is None or self.project is None:
-            self._fail("there is no run to explore yet; train one first.")
-            return
-        dataset = self.dataset_box.currentData() if dataset == -1 else dataset
-        algorithm = algorithm or self.map_box.currentData()
-        k = self.k_spin.value()
-        want_clusters = self.colour_box.currentData() == "cluster"
+        run_id, dataset, algorithm, k, want_clusters = chosen
         project = self.project
 
         def job(state):
