@@ -78,6 +78,7 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
         self._owns_project = project is not None and not isinstance(project, Project)
         self.project = Project.open(project) if self._owns_project else project
         self.vectors = np.zeros((0, 0), np.float32)
+        self._index = None  # engine.eval.NeighbourIndex of self.vectors, made on first search
         self.coords = np.zeros((0, 2), np.float32)
         self.labels = np.zeros(0, np.int64)
         self.clusters: np.ndarray | None = None
@@ -178,7 +179,7 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
         project = self.project
 
         def job(state):
-            from studio.engine.eval import kmeans_labels
+            from studio.engine.eval import NeighbourIndex, kmeans_labels
             from studio.services.evaluation import compute_embeddings, embedding_map
 
             emb = compute_embeddings(project, run_id, dataset, step, device="auto", report=state.report,
@@ -188,7 +189,10 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
             if want_clusters or not emb.has_labels:
                 state.report("k-means", 0, 1)
                 clusters = kmeans_labels(emb.vectors, k)
-            return {"emb": emb, "coords": coords, "clusters": clusters, "run_id": run_id, "algorithm": algorithm}
+            # Above EXACT_UP_TO embeddings the search index is built here, off the GUI thread.
+            index = NeighbourIndex(emb.vectors, report=state.report, cancelled=state.cancelled)
+            return {"emb": emb, "coords": coords, "clusters": clusters, "run_id": run_id, "algorithm": algorithm,
+                    "index": index}
 
         self._source = {"run_id": run_id, "step": step}
         self._embedder = None
@@ -250,22 +254,29 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
         emb = result["emb"]
         self.shown_algorithm = result["algorithm"]
         self.set_data(emb.vectors, result["coords"], emb.labels, emb.names, emb.images, emb.class_names,
-                      clusters=result["clusters"],
+                      clusters=result["clusters"], index=result.get("index"),
                       dataset_id=emb.dataset.id if emb.dataset is not None else emb.record.dataset_id)
+        index = result.get("index")
+        search = f" Search: {index.describe()}." if index is not None and index.kind == "ivf" else ""
         self.status.setText(f"{len(emb)} images, {emb.vectors.shape[1]}-dim embeddings, {map_name(result['algorithm'])} map "
-                            f"(run {result['run_id']}, step {emb.record.checkpoint_step}).")
+                            f"(run {result['run_id']}, step {emb.record.checkpoint_step}).{search}")
 
     # -- showing --------------------------------------------------------------------------
     def set_data(self, vectors, coords, labels=None, names=None, images=None, class_names=None, clusters=None,
-                 dataset_id: int | None = None) -> None:
+                 dataset_id: int | None = None, index=None) -> None:
         """Show embeddings (N, D) at map coordinates (N, 2); labels, names and images per point;
-        `dataset_id`: the project's dataset they are of (for tags), None for data of no dataset."""
+        `dataset_id`: the project's dataset they are of (for tags), None for data of no dataset;
+        `index`: an engine.eval.NeighbourIndex of `vectors` built off the GUI thread (else searches
+        are exact)."""
         self._forget_steps()
         self._forget_pair()
         self.dataset_id = dataset_id
         vectors = np.asarray(vectors, dtype=np.float32)
         n = len(vectors)
         self.vectors = vectors
+        self._index = None
+        if index is not None and (index.n, index.dim) == vectors.shape:
+            self._index, index.source = index, vectors  # built from these embeddings before the cast
         self.coords = np.asarray(coords, dtype=np.float32)
         self.labels = np.full(n, -1, np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
         self.names = list(names) if names is not None else [str(i) for i in range(n)]
@@ -400,14 +411,21 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
         self.thumb_label.setPixmap(self.thumbnail(index))
         self.thumb_caption.setText(self._caption(index))
 
+    def neighbour_index(self):
+        """The search index of the shown embeddings: the one the map's job built, or an exact one
+        (the checkpoint slider shows other embeddings than the job indexed)."""
+        from studio.engine.eval import NeighbourIndex
+
+        if self._index is None or self._index.source is not self.vectors:
+            self._index = NeighbourIndex(self.vectors, exact_up_to=len(self.vectors))
+        return self._index
+
     @Slot(int)
     def show_neighbors(self, index: int) -> None:
         """Fill the grid with the 16 images nearest (cosine) to point `index` in embedding space."""
-        from studio.engine.eval import nearest_neighbors
-
         if not 0 <= index < len(self.vectors):
             return
-        idx, sims = nearest_neighbors(self.vectors, index, NEIGHBOURS)
+        idx, sims = self.neighbour_index().neighbours_of(index, NEIGHBOURS)
         self.neighbour_title.setText(f"Nearest to {Path(self.names[index]).name}")
         self.side_tabs.setCurrentIndex(TAB_NEAREST)
         self.show_hover(index)
@@ -466,9 +484,7 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
         self._start(job, lambda vec: self.show_neighbors_of_vector(vec, Path(path).name))
 
     def show_neighbors_of_vector(self, vector, title: str = "the image") -> np.ndarray:
-        from studio.engine.eval import nearest_to_vector
-
-        idx, sims = nearest_to_vector(self.vectors, vector, NEIGHBOURS)
+        idx, sims = self.neighbour_index().search(vector, NEIGHBOURS)
         self.neighbour_title.setText(f"Nearest to {title}")
         self.side_tabs.setCurrentIndex(TAB_NEAREST)
         self._show_grid(idx, sims)

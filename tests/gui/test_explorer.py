@@ -157,6 +157,24 @@ def test_box_selection_lists_and_exports_the_right_paths(qtbot, tmp_path):
     assert float(rows[0]["x"]) == pytest.approx(float(coords[inside[0], 0]))
 
 
+def test_a_large_map_searches_through_the_index_its_job_built(qtbot, explore_project, monkeypatch):
+    import studio.engine.eval.index as index_module
+
+    monkeypatch.setattr(index_module, "EXACT_UP_TO", 10)  # 30 images count as many
+    project, run_id, _ = explore_project
+    page = _page(qtbot, project)
+    _computed(qtbot, page, run_id)
+    index = page.neighbour_index()
+    assert index.kind == "ivf" and index.source is page.vectors
+    assert "Search: an index of 30 embeddings" in page.status.text()
+    with qtbot.waitSignal(page.neighboursShown) as blocker:
+        page.show_neighbors(4)
+    exact = index_module.NeighbourIndex(page.vectors, exact_up_to=100).neighbours_of(4, 16)[0]
+    assert list(blocker.args[0]) == list(exact)  # one cell here: the index finds what exact search finds
+    page.set_data(page.vectors.copy(), page.coords, page.labels, page.names, page.images, page.class_names)
+    assert page.neighbour_index().kind == "exact"  # other embeddings than the job indexed: searched exactly
+
+
 def test_dropping_an_image_file_finds_its_neighbours(qtbot, explore_project):
     project, run_id, folder = explore_project
     page = _page(qtbot, project)

@@ -22,6 +22,7 @@ from studio.engine.eval.health import (
     health_report,
     uniformity,
 )
+from studio.engine.eval.index import EXACT_UP_TO, NeighbourIndex
 from studio.engine.eval.knn import KNN_SWEEP, knn_predict, knn_scores, knn_sweep, knn_top1
 from studio.engine.eval.linear import linear_probe, split_indices
 from studio.engine.eval.projection import (
@@ -34,6 +35,8 @@ from studio.engine.eval.projection import (
 from studio.engine.eval.retrieval import RECALL_AT, retrieval_scores
 
 __all__ = [
+    "EXACT_UP_TO",
+    "NeighbourIndex",
     "FEW_SHOTS",
     "FEW_SHOT_DRAWS",
     "KNN_SWEEP",

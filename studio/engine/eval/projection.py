@@ -7,16 +7,19 @@
   from umap-learn.
 * k-means: Lloyd's algorithm (scikit-learn KMeans, k-means++ init), or mini-batch k-means
   (Sculley, "Web-scale k-means clustering", WWW 2010) for large N.
-* Neighbours by cosine similarity, the similarity SSL losses train.
+* Neighbours by cosine similarity, the similarity SSL losses train (engine.eval.index: exact here).
 
 sklearn and umap are imported inside the functions: umap pulls in numba and takes seconds to load.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from studio.engine.eval._arrays import EvaluationError, check_matrix, to_numpy
+from studio.engine.eval.index import NeighbourIndex
 
 PROJECTION_ALGORITHMS = ("pca", "tsne", "umap")
 # Above this many points k-means switches to mini-batches: full Lloyd on 100k × 2048 takes
@@ -109,35 +112,13 @@ def kmeans_labels(vectors, k: int, seed: int = 0, normalize: bool = True) -> np.
     return model.fit_predict(x).astype(np.int64)
 
 
-def _top_k_by_cosine(x: np.ndarray, query: np.ndarray, k: int, exclude: int | None):
-    # Row norms via einsum avoid a normalised copy of a possibly 100k × 2048 matrix per click.
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    qnorm = float(np.linalg.norm(query))
-    sims = (x @ query) / np.maximum(norms * qnorm, 1e-12)
-    if exclude is not None:
-        sims[exclude] = -np.inf
-    k = min(k, x.shape[0] - (exclude is not None))
-    if k <= 0:
-        return np.empty(0, np.int64), np.empty(0, np.float32)
-    candidates = np.argpartition(-sims, k - 1)[:k] if k < sims.shape[0] else np.arange(sims.shape[0])
-    # Most similar first; equal similarities in index order so results are reproducible.
-    order = np.lexsort((candidates, -sims[candidates]))
-    chosen = candidates[order]
-    return chosen.astype(np.int64), sims[chosen].astype(np.float32)
-
-
 def nearest_neighbors(vectors, index: int, k: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """The k rows most cosine-similar to row `index`, itself excluded.
 
     Returns (indices int64, cosine similarities float32), most similar first; k is clipped to N−1.
     Other rows identical to the query are kept: a duplicate image is worth seeing.
     """
-    x = check_matrix(to_numpy(vectors, np.float32), "embeddings", min_rows=1)
-    n = x.shape[0]
-    if not -n <= index < n:
-        raise EvaluationError(f"index {index} is outside the {n} embeddings.")
-    index = int(index) % n
-    return _top_k_by_cosine(x, x[index], k, exclude=index)
+    return NeighbourIndex(vectors, exact_up_to=math.inf).neighbours_of(index, k)
 
 
 def nearest_to_vector(vectors, query_vector, k: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -145,10 +126,4 @@ def nearest_to_vector(vectors, query_vector, k: int = 16) -> tuple[np.ndarray, n
 
     Returns (indices int64, cosine similarities float32), most similar first; k is clipped to N.
     """
-    x = check_matrix(to_numpy(vectors, np.float32), "embeddings", min_rows=1)
-    q = to_numpy(query_vector, np.float32).reshape(-1)
-    if q.shape[0] != x.shape[1]:
-        raise EvaluationError(f"the query has {q.shape[0]} dims but the embeddings have {x.shape[1]}.")
-    if not np.isfinite(q).all():
-        raise EvaluationError("the query vector contains NaN or infinite values.")
-    return _top_k_by_cosine(x, q, k, exclude=None)
+    return NeighbourIndex(vectors, exact_up_to=math.inf).search(query_vector, k)
