@@ -1,4 +1,4 @@
-"""eval, embed."""
+"""eval, embed, search, inspect."""
 
 from __future__ import annotations
 
@@ -85,6 +85,47 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from studio.services.explore import search_by_image
+
+    with Project.open(args.project) as project:
+        result = search_by_image(project, args.run_id, args.image, dataset=args.dataset, checkpoint_step=args.step,
+                                 k=args.k, device=args.device, report=_reporter())
+    if args.json:
+        emit_json(result)
+    else:
+        for hit in result["results"]:
+            print(f"{hit['similarity']:.4f}\t{hit['image']}" + (f"\t{hit['label']}" if hit["label"] is not None else ""))
+        say(f"search: {result['search']}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from studio.services.explore import DUPLICATE_THRESHOLD_RANGE, OUTLIER_K_RANGE, inspect_dataset
+
+    lo, hi = DUPLICATE_THRESHOLD_RANGE
+    if not lo <= args.threshold <= hi:
+        raise UsageError(f"--threshold is a cosine similarity between {lo} and {hi}, not {args.threshold}.")
+    if not OUTLIER_K_RANGE[0] <= args.k <= OUTLIER_K_RANGE[1]:
+        raise UsageError(f"-k is between {OUTLIER_K_RANGE[0]} and {OUTLIER_K_RANGE[1]}, not {args.k}.")
+    duplicates = args.duplicates or not args.outliers
+    with Project.open(args.project) as project:
+        result = inspect_dataset(project, args.run_id, dataset=args.dataset, checkpoint_step=args.step,
+                                 duplicates=duplicates, threshold=args.threshold, outliers=args.outliers or 0,
+                                 k=args.k, device=args.device, report=_reporter())
+    if args.json:
+        emit_json(result)
+        return 0
+    for n, group in enumerate(result.get("duplicates", []), 1):
+        print(f"duplicates {n}\t" + "\t".join(group))
+    for hit in result.get("outliers", []):
+        print(f"outlier\t{hit['score']:.4f}\t{hit['image']}")
+    if duplicates:
+        say(f"{len(result['duplicates'])} groups of near duplicates (cosine >= {args.threshold}) "
+            f"among {result['images']:,} images")
+    return 0
+
+
 _step = whole_number("--step", 0, "--step must be 0 (initial weights) or a checkpoint's step")
 
 
@@ -121,6 +162,34 @@ def register(sub) -> None:
     m.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=_embed)
+
+    from studio.services.explore import DUPLICATE_THRESHOLD, OUTLIER_K
+
+    q = sub.add_parser("search", help="the images of a dataset nearest to an image file, by a run's encoder")
+    q.add_argument("project")
+    q.add_argument("run_id", type=int)
+    q.add_argument("--image", required=True, help="an image file (from the dataset or anywhere on disk)")
+    q.add_argument("--dataset", help="dataset to search (default: the run's)")
+    q.add_argument("--step", "--checkpoint", dest="step", type=_step, help="checkpoint step (default: the newest)")
+    q.add_argument("-k", type=whole_number("-k"), default=16, help="how many images (default 16)")
+    q.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_search)
+
+    i = sub.add_parser("inspect", help="a dataset's near duplicates and outliers, seen through a run's encoder")
+    i.add_argument("project")
+    i.add_argument("run_id", type=int)
+    i.add_argument("--dataset", help="dataset to inspect (default: the run's)")
+    i.add_argument("--step", "--checkpoint", dest="step", type=_step, help="checkpoint step (default: the newest)")
+    i.add_argument("--duplicates", action="store_true", help="groups of near copies (the default without --outliers)")
+    i.add_argument("--threshold", type=float, default=DUPLICATE_THRESHOLD,
+                   help=f"cosine similarity from which two images are copies (default {DUPLICATE_THRESHOLD})")
+    i.add_argument("--outliers", type=whole_number("--outliers"), metavar="N",
+                   help="the N images farthest from their k-th nearest neighbour")
+    i.add_argument("-k", type=int, default=OUTLIER_K, help=f"the neighbour outliers are measured to (default {OUTLIER_K})")
+    i.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_inspect)
 
 
 __all__ = ["register", "UsageError"]

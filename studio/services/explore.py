@@ -1,5 +1,7 @@
 """Exploring a run's embedding space: the use cases behind the Explorer page, without Qt.
 
+`search_by_image` finds a dataset's images nearest to an image file and `inspect_dataset` lists
+its near duplicates and outliers (the `search` and `inspect` commands).
 `write_selection` writes the files a person selected on the map; `export_selection_dataset`
 makes them a dataset of the project; `tag_selection` and `tag_groups` store and read tags on a
 dataset's images; `find_duplicates` and `find_outliers` look for problems in a dataset (the math is
@@ -59,6 +61,55 @@ def find_outliers(vectors, k: int = OUTLIER_K, cancelled: Callable[[], bool] | N
         raise ValueError(f"k for outliers is between {lo} and {hi}, not {k}.")
     order, dist = outlier_ranking(vectors, int(k), cancelled=cancelled)
     return Outliers(order, dist, int(k))
+
+
+def _named(emb, i: int, **extra) -> dict:
+    label = int(emb.labels[i]) if len(emb.labels) else -1
+    return {"image": emb.names[i], **extra,
+            "label": emb.class_names[label] if 0 <= label < len(emb.class_names) else None}
+
+
+def search_by_image(project: Project, run_id: int, image: str | os.PathLike, dataset: str | int | None = None,
+                    checkpoint_step: int | None = None, k: int = 16, device: str = "auto",
+                    report: Callable[[str, int, int], None] | None = None) -> dict:
+    """The k images of `dataset` (default: the run's) nearest to an image file, by the run's
+    encoder: {"results": [{"image", "similarity", "label"}, ...], "search": how it searched}."""
+    from studio.engine.eval import NeighbourIndex
+    from studio.services.evaluation import compute_embeddings
+
+    if not Path(image).is_file():
+        raise ProjectError(f"{image} is not an image file.")
+    emb = compute_embeddings(project, run_id, dataset, checkpoint_step, device=device, report=report)
+    query = FileEmbedder(project, run_id, emb.record.checkpoint_step, device).embed(image)
+    index = NeighbourIndex(emb.vectors, report=report)
+    idx, sims = index.search(query, k)
+    return {"run_id": int(run_id), "checkpoint_step": emb.record.checkpoint_step, "search": index.describe(),
+            "results": [_named(emb, int(i), similarity=round(float(s), 4)) for i, s in zip(idx, sims)]}
+
+
+def inspect_dataset(project: Project, run_id: int, dataset: str | int | None = None, checkpoint_step: int | None = None,
+                    duplicates: bool = True, threshold: float = DUPLICATE_THRESHOLD, outliers: int = 0,
+                    k: int = OUTLIER_K, device: str = "auto", report: Callable[[str, int, int], None] | None = None) -> dict:
+    """Near-duplicate groups (each a list of image names) and the `outliers` most alone images
+    (with their k-th neighbour distance) of a dataset, seen through the run's encoder."""
+    from studio.services.evaluation import compute_embeddings
+
+    emb = compute_embeddings(project, run_id, dataset, checkpoint_step, device=device, report=report)
+    out: dict = {"run_id": int(run_id), "checkpoint_step": emb.record.checkpoint_step, "images": len(emb)}
+    if duplicates:
+        if report is not None:
+            report("duplicates", 0, 1)
+        groups = find_duplicates(emb.vectors, threshold)
+        out["threshold"] = threshold
+        out["duplicates"] = [[emb.names[int(i)] for i in g.indices] for g in groups]
+    if outliers:
+        if report is not None:
+            report("outliers", 0, 1)
+        found = find_outliers(emb.vectors, k)
+        out["k"] = found.k
+        out["outliers"] = [_named(emb, int(i), score=round(float(d), 4))
+                           for i, d in zip(found.indices[:outliers], found.distances[:outliers])]
+    return out
 
 
 # -- tags -----------------------------------------------------------------------------------------
