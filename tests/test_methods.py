@@ -75,21 +75,30 @@ def test_moco_loss_is_infonce_with_a_queue():
     assert torch.allclose(moco_loss(q, k, queue, tau), expected, atol=1e-5)
 
 
-def test_moco_enqueues_the_keys_of_its_momentum_encoder():
+def test_moco_enqueues_the_keys_of_its_momentum_encoder_into_a_queue_that_starts_empty():
     from studio.engine.backbones import build_backbone
+    from studio.engine.methods.moco import moco_loss
 
     torch.manual_seed(0)
     cls = METHODS["moco"]
     m = cls(build_backbone("vit_tiny", 16, num_layers=1, patch_size=4),
-            build_config(cls.config_class, {"queue_size": 16, "hidden_dim": 32, "output_dim": 8}))
+            build_config(cls.config_class, {"queue_size": 6, "hidden_dim": 32, "output_dim": 8}))
     x1, x2 = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)
     m.train()
-    before = m.criterion.memory_bank.bank.clone()
-    m.training_step([x1, x2], StepState(0, 10))
-    keys = F.normalize(m.keys(x2), dim=1)
-    bank = m.criterion.memory_bank.bank
-    assert torch.allclose(bank[:4], keys, atol=1e-5)
-    assert torch.equal(bank[4:], before[4:])
+    # The first step has no queued keys: its negatives are the batch's other keys, never the
+    # random vectors lightly's bank starts with (a collapsed output beats those).
+    with torch.no_grad():
+        q, k = m.projection_head(m.backbone(x1)), m.keys(x2)
+    first = m.training_step([x1, x2], StepState(0, 10))["loss"]
+    assert torch.allclose(first, moco_loss(q, k, torch.zeros(0, 8), m.config.temperature), atol=1e-5)
+    assert int(m.queue.filled) == 4
+    assert torch.allclose(m.queue.bank[:4], F.normalize(k, dim=1), atol=1e-5)
+    # The second step contrasts against those 4 keys only; then 2 more fill the queue and it wraps.
+    with torch.no_grad():
+        q2, k2 = m.projection_head(m.backbone(x2)), m.keys(x1)
+    second = m.training_step([x2, x1], StepState(1, 10))["loss"]
+    assert torch.allclose(second, moco_loss(q2, k2, F.normalize(k, dim=1), m.config.temperature), atol=1e-5)
+    assert int(m.queue.filled) == 6 and len(m.queue(k2)) == 6
     assert m.momentum_pairs()[0][1] is m.backbone_momentum
     assert not any(p.requires_grad for p in m.backbone_momentum.parameters())
 
@@ -219,18 +228,22 @@ def test_mocov3_keeps_a_vits_random_patch_projection_fixed():
 
 
 def test_nnclr_loss_is_ntxent_with_the_neighbour_as_positive():
-    from lightly.models.modules import NNMemoryBankModule
-
-    from studio.engine.methods.nnclr import nnclr_loss
+    from studio.engine.methods.banks import FilledMemoryBank
+    from studio.engine.methods.nnclr import nearest_neighbours, nnclr_loss
 
     g = _gen(12)
     support = F.normalize(torch.randn(10, 8, generator=g), dim=1)
-    bank = NNMemoryBankModule(size=(10, 8))
-    bank.bank.copy_(support.T if bank.bank.shape == (8, 10) else support)
+    bank = FilledMemoryBank(10, 8)
+    assert len(bank(support[:4])) == 0  # it starts empty: no random neighbours
+    bank.add(support[:6])
+    bank.add(support[6:])
     z, p = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
-    nn_z = bank(z, update=False)
+    held = bank(z, update=False)
+    assert torch.equal(held, support)
+    nn_z = nearest_neighbours(z, held)
     # NN(z_i): the support embedding of highest cosine similarity with z_i.
     assert torch.allclose(nn_z, support[(F.normalize(z, dim=1) @ support.T).argmax(1)])
+    assert torch.equal(nearest_neighbours(z, held[:0]), z)  # an empty support set: itself
     tau = 0.1
     out = F.normalize(torch.cat([nn_z, p]), dim=1)
     sim = out @ out.T / tau

@@ -7,17 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from lightly.loss import NTXentLoss
+import torch.nn.functional as F
 from lightly.models.modules import MoCoProjectionHead
 
 from studio.engine.data.views import ViewSpec, moco_v2_view
+from studio.engine.methods.banks import FilledMemoryBank
 from studio.engine.methods.base import Method, StepState, bank_for_dataset, momentum_copy, option
 
 
 @dataclass
 class MoCoConfig:
     temperature: float = option(0.2, "InfoNCE temperature tau (MoCo v2: 0.2)", min=1e-3, max=10.0)
-    queue_size: int = option(4096, "negative keys kept in the queue (paper: 65536 on ImageNet; 4096 suits CIFAR-sized sets)", min=0, max=1_000_000)
+    queue_size: int = option(4096, "negative keys kept in the queue (paper: 65536 on ImageNet; 4096 suits CIFAR-sized sets; 0: the batch's other keys, as MoCo v3)", min=0, max=1_000_000)
     momentum: float = option(0.99, "key-encoder EMA momentum at the start (paper: 0.999 on ImageNet, 0.99 for small sets)", min=0.0, max=1.0)
     momentum_end: float = option(1.0, "momentum at the last step, reached along a cosine", min=0.0, max=1.0)
     hidden_dim: int = option(2048, "hidden width of the MLP head (MoCo v2: 2048)", min=1, max=65_536)
@@ -30,12 +31,17 @@ def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature
     """InfoNCE with a queue (MoCo eq. 1): for query q, its positive key k+ and the queued keys k_i,
     L_q = -log exp(q.k+/tau) / (exp(q.k+/tau) + sum_i exp(q.k_i/tau)), q and k L2-normalised.
 
-    Computed by lightly's NTXentLoss with a memory bank; this function names it for readers and
-    tests (`queue` is (K, D); the bank is not updated here).
+    `queue` is (K, D), the keys of earlier batches. With K = 0 (the first step, before any key is
+    queued) the other images' keys of the batch are the negatives, as in MoCo v3 (its eq. 1).
     """
-    loss = NTXentLoss(temperature=temperature, memory_bank_size=(queue.shape[0], queue.shape[1]))
-    loss.memory_bank.bank.copy_(queue)
-    return loss(q, k.detach())
+    q = F.normalize(q, dim=1)
+    k = F.normalize(k.detach(), dim=1)
+    if queue.shape[0] == 0:
+        logits = q @ k.T / temperature
+        return F.cross_entropy(logits, torch.arange(len(q), device=q.device))
+    pos = (q * k).sum(dim=1, keepdim=True)
+    logits = torch.cat([pos, q @ F.normalize(queue, dim=1).T.to(q.dtype)], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
 
 class MoCo(Method):
@@ -67,10 +73,10 @@ class MoCo(Method):
                                                   batch_norm=config.head_batch_norm)
         self.backbone_momentum = momentum_copy(backbone)
         self.projection_head_momentum = momentum_copy(self.projection_head)
-        bank = (config.queue_size, config.output_dim) if config.queue_size > 0 else 0
-        # With gather_distributed the queue takes every GPU's keys, as the paper's code does.
-        self.criterion = NTXentLoss(temperature=config.temperature, memory_bank_size=bank,
-                                    gather_distributed=world_size > 1)
+        # The queue starts empty (methods.banks says why); with gather_distributed it takes
+        # every GPU's keys, as the paper's code does. queue_size 0: the batch's keys only.
+        self.queue = (FilledMemoryBank(config.queue_size, config.output_dim, gather_distributed=world_size > 1)
+                      if config.queue_size > 0 else None)
 
     def view_specs(self, image_size: int) -> list[ViewSpec]:
         view = moco_v2_view(image_size)
@@ -83,13 +89,23 @@ class MoCo(Method):
     def keys(self, x: torch.Tensor) -> torch.Tensor:
         return self.projection_head_momentum(self.backbone_momentum(x))
 
+    def negatives(self, keys: torch.Tensor) -> torch.Tensor:
+        """The queued keys of earlier steps (K, D), then `keys` (normalised) join the queue."""
+        keys = F.normalize(keys, dim=1)
+        if self.queue is None:
+            return keys.new_zeros((0, keys.shape[1]))
+        return self.queue(keys, update=self.training)
+
     def training_step(self, views, state: StepState):
         x1, x2 = views[0], views[1]
+        tau = self.config.temperature
         if self.config.symmetric:
             q1, q2 = self.projection_head(self.backbone(torch.cat([x1, x2]))).chunk(2)
             k1, k2 = self.keys(torch.cat([x1, x2])).chunk(2)
-            loss = 0.5 * (self.criterion(q1, k2) + self.criterion(q2, k1))
+            queue = self.negatives(k2)  # one key per image joins the queue, as in the one-way form
+            loss = 0.5 * (moco_loss(q1, k2, queue, tau) + moco_loss(q2, k1, queue, tau))
         else:
             q = self.projection_head(self.backbone(x1))
-            loss = self.criterion(q, self.keys(x2))
+            k = self.keys(x2)
+            loss = moco_loss(q, k, self.negatives(k), tau)
         return {"loss": loss}

@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from lightly.loss import NTXentLoss
-from lightly.models.modules import NNCLRPredictionHead, NNCLRProjectionHead, NNMemoryBankModule
+from lightly.models.modules import NNCLRPredictionHead, NNCLRProjectionHead
 
 from studio.engine.data.views import ViewSpec, byol_views
+from studio.engine.methods.banks import FilledMemoryBank
 from studio.engine.methods.base import Method, StepState, bank_for_dataset, option
 
 
@@ -29,6 +31,15 @@ def nnclr_loss(nn_z: torch.Tensor, p: torch.Tensor, temperature: float) -> torch
     L_i = -log exp(NN(z_i).p_i / tau) / sum_k exp(NN(z_i).p_k / tau), on L2-normalised vectors
     (lightly's NTXentLoss, which also contrasts within each side, as the paper's code)."""
     return NTXentLoss(temperature=temperature)(nn_z, p)
+
+
+def nearest_neighbours(z: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """NNCLR eq. 1: NN(z_i), the support embedding of highest cosine similarity with z_i (as
+    lightly's NNMemoryBankModule finds it). With an empty support set (the first step) each z_i is
+    its own neighbour, which makes the loss SimCLR's."""
+    if len(support) == 0:
+        return z
+    return support[(F.normalize(z, dim=1) @ F.normalize(support.to(z.dtype), dim=1).T).argmax(dim=1)]
 
 
 class NNCLR(Method):
@@ -60,8 +71,9 @@ class NNCLR(Method):
         c = config
         self.projection_head = NNCLRProjectionHead(backbone.feature_dim, c.hidden_dim, c.output_dim)
         self.prediction_head = NNCLRPredictionHead(c.output_dim, c.predictor_hidden_dim, c.output_dim)
-        # Each process keeps its own support set of its own embeddings (the paper's code gathers).
-        self.support = NNMemoryBankModule(size=(c.support_size, c.output_dim))
+        # Each process keeps its own support set of its own embeddings (the paper's code gathers);
+        # it starts empty, not full of random neighbours (methods.banks).
+        self.support = FilledMemoryBank(c.support_size, c.output_dim)
         self.criterion = NTXentLoss(temperature=c.temperature, gather_distributed=world_size > 1)
 
     def view_specs(self, image_size: int) -> list[ViewSpec]:
@@ -73,7 +85,7 @@ class NNCLR(Method):
         z = self.projection_head(self.backbone(torch.cat([x1, x2])))
         p1, p2 = self.prediction_head(z).split(b)
         z1, z2 = z.split(b)
-        nn1 = self.support(z1.detach(), update=False)
-        nn2 = self.support(z2.detach(), update=True)
+        support = self.support(z2.detach(), update=self.training)  # what it held before this step
+        nn1, nn2 = nearest_neighbours(z1.detach(), support), nearest_neighbours(z2.detach(), support)
         loss = 0.5 * (self.criterion(nn1, p2) + self.criterion(nn2, p1))
         return {"loss": loss}
