@@ -8,6 +8,7 @@ from studio.engine.methods.barlowtwins import BarlowTwins
 from studio.engine.methods.byol import BYOL
 from studio.engine.methods.dino import DINO
 from studio.engine.methods.ibot import DINOv2, IBOT
+from studio.engine.methods.ijepa import IJEPA
 from studio.engine.methods.mae import MAE
 from studio.engine.methods.moco import MoCo
 from studio.engine.methods.mocov3 import MoCoV3
@@ -31,6 +32,7 @@ METHODS: dict[str, type[Method]] = {
     "vicreg": VICReg,
     "mae": MAE,
     "simmim": SimMIM,
+    "ijepa": IJEPA,
     "ibot": IBOT,
     "dinov2": DINOv2,
 }
