@@ -19,7 +19,7 @@ from studio.engine.methods import METHODS, StepState, build_config
 from studio.engine.train import TrainingCallbacks
 
 ALL = ("simclr", "moco", "mocov3", "nnclr", "byol", "simsiam", "dino", "swav", "barlowtwins", "vicreg", "mae",
-       "simmim", "ijepa", "ibot", "dinov2")
+       "simmim", "ijepa", "ibot", "dinov2", "simclr+mae")
 
 
 def test_methods_table_lists_every_method_and_describes_it():
@@ -501,6 +501,10 @@ TRAIN = {
                                      "warmup_teacher_temp_epochs": 0, "center_momentum": 0.0}, **ADAMW),
     "dinov2": dict(VIT, method_config={"hidden_dim": 256, "bottleneck_dim": 64, "output_dim": 64, "local_crops": 2,
                                        "warmup_teacher_temp_epochs": 0, "center_momentum": 0.0}, **ADAMW),
+    # SimCLR's and MAE's settings above.
+    "simclr+mae": dict(VIT, steps=50, method_config={"simclr_hidden_dim": 256, "simclr_temperature": 0.1,
+                                                     "mae_decoder_dim": 64, "mae_decoder_depth": 1,
+                                                     "mae_decoder_heads": 4}, **ADAMW),
 }
 BATCH = 32
 STEPS = 20  # unless TRAIN says otherwise
