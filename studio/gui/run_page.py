@@ -409,9 +409,9 @@ class RunPage(PlotOptions, QWidget):
         spread_steps = self.series_steps.get("embedding_std_ratio") or []
         # A non-finite spread is not written: then the last one on record is from another check.
         spread = self.series_values["embedding_std_ratio"][-1] if spread_steps and spread_steps[-1] == step else None
-        from studio.engine.methods import METHODS
+        from studio.engine.methods import find_method
 
-        advice = getattr(METHODS.get(self.run.method), "collapse_advice", "")
+        advice = getattr(find_method(self.run.method), "collapse_advice", "")
         collapsing, message = collapse_verdict({"collapse": verdicts[-1], "embedding_std_ratio": spread}, advice)
         ended = RunStatus.of(self.run.status).has_ended
         self._show_remedy(collapsing and ended)
