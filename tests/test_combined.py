@@ -184,6 +184,13 @@ def test_objectives_and_their_settings_from_the_command_line():
                                           method="simclr")
     assert method == "simclr+mae"
     assert settings == {"mae_weight": 0.5, "simclr_temperature": "0.2", "mae_mask_ratio": "0.6"}
+    # The same names continue a stored run (--branch --set METHOD.FIELD=VALUE), single or combined.
+    from studio.engine.methods.combined import dotted_settings
+
+    assert dotted_settings("simclr", {"simclr.temperature": 0.2, "output_dim": 64}) == {"temperature": 0.2,
+                                                                                        "output_dim": 64}
+    assert dotted_settings("simclr+mae", {"mae.mask_ratio": 0.6, "simclr_temperature": 0.2}) == {
+        "mae_mask_ratio": 0.6, "simclr_temperature": 0.2}
 
 
 def test_train_with_objectives_on_the_command_line(tmp_path):

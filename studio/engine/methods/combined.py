@@ -222,15 +222,26 @@ def objectives_setting(objectives: Sequence[tuple[str, float | None]], settings:
     if not names:
         raise ConfigError("name a method or at least one objective.", setting="method")
     if len(names) == 1 and not given:
-        single = names[0]
-        return single, {k.split(".", 1)[1] if k.lower().startswith(single + ".") else k: v for k, v in settings.items()}
+        return names[0], dotted_settings(names[0], settings)
     if len(names) == 1:
         raise ConfigError(f"a weight needs a second objective to weigh {names[0]} against.", setting="method")
-    values = {setting_name(n, WEIGHT): w for n, w in given.items()}
+    method = SEPARATOR.join(names)
+    return method, {**{setting_name(n, WEIGHT): w for n, w in given.items()}, **dotted_settings(method, settings)}
+
+
+def dotted_settings(method: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings named METHOD.FIELD as `method`'s config names them: the field itself when METHOD is
+    the run's one method, else the combination's "<objective>_<field>"; other names unchanged."""
+    out = {}
     for key, value in settings.items():
         objective, dot, field = key.partition(".")
-        values[setting_name(objective.lower(), field) if dot else key] = value
-    return SEPARATOR.join(names), values
+        if not dot:
+            out[key] = value
+        elif objective.lower() == method.lower():
+            out[field] = value
+        else:
+            out[setting_name(objective.lower(), field)] = value
+    return out
 
 
 def parse_objective(text: str) -> tuple[str, float | None]:
