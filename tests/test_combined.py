@@ -220,3 +220,16 @@ def test_train_with_objectives_on_the_command_line(tmp_path):
     code, _, err = run("train", path, "--dataset", "sample", "--backbone", "vit_tiny", "--objective", "simclr",
                        "--objective", "mae", "--set", "mae.nope=1", "--steps", "1")
     assert code == 1 and "nope" in err
+
+
+def test_the_view_preview_shows_every_objectives_views_once():
+    from studio.engine.data import SampleSource
+    from studio.services.preview import make_preview
+
+    cfg = tiny_train_config(method="byol+dino", method_config={"dino_local_crops": 2}, **VIT)
+    preview = make_preview(SampleSource(limit=8), cfg, n=2)
+    assert preview.labels == ["view 1 (global, 16 px)", "view 2 (global, 16 px)", "view 3 (local, 8 px)",
+                              "view 4 (local, 8 px)"]  # BYOL's two views are DINO's global crops
+    cfg = tiny_train_config(method="simclr+mae", **VIT)
+    assert [label.split(" (")[1] for label in make_preview(SampleSource(limit=8), cfg, n=2).labels] == [
+        "global, 16 px)"] * 3  # MAE's view beside SimCLR's two is no local crop

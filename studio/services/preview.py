@@ -75,8 +75,10 @@ def preview_key(config: TrainConfig) -> tuple:
 
 def view_labels(specs: list[ViewSpec], image_size: int) -> list[str]:
     """A label per view: the first two are the global views every method compares (DINO's and
-    SwAV's `views[:2]`), the rest multi-crop's local views."""
-    return [f"view {i} ({'global' if i <= 2 else 'local'}, {spec.size} px)" for i, spec in enumerate(specs, 1)]
+    SwAV's `views[:2]`), a smaller one after them multi-crop's local view (a combined run's further
+    full-size views, MAE's beside SimCLR's two, are global)."""
+    return [f"view {i} ({'global' if i <= 2 or spec.size >= image_size else 'local'}, {spec.size} px)"
+            for i, spec in enumerate(specs, 1)]
 
 
 def to_rgb(views: torch.Tensor, spec: ViewSpec) -> np.ndarray:
