@@ -1,4 +1,5 @@
-"""The New run form's "+ Add objective": what the form produces for a combined run."""
+"""Combined runs in the GUI: the New run form's "+ Add objective" (what the form produces) and
+the Run page drawing each term of the loss beside the total."""
 
 from __future__ import annotations
 
@@ -65,3 +66,30 @@ def test_a_stored_combined_run_fills_the_form_as_its_objectives(page):
     # A recipe in the method list is itself, with no objectives added.
     page.set_config(TrainConfig(method="simclr+mae", backbone="vit_tiny"))
     assert page.method_combo.currentData() == "simclr+mae" and page.objectives() == []
+
+
+def test_the_run_page_draws_each_term_of_a_combined_loss_beside_the_total(make_window, project, qtbot):
+    import time
+
+    from conftest import tiny_train_config
+
+    from studio.services.training import create_run
+
+    run = create_run(project, "sample", tiny_train_config(method="simclr+mae", steps=10, backbone="vit_tiny"))
+    t = time.time()
+    rows = []
+    for s in range(1, 6):
+        rows += [(run.id, s, s / 10, "loss/simclr", 5.0 - 0.1 * s, t), (run.id, s, s / 10, "loss/mae", 1.0 - 0.1 * s, t),
+                 (run.id, s, s / 10, "loss", 6.0 - 0.2 * s, t)]
+    project.add_metrics(rows)
+    project.set_run_status(run.id, "finished")
+    w = make_window(project.root)
+    w.panel.select_run(run.id)
+    page = w.run_page
+    qtbot.waitUntil(lambda: len(page.curve_data("loss/mae")[0]) == 5, timeout=10_000)
+    assert list(page.curve_data("loss/simclr")[1]) == pytest.approx([4.9, 4.8, 4.7, 4.6, 4.5])
+    assert list(page.curve_data("loss")[0]) == [1, 2, 3, 4, 5]
+    assert {"loss", "loss/mae", "loss/simclr"} <= set(page.loss_plot.curves)
+    legend = [label.text for _, label in page.loss_plot.legend.items]
+    assert legend == ["loss", "loss/mae", "loss/simclr"]
+    assert page.other_combo.findData("loss/mae") < 0  # not among the monitors
