@@ -448,7 +448,8 @@ def register(sub) -> None:
                                    "Every setting below is checked against its bounds before a run is stored.")
     t.add_argument("project")
     t.add_argument("--dataset", help="dataset name (see 'dataset list')")
-    t.add_argument("--method", help="pretext method (see 'methods')")
+    t.add_argument("--method", help="pretext method (see 'methods'); several joined by + train together on one "
+                                    "backbone (simclr+mae)")
     t.add_argument("--backbone", help="encoder (see 'backbones')")
     t.add_argument("--objective", action="append", type=_objective, metavar="METHOD[:WEIGHT]",
                    help="an objective of a combined run, with its loss's weight (default 1); repeat for several, "

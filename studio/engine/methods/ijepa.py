@@ -31,9 +31,10 @@ class IJEPAConfig:
     context_max_scale: float = option(1.0, "largest area fraction of the context block (paper: 1)", min=0.01, max=1.0)
     min_keep: int = option(10, "fewest patches a block keeps (paper: 10 of 196; capped at an eighth of a small "
                                "image's patches)", min=1, max=10_000)
-    predictor_depth: int = option(12, "transformer blocks of the predictor (paper: 12)", min=1, max=48)
-    predictor_dim: int = option(384, "width of the predictor, a multiple of the encoder's attention heads "
-                                     "(paper: 384)", min=8, max=4096)
+    predictor_depth: int = option(12, "transformer blocks of the predictor (paper: 12, beside a 32-block ViT-H; "
+                                      "fewer cost far less beside a small ViT)", min=1, max=48)
+    predictor_dim: int = option(384, "width of the predictor, a multiple of the encoder's attention heads (paper: "
+                                     "384, under a third of ViT-H's width)", min=8, max=4096)
     loss: str = option("l2", "distance between predicted and target patch representations: l2, the paper's "
                              "equation (squared), or smooth_l1, its released code's", choices=LOSSES)
     momentum: float = option(0.996, "target-encoder EMA momentum at the start (paper: 0.996)", min=0.0, max=1.0)
