@@ -75,8 +75,7 @@ class Combined(Method):
             for _, pairs in self.momentum_updates(StepState(0, 1)):
                 for online, target in pairs:
                     target.load_state_dict(online.state_dict())
-        self._views: list[ViewSpec] = []
-        self._view_index: dict[str, list[int]] = {}
+        self._view_index: dict[str, list[int]] = {}  # objective -> its views' places in view_specs
 
     @classmethod
     def objective_config(cls, part: type[Method], config) -> Any:
@@ -120,7 +119,7 @@ class Combined(Method):
                     keys.append(key)
                     views.append(spec)
                 index[name].append(keys.index(key))
-        self._views, self._view_index = views, index
+        self._view_index = index
         return views
 
     def training_step(self, views, state: StepState):
