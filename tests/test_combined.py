@@ -150,6 +150,10 @@ def test_a_combination_is_described_from_its_objectives():
     temperature = next(f for f in cls.fields() if f.name == "simclr_temperature")
     assert temperature.label == "SimCLR temperature" and temperature.min == 1e-3 and temperature.default == 0.5
     assert "simclr_temperature" in cls.collapse_advice  # the advice names the combination's settings
+    # After a collapse the first objective with a remedy gives it, under the combination's names.
+    both = method_class("simclr+byol")
+    assert both.collapse_change(build_config(both.config_class)) == {"byol_momentum": 0.996}
+    assert both.collapse_change(build_config(both.config_class, {"byol_momentum": 0.996})) == {}
     recipe = METHODS["simclr+mae"]
     assert method_class("SimCLR+MAE") is recipe and recipe.title == "SimCLR + MAE" and recipe.default_lr == 1.5e-4
     from studio.engine.errors import ConfigError
