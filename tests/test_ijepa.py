@@ -109,3 +109,27 @@ def test_ijepa_trains_end_to_end_on_the_cpu(tmp_path):
     assert result.status == "finished", result.reason
     assert len(losses) == 12 and all(math.isfinite(v) for v in losses)
     assert sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_the_view_preview_shows_the_context_block():
+    from studio.engine.data import SampleSource
+    from studio.services.preview import make_preview
+
+    cfg = tiny_train_config(method="ijepa", method_config=SMALL, image_size=32, **VIT)
+    preview = make_preview(SampleSource(limit=8), cfg, n=3)
+    assert preview.labels == ["view 1 (global, 32 px)", "view 1: the context block"]
+    method = _method(image_size=32)
+    torch.manual_seed(0)
+    hidden = method.context_mask(3)
+    torch.manual_seed(0)
+    context, targets = method.masks.sample(3, 0)
+    assert hidden.shape == (3, 8, 8)
+    for i in range(3):
+        assert sorted(torch.nonzero(~hidden[i].flatten()).flatten().tolist()) == sorted(context[0][i].tolist())
+        assert hidden[i].flatten()[targets[0][i]].all()  # what is predicted is not seen
+    # The grey patches of the preview are the hidden ones: a masked patch differs from the view's.
+    row = preview.rows[0]
+    view, masked = row.views[0].astype(int), row.views[1].astype(int)
+    shown = [(r, c) for r in range(8) for c in range(8) if (view[r * 4:(r + 1) * 4, c * 4:(c + 1) * 4]
+                                                              == masked[r * 4:(r + 1) * 4, c * 4:(c + 1) * 4]).all()]
+    assert 0 < len(shown) < 64

@@ -113,6 +113,9 @@ def patch_masks(method: Any, n: int, seed: int) -> tuple[np.ndarray, str] | None
         with _seeded_global_rng(seed):
             block = method.patch_mask(2 * n, "cpu")[:n]
         return block.numpy(), "view 1 masked (student)"
+    if hasattr(method, "context_mask"):  # I-JEPA: the context block, the targets it predicts hidden
+        with _seeded_global_rng(seed):
+            return method.context_mask(n).numpy(), "view 1: the context block"
     seq, ratio = getattr(method, "sequence_length", None), getattr(config, "mask_ratio", None)
     if seq is None or ratio is None:
         return None

@@ -162,6 +162,14 @@ class IJEPA(Method):
         start, end = float(self.config.momentum), float(self.config.momentum_end)
         return start + (end - start) * state.progress
 
+    def context_mask(self, n: int, step: int = 0) -> torch.Tensor:
+        """(n, grid, grid) bool: True on the patches the context encoder does not see (the targets
+        and the rest of the image), as training_step draws them (for the view preview)."""
+        context, _ = self.masks.sample(n, step)
+        hidden = torch.ones(n, self.grid * self.grid, dtype=torch.bool)
+        hidden.scatter_(1, context[0], False)
+        return hidden.view(n, self.grid, self.grid)
+
     def predict(self, images: torch.Tensor, context: list[torch.Tensor], targets: list[torch.Tensor]):
         """(predicted, target) representations of the target blocks' patches, (M * B, K, D) each."""
         with torch.no_grad():
