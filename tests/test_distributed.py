@@ -28,6 +28,8 @@ GRADIENT_METHODS = {
     "simclr": {},
     "barlowtwins": {"hidden_dim": 64, "output_dim": 32},
     "vicreg": {"hidden_dim": 64, "output_dim": 32},
+    # Two objectives on one backbone (four views: SimCLR's two and Barlow Twins' two).
+    "simclr+barlowtwins": {"barlowtwins_hidden_dim": 64, "barlowtwins_output_dim": 32, "barlowtwins_weight": 0.5},
     # Keys gathered from every process as negatives; Sinkhorn codes balanced over the global batch.
     "mocov3": {"hidden_dim": 64, "output_dim": 32},
     "swav": {"hidden_dim": 64, "output_dim": 32, "prototypes": 16, "local_crops": 0},
@@ -175,7 +177,7 @@ def _gradient_worker(rank: int, world: int, port: int) -> None:
             convert_sync_batchnorm(many, "cpu")
             step = _DistributedStep(DistributedDataParallel(_StepModule(many), find_unused_parameters=True), world)
             g = torch.Generator().manual_seed(1)
-            views = [torch.randn(8, 3, 16, 16, generator=g, dtype=torch.float64) for _ in range(2)]
+            views = [torch.randn(8, 3, 16, 16, generator=g, dtype=torch.float64) for _ in one.view_specs(16)]
             state = StepState(0, 1)
             ref = one.training_step(views, state)["loss"]
             ref.backward()

@@ -28,7 +28,7 @@ def _rel(root: Path, path) -> str:
 
 # The run's own settings (TrainConfig's basic and advanced fields) become options generated from
 # their descriptions; these are named by hand because they are not plain fields.
-_STRUCTURE_OPTIONS = ("dataset", "method", "backbone", "set", "backbone_option", "pretrained")
+_STRUCTURE_OPTIONS = ("dataset", "method", "objective", "backbone", "set", "backbone_option", "pretrained")
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -36,6 +36,16 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
     return name.strip(), value.strip()
+
+
+def _objective(text: str) -> tuple[str, float | None]:
+    from studio.engine.errors import ConfigError
+    from studio.engine.methods.combined import parse_objective
+
+    try:
+        return parse_objective(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _option_value(text: str) -> Any:
@@ -92,7 +102,11 @@ def config_from_args(args: argparse.Namespace):
     from studio.engine.settings import parse_value
     from studio.engine.train import TrainConfig
 
-    missing = [f"--{name}" for name in ("dataset", "method", "backbone") if getattr(args, name) is None]
+    from studio.engine.methods.combined import objectives_setting
+
+    missing = [f"--{name}" for name in ("dataset", "backbone") if getattr(args, name) is None]
+    if args.method is None and not args.objective:
+        missing.insert(1, "--method (or --objective)")
     if missing:
         raise UsageError(f"the following arguments are required: {', '.join(missing)} (or --resume RUN_ID, or --run-id RUN_ID)")
     backbone_options = {}
@@ -102,10 +116,12 @@ def config_from_args(args: argparse.Namespace):
             if name not in known:
                 raise ConfigError(f"{args.backbone} has no option {name!r} (options: {', '.join(known) or 'none'}).")
             backbone_options[name] = _option_value(value)
+    # METHOD.FIELD settings name an objective's field; build_config checks names and types.
+    method, method_config = objectives_setting(args.objective or [], dict(args.set or []), args.method)
     values: dict[str, Any] = {
-        "method": args.method.lower(),
+        "method": method,
         "backbone": args.backbone,
-        "method_config": dict(args.set or []),  # build_config checks names and types
+        "method_config": method_config,
         "backbone_options": backbone_options,
     }
     if args.pretrained:
@@ -240,7 +256,8 @@ def _branch(args: argparse.Namespace) -> dict[str, Any]:
     from studio.store import Project
 
     run_id, step = args.branch
-    for name in ("dataset", "method", "backbone", "backbone_option", "pretrained", "budget", "resume", "run_id", "gpus"):
+    for name in ("dataset", "method", "objective", "backbone", "backbone_option", "pretrained", "budget", "resume",
+                 "run_id", "gpus"):
         if getattr(args, name, None) not in (None, False, []):
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"{flag} cannot be given with --branch: the new run continues run {run_id} as it is, "
@@ -431,10 +448,15 @@ def register(sub) -> None:
                                    "Every setting below is checked against its bounds before a run is stored.")
     t.add_argument("project")
     t.add_argument("--dataset", help="dataset name (see 'dataset list')")
-    t.add_argument("--method", help="pretext method (see 'methods')")
+    t.add_argument("--method", help="pretext method (see 'methods'); several joined by + train together on one "
+                                    "backbone (simclr+mae)")
     t.add_argument("--backbone", help="encoder (see 'backbones')")
+    t.add_argument("--objective", action="append", type=_objective, metavar="METHOD[:WEIGHT]",
+                   help="an objective of a combined run, with its loss's weight (default 1); repeat for several, "
+                        "all on one backbone (--method, if given, is the first)")
     t.add_argument("--set", action="append", type=_key_value, metavar="FIELD=VALUE",
-                   help="a field of the method's config (see 'methods'); repeat for several")
+                   help="a field of the method's config (see 'methods'), or METHOD.FIELD=VALUE for one objective's; "
+                        "repeat for several")
     t.add_argument("--backbone-option", action="append", type=_key_value, metavar="NAME=VALUE",
                    help="a backbone option, e.g. num_layers=4 or patch_size=4 for ViTs, small_stem=true for CNNs")
     t.add_argument("--pretrained", action="store_true", help="start from ImageNet weights where they exist")

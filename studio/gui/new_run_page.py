@@ -21,11 +21,12 @@ from PySide6.QtWidgets import (
 from superqt import QCollapsible
 
 from studio.engine.backbones import BACKBONES
-from studio.engine.methods import METHODS
+from studio.engine.methods import METHODS, method_class
 from studio.engine.train import TrainConfig
 from studio.engine.train.optim import method_optimizer
 from studio.gui.budget_section import BudgetSection
 from studio.gui.estimate_section import CostEstimateSection
+from studio.gui.objectives_section import ObjectivesSection
 from studio.gui.setting_editors import editor_for
 from studio.gui.view_preview import ViewPreviewSection
 from studio.gui.widgets import ConfigFieldEditor, Label, TwoColumns
@@ -44,7 +45,7 @@ class StartRequest:
     parent_run_id: int | None = None  # the run this one was duplicated from
 
 
-class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
+class NewRunPage(BudgetSection, CostEstimateSection, ObjectivesSection, QWidget):
     """Emits `start_requested(StartRequest)` when Start is pressed on a valid form. 'Train on all N
     GPUs' is shown only where there is more than one CUDA device (see `set_gpu_count`)."""
 
@@ -114,6 +115,7 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         f.addRow("Dataset", self.dataset_combo)
         f.addRow("Method", self.method_combo)
         f.addRow("", self.method_info)
+        self._build_objectives(f)
         f.addRow("Backbone", self.backbone_combo)
         f.addRow("", self.backbone_info)
         for info in TrainConfig.fields():
@@ -248,12 +250,12 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         cost.setContentsMargins(24, 8, 24, 12)
         outer.addWidget(footer)
 
-        self.method_combo.currentIndexChanged.connect(self._on_method_changed)
+        self.method_combo.currentIndexChanged.connect(lambda _: self._rebuild_method_form())
         for w in (self.backbone_combo, self.dataset_combo, self.length_unit, self.device_combo):
             w.currentIndexChanged.connect(self.validate)
         self.length_spin.valueChanged.connect(self.validate)
         self.all_gpus_check.toggled.connect(self._on_all_gpus_toggled)
-        self._on_method_changed()
+        self._rebuild_method_form(None)
         self.set_gpu_count(_cuda_device_count())
 
     def _form(self, parent: QWidget) -> QFormLayout:
@@ -314,7 +316,7 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         self._parent_run_id = parent_run_id
         if dataset:
             self.select_dataset(dataset)
-        self.method_combo.setCurrentIndex(max(0, self.method_combo.findData(config.method)))
+        self.select_objectives(config.method)
         self.backbone_combo.setCurrentIndex(max(0, self.backbone_combo.findData(config.backbone)))
         for name, value in (config.method_config or {}).items():
             if name in self.field_editors:
@@ -378,20 +380,20 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
 
     # -- method -------------------------------------------------------------------------------
     def method_name(self) -> str:
-        return self.method_combo.currentData()
+        return self.combined_name(self.method_combo.currentData())
 
     def _show_method_info(self) -> None:
         import html
 
         from studio.services.evaluation_compare import suitability
 
-        cls = METHODS[self.method_name()]
+        cls = method_class(self.method_name())
         esc = lambda text: html.escape(text, quote=False)  # noqa: E731
         self.method_info.setText(f"<b>{esc(cls.family.capitalize())}.</b> {esc(cls.summary)}<br><i>{esc(cls.paper)}</i>"
                                  f"<br>{esc(suitability(self.project, self.method_name()))}")
 
     def _on_method_changed(self) -> None:
-        cls = METHODS[self.method_name()]
+        cls = method_class(self.method_name())
         self._show_method_info()
         while self.method_form.rowCount():
             self.method_form.removeRow(0)
@@ -478,7 +480,7 @@ class NewRunPage(BudgetSection, CostEstimateSection, QWidget):
         if self.estimate_result is not None and (error is not None or self.estimate_result_config != self.config()
                                                  or getattr(self, "estimate_result_dataset", None) != self.dataset()):
             self._clear_estimate()
-        cls = METHODS[self.method_name()]
+        cls = method_class(self.method_name())
         spec = BACKBONES.get(self.backbone_combo.currentData())
         if spec is not None:
             self.backbone_info.setText(spec.description)

@@ -32,12 +32,12 @@ VALUE_WORDS = {("monitor_every", 0): "each epoch (at most 50 checks a run)", ("m
 def format_config(config: dict) -> str:
     """A run's config as aligned `label: value` lines in the form's words, the method's own
     settings indented below under their labels."""
-    from studio.engine.methods import METHODS
+    from studio.engine.methods import find_method
     from studio.engine.settings import field_info
     from studio.engine.train import TrainConfig
 
     known = {f.name for f in TrainConfig.fields()}
-    method_cls = METHODS.get(str(config.get("method", "")))
+    method_cls = find_method(str(config.get("method", "")))
     method_labels = {f.name: f.label for f in method_cls.fields()} if method_cls else {}
     backbone_labels = {}
     try:

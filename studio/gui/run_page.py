@@ -25,6 +25,12 @@ from studio.status import RunStatus
 
 # Where each stored metric is drawn; every other name goes to the "other metrics" plot.
 MAIN_PLOTS = {"loss": "loss", "lr": "lr", "images_per_s": "throughput"}
+LOSS_TERM = "loss/"  # a combined run's terms (loss/simclr, loss/mae): drawn with the total
+
+
+def plot_of(name: str) -> str | None:
+    """The main plot a metric is drawn on, or None for the "other metrics" plot."""
+    return MAIN_PLOTS.get(name) or ("loss" if name.startswith(LOSS_TERM) else None)
 NOT_PLOTTED = {"eta_s"}  # the engine's ETA: shown beside the progress bar, not drawn
 PREFERRED_MONITOR = "knn_top1"
 DRAW_TURN_MS = 30  # between two plots' redraws
@@ -241,7 +247,7 @@ class RunPage(PlotOptions, QWidget):
     def _redraw(self, names: list[str]) -> None:
         """Mark the plots whose series grew; they are drawn one per event-loop turn (_draw_next)."""
         for name in names:
-            target = MAIN_PLOTS.get(name)
+            target = plot_of(name)
             if name in NOT_PLOTTED:
                 continue
             if target is not None:
@@ -272,10 +278,15 @@ class RunPage(PlotOptions, QWidget):
         if target == "other":
             self._draw_other()
             return
-        for name, plot_name in MAIN_PLOTS.items():
-            if plot_name == target and name in self.series_steps:
+        terms = sorted(n for n in self.series_steps if n.startswith(LOSS_TERM)) if target == "loss" else []
+        for name in [n for n, plot_name in MAIN_PLOTS.items() if plot_name == target] + terms:
+            if name in self.series_steps:
                 if target == "loss" and self.loss_plot.log_y != self._log_loss():
                     self.loss_plot.set_view_options(log_y=self._log_loss())
+                if name in terms and self.loss_plot.legend is None:  # the terms need telling apart
+                    self.loss_plot.legend = self.loss_plot.getPlotItem().addLegend(offset=(-10, 10))
+                    for drawn, curve in self.loss_plot.curves.items():
+                        self.loss_plot.legend.addItem(curve, drawn)
                 self.plots[target].set_series(name, self.x_values(name), self.series_values[name])
                 self.plots[target].fit_view(self._x_total())
 
@@ -347,7 +358,7 @@ class RunPage(PlotOptions, QWidget):
     def curve_data(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """The (steps, values) drawn for a metric (empty when not drawn)."""
         self.flush_drawing()
-        target = MAIN_PLOTS.get(name)
+        target = plot_of(name)
         plot = self.plots[target] if target else self.other_plot
         c = plot.curves.get(name)
         if c is None or c.xData is None:
@@ -409,9 +420,9 @@ class RunPage(PlotOptions, QWidget):
         spread_steps = self.series_steps.get("embedding_std_ratio") or []
         # A non-finite spread is not written: then the last one on record is from another check.
         spread = self.series_values["embedding_std_ratio"][-1] if spread_steps and spread_steps[-1] == step else None
-        from studio.engine.methods import METHODS
+        from studio.engine.methods import find_method
 
-        advice = getattr(METHODS.get(self.run.method), "collapse_advice", "")
+        advice = getattr(find_method(self.run.method), "collapse_advice", "")
         collapsing, message = collapse_verdict({"collapse": verdicts[-1], "embedding_std_ratio": spread}, advice)
         ended = RunStatus.of(self.run.status).has_ended
         self._show_remedy(collapsing and ended)

@@ -91,7 +91,9 @@ def changed_config(run: RunRecord, changes: dict[str, Any]) -> TrainConfig:
         raise ConfigError(f"{names} cannot change when a run continues from a checkpoint (the weights and the "
                           "optimiser were made for it); start a new run instead.", setting=fixed[0])
     if "method_config" in changes:
-        changes["method_config"] = {**old.method_config, **changes["method_config"]}
+        from studio.engine.methods.combined import dotted_settings
+
+        changes["method_config"] = {**old.method_config, **dotted_settings(old.method, changes["method_config"])}
     new = validate_config(dataclasses.replace(old, **changes))
     if new.to_dict() == old.to_dict():
         raise ConfigError("nothing changes: give at least one setting to change.")

@@ -143,10 +143,11 @@ def estimate_cost(config: TrainConfig, images: DecodedImages | np.ndarray, steps
         optimizer.zero_grad(set_to_none=True)
         out["loss"].float().backward()
         optimizer.step()
-        for online, target in method.momentum_pairs():
+        for m, pairs in method.momentum_updates(state):
             from lightly.models.utils import update_momentum
 
-            update_momentum(online, target, method.momentum(state))
+            for online, target in pairs:
+                update_momentum(online, target, m)
         float(out["loss"].detach().float().cpu())  # waits for the device
         if is_cuda:
             torch.cuda.synchronize(device)

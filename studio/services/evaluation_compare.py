@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from studio.engine.methods import METHODS
+from studio.engine.methods import find_method
 from studio.services.protocols import Column, Protocol, summarize, summary_columns
 from studio.services.runs import writable
 from studio.store import Project, ProjectError
@@ -143,7 +143,7 @@ def _best_by_use(project: Project) -> list[tuple[str, str, str, float]]:
             scored = [(s[key], run_id) for run_id, s in summaries.items() if key in s]
             if scored:
                 value, run_id = max(scored)
-                cls = METHODS.get(runs[run_id].method)
+                cls = find_method(runs[run_id].method)
                 out.append((use, cls.title if cls else runs[run_id].method, word, value))
                 break
     return out
@@ -157,7 +157,7 @@ def suitability(project: Project | None, method: str) -> str:
         parts = [f"{title} runs scored best on {use} ({word} {value:.2f})" if i == 0 else
                  f"{title} on {use} ({value:.2f})" for i, (use, title, word, value) in enumerate(best)]
         return f"In this project, {', '.join(parts)}."
-    cls = METHODS.get(method)
+    cls = find_method(method)
     return LITERATURE.get(cls.family if cls else "", "")
 
 

@@ -8,14 +8,14 @@ another, when the run before them ends: the GUI starts the next when its job end
 
 from __future__ import annotations
 
-from studio.engine.methods import METHODS
+from studio.engine.methods import find_method
 from studio.services.runs import Verdict, writable
 from studio.status import RunStatus
 from studio.store import Project, RunRecord
 
 
 def method_words(run: RunRecord) -> str:
-    cls = METHODS.get(run.method)
+    cls = find_method(run.method)
     return f"{cls.title if cls else run.method} on {run.backbone}"
 
 
@@ -59,7 +59,7 @@ def run_matches(run: RunRecord, text: str) -> bool:
     words = (text or "").lower().split()
     if not words:
         return True
-    cls = METHODS.get(run.method)
+    cls = find_method(run.method)
     hay = " ".join([f"#{run.id}", run.name or "", run.method, cls.title if cls else "", run.backbone,
                     run.dataset, str(run.status), *run.tags, *(f"#{t}" for t in run.tags)]).lower()
     return all(w in hay for w in words)

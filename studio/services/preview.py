@@ -75,8 +75,10 @@ def preview_key(config: TrainConfig) -> tuple:
 
 def view_labels(specs: list[ViewSpec], image_size: int) -> list[str]:
     """A label per view: the first two are the global views every method compares (DINO's and
-    SwAV's `views[:2]`), the rest multi-crop's local views."""
-    return [f"view {i} ({'global' if i <= 2 else 'local'}, {spec.size} px)" for i, spec in enumerate(specs, 1)]
+    SwAV's `views[:2]`), a smaller one after them multi-crop's local view (a combined run's further
+    full-size views, MAE's beside SimCLR's two, are global)."""
+    return [f"view {i} ({'global' if i <= 2 or spec.size >= image_size else 'local'}, {spec.size} px)"
+            for i, spec in enumerate(specs, 1)]
 
 
 def to_rgb(views: torch.Tensor, spec: ViewSpec) -> np.ndarray:
@@ -111,6 +113,9 @@ def patch_masks(method: Any, n: int, seed: int) -> tuple[np.ndarray, str] | None
         with _seeded_global_rng(seed):
             block = method.patch_mask(2 * n, "cpu")[:n]
         return block.numpy(), "view 1 masked (student)"
+    if hasattr(method, "context_mask"):  # I-JEPA: the context block, the targets it predicts hidden
+        with _seeded_global_rng(seed):
+            return method.context_mask(n).numpy(), "view 1: the context block"
     seq, ratio = getattr(method, "sequence_length", None), getattr(config, "mask_ratio", None)
     if seq is None or ratio is None:
         return None

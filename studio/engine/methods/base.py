@@ -157,6 +157,12 @@ class Method(nn.Module):
         """(online, target) modules whose target is an EMA of the online one; the Trainer updates."""
         return []
 
+    def momentum_updates(self, state: StepState) -> list[tuple[float, list[tuple[nn.Module, nn.Module]]]]:
+        """(momentum, pairs) groups the Trainer applies after each step: this method's schedule for
+        its pairs (a combination gives one group per objective)."""
+        pairs = self.momentum_pairs()
+        return [(self.momentum(state), pairs)] if pairs else []
+
     def momentum(self, state: StepState) -> float:
         base = float(getattr(self.config, "momentum", 0.99))
         end = float(getattr(self.config, "momentum_end", 1.0))

@@ -110,9 +110,9 @@ class TrainConfig:
 
 
 def _former_defaults(method: str) -> tuple[type | None, dict[str, Any]]:
-    from studio.engine.methods import METHODS  # late: the methods import the settings module
+    from studio.engine.methods import find_method  # late: the methods import the settings module
 
-    cls = METHODS.get(str(method).lower())
+    cls = find_method(str(method))
     return cls, dict(getattr(cls, "former_defaults", {}) or {})
 
 

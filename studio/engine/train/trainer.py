@@ -321,12 +321,12 @@ class Trainer:
         t.scaler.step(optimizer)
         t.scaler.update()
         t.scheduler.step()
-        pairs = method.momentum_pairs()
-        if pairs:
-            m = method.momentum(state)
+        updates = method.momentum_updates(state)
+        for m, pairs in updates:
             for online, target in pairs:
                 update_momentum(online, target, m)
-            out = {**out, "momentum": torch.tensor(m, device=loss.device)}  # metrics are stacked on one device
+        if updates:
+            out = {**out, "momentum": torch.tensor(updates[0][0], device=loss.device)}  # metrics are stacked on one device
         method.on_after_step(state)
         return {k: v.detach() for k, v in out.items()}, lr_now
 
