@@ -74,6 +74,12 @@ def cosine_schedule(progress: float, start: float, end: float) -> float:
     return end - (end - start) * (math.cos(math.pi * min(max(progress, 0.0), 1.0)) + 1) / 2
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """A loss's input in float32 at least: autocast's half precision is too coarse for softmaxes
+    and squared errors, and float64 stays float64 (the distributed tests compare in it)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 class Method(nn.Module):
     """A pretext method: heads + loss over views of the backbone's features.
 

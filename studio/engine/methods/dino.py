@@ -11,7 +11,7 @@ from lightly.models.modules import DINOProjectionHead
 from lightly.models.utils import deactivate_requires_grad
 
 from studio.engine.data.views import ViewSpec, dino_views, local_crop_size
-from studio.engine.methods.base import Method, StepState, linear_warmup, momentum_copy, option
+from studio.engine.methods.base import Method, StepState, full_precision, linear_warmup, momentum_copy, option
 
 
 @dataclass
@@ -118,7 +118,7 @@ class DINO(Method):
         if locals_:
             student_out += list(self.projection_head(self.backbone(torch.cat(locals_))).split(b))
         temp = self.teacher_temperature(state)
-        loss = self.criterion([t.float() for t in teacher_out], [s.float() for s in student_out], teacher_temp=temp)
+        loss = self.criterion([full_precision(t) for t in teacher_out], [full_precision(s) for s in student_out], teacher_temp=temp)
         return {"loss": loss, "teacher_temp": torch.tensor(temp, device=loss.device)}
 
     def on_before_optimizer_step(self, state: StepState) -> None:

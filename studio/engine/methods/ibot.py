@@ -15,7 +15,7 @@ from lightly.loss import IBOTPatchLoss, KoLeoLoss
 from lightly.models import utils
 from lightly.models.modules import MaskedVisionTransformerTorchvision
 
-from studio.engine.methods.base import StepState, option
+from studio.engine.methods.base import StepState, full_precision, option
 from studio.engine.methods.dino import DINO, DINOConfig
 
 
@@ -121,16 +121,16 @@ class IBOT(DINO):
         s_cls = list(self.projection_head(s_cls_token).chunk(2))
         if locals_:
             s_cls += list(self.projection_head(self.backbone(torch.cat(locals_))).split(b))
-        dino = self.criterion([t.float() for t in t_cls.chunk(2)], [s.float() for s in s_cls], teacher_temp=temp)
+        dino = self.criterion([full_precision(t) for t in t_cls.chunk(2)], [full_precision(s) for s in s_cls], teacher_temp=temp)
         out = {"loss/dino": dino}
         loss = dino
         if block.any() and self.config.ibot_weight > 0:
             s_patch = self.projection_head(s_tokens[mask])
-            ibot = self.patch_criterion(t_patch.float(), s_patch.float(), block, teacher_temp=temp)
+            ibot = self.patch_criterion(full_precision(t_patch), full_precision(s_patch), block, teacher_temp=temp)
             loss = loss + self.config.ibot_weight * ibot
             out["loss/ibot"] = ibot
         if self.config.koleo_weight > 0:
-            koleo = sum(self.koleo(F.normalize(t.float(), dim=1)) for t in s_cls_token.chunk(2))
+            koleo = sum(self.koleo(F.normalize(full_precision(t), dim=1)) for t in s_cls_token.chunk(2))
             loss = loss + self.config.koleo_weight * koleo
             out["loss/koleo"] = koleo
         out["loss"] = loss

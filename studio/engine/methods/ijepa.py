@@ -14,7 +14,7 @@ from lightly.models.modules.ijepa import IJEPAPredictor
 
 from studio.engine.data.views import ViewSpec, crop_scale
 from studio.engine.errors import ConfigError
-from studio.engine.methods.base import Method, StepState, momentum_copy, option
+from studio.engine.methods.base import Method, StepState, full_precision, momentum_copy, option
 
 LOSSES = ("l2", "smooth_l1")
 
@@ -49,8 +49,8 @@ def ijepa_loss(pred: torch.Tensor, target: torch.Tensor, loss: str = "l2") -> to
     "smooth_l1" replaces the squared distance by the Huber form of the authors' released code.
     pred, target: (M * B, K, D), block-major (lightly's apply_masks)."""
     if loss == "smooth_l1":
-        return F.smooth_l1_loss(pred.float(), target.float())
-    return F.mse_loss(pred.float(), target.float())
+        return F.smooth_l1_loss(full_precision(pred), full_precision(target))
+    return F.mse_loss(full_precision(pred), full_precision(target))
 
 
 class _BlockMasks(IJEPAMaskCollator):

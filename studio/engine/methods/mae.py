@@ -10,7 +10,7 @@ from lightly.models import utils
 from lightly.models.modules import MAEDecoder, MaskedVisionTransformerTorchvision
 
 from studio.engine.data.views import ViewSpec, mae_view
-from studio.engine.methods.base import Method, StepState, option
+from studio.engine.methods.base import Method, StepState, full_precision, option
 
 
 @dataclass
@@ -37,7 +37,7 @@ def mae_loss(pred: torch.Tensor, patches: torch.Tensor, idx_mask: torch.Tensor, 
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, unbiased=True, keepdim=True)
         target = (target - mean) / (var + eps) ** 0.5
-    return ((pred.float() - target.float()) ** 2).mean()
+    return ((full_precision(pred) - full_precision(target)) ** 2).mean()
 
 
 class MAE(Method):

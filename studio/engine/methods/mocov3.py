@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from lightly.models.modules import BYOLPredictionHead, MoCoProjectionHead
 
 from studio.engine.data.views import ViewSpec, byol_views
-from studio.engine.methods.base import Method, StepState, momentum_copy, option
+from studio.engine.methods.base import Method, StepState, full_precision, momentum_copy, option
 
 
 @dataclass
@@ -29,7 +29,7 @@ def mocov3_loss(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.T
     """MoCo v3's contrastive loss (algorithm 1): with q and k L2-normalised (N, D), the keys of the
     same batch as the negatives, L = 2 tau * CrossEntropy(q k^T / tau, labels = 0..N-1): the
     positive of query i is key i. The 2 tau factor keeps the gradient scale independent of tau."""
-    q, k = F.normalize(q.float(), dim=1), F.normalize(k.float(), dim=1)
+    q, k = F.normalize(full_precision(q), dim=1), F.normalize(full_precision(k), dim=1)
     logits = q @ k.T / temperature
     return F.cross_entropy(logits, torch.arange(len(q), device=q.device)) * 2 * temperature
 
@@ -41,8 +41,8 @@ def _gathered_loss(q: torch.Tensor, k: torch.Tensor, temperature: float, world_s
         return mocov3_loss(q, k, temperature)
     from lightly.utils import dist
 
-    keys = torch.cat(dist.gather(F.normalize(k.float(), dim=1)), 0).detach()
-    q = F.normalize(q.float(), dim=1)
+    keys = torch.cat(dist.gather(F.normalize(full_precision(k), dim=1)), 0).detach()
+    q = F.normalize(full_precision(q), dim=1)
     labels = torch.arange(len(q), device=q.device) + dist.rank() * len(q)
     return F.cross_entropy(q @ keys.T / temperature, labels) * 2 * temperature
 
