@@ -80,13 +80,21 @@ def caption_issue_lines(dataset: DatasetRecord, limit: int = 20) -> list[str]:
     return lines
 
 
-def attach_captions(project: Project, dataset: DatasetRecord, data: DecodedImages, source: ImageSource) -> DecodedImages:
-    """`data` with each image's stored captions, in its order (None when the dataset has none)."""
+def captions_for_names(project: Project, dataset: DatasetRecord, names: list[str],
+                       source: ImageSource | None = None) -> list[list[str]]:
+    """The stored captions of the images `names` (as the dataset's source names them), in order."""
     if not dataset.captions:
-        return data
+        return [[] for _ in names]
+    source = source or open_dataset_source(project, dataset)
     stored = project.captions(dataset.id)
     index = {source.name(i): i for i in range(len(source))}
-    data.captions = [list(stored.get(caption_key(source, index[n]), ())) if n in index else [] for n in data.names]
+    return [list(stored.get(caption_key(source, index[n]), ())) if n in index else [] for n in names]
+
+
+def attach_captions(project: Project, dataset: DatasetRecord, data: DecodedImages, source: ImageSource) -> DecodedImages:
+    """`data` with each image's stored captions, in its order (left None when the dataset has none)."""
+    if dataset.captions:
+        data.captions = captions_for_names(project, dataset, data.names, source)
     return data
 
 
