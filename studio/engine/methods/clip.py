@@ -188,13 +188,13 @@ class CLIP(Method):
     def training_step(self, views, state: StepState):
         if state.indices is None:
             raise ConfigError("CLIP needs the batch's image indices to find their captions.")
-        indices = state.indices
         x = views[0]
-        if self.world_size > 1:  # views are this rank's share of the global batch already
-            share = len(indices) // self.world_size
+        # Captions are drawn for the global batch, so a process draws what one process would.
+        tokens, keep = self.batch_tokens(state.indices, state.step)
+        if self.world_size > 1:  # the views are this rank's share of the global batch already
+            share = len(tokens) // self.world_size
             rank = torch.distributed.get_rank()
-            indices = indices[rank * share:(rank + 1) * share]
-        tokens, keep = self.batch_tokens(indices, state.step)
+            tokens, keep = tokens[rank * share:(rank + 1) * share], keep[rank * share:(rank + 1) * share]
         if self.world_size == 1 and not bool(keep.all()) and int(keep.sum()) >= 2:
             keep = keep.to(x.device)
             x, tokens = x[keep], tokens[keep]
