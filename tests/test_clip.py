@@ -160,3 +160,10 @@ def test_an_init_checkpoint_of_another_backbone_is_refused(colours, tmp_path):
     result = Trainer(clip_config(steps=1, backbone="resnet18", backbone_options={}, init_from=str(tmp_path / "ssl" / "last.ckpt")),
                      colours, tmp_path / "lit").run()
     assert result.status == "failed" and "vit_tiny" in result.reason and "resnet18" in result.reason
+
+
+def test_the_cost_estimate_measures_clip_steps_on_the_captions(colours):
+    from studio.services.estimate import estimate_cost
+
+    est = estimate_cost(clip_config(steps=10), colours, steps=2)
+    assert est.seconds_per_step > 0 and est.total_steps == 10 and est.peak_memory_bytes > 0
