@@ -65,3 +65,18 @@ def test_clip_on_images_without_captions_says_what_to_add(tmp_path, capsys):
     code = main(["train", str(tmp_path / "proj"), "--dataset", "flat", *CLIP, *TOWERS, "--steps", "1", "--batch-size", "6"])
     err = capsys.readouterr().err
     assert code == 1 and "captions" in err and "name.txt" in err
+
+
+def test_init_from_a_run_without_that_checkpoint_is_refused_before_anything_is_stored(project, capsys):
+    import pytest
+    from conftest import tiny_train_config
+
+    from studio.cli import main
+    from studio.engine.errors import ConfigError
+    from studio.services.training import create_run
+
+    code = main(["train", str(project.root), "--dataset", "sample", *CLIP, *TOWERS, "--steps", "1", "--init-from", "7"])
+    assert code == 1 and "run" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="not in the project"):
+        create_run(project, "sample", tiny_train_config(init_from="runs/9/last.ckpt"))
+    assert project.runs() == []

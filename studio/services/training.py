@@ -46,6 +46,9 @@ def validate_config(config: TrainConfig, processes: int = 1) -> TrainConfig:
 def create_run(project: Project, dataset: str | int, config: TrainConfig, parent_run_id: int | None = None,
                processes: int = 1) -> RunRecord:
     config = validate_config(config, processes)
+    if config.init_from and not project.abs(config.init_from).is_file():
+        raise ConfigError(f"the checkpoint {config.init_from} to start the image encoder from is not in the project; "
+                          "choose a run that has one (its newest: runs/N/last.ckpt).", setting="init_from")
     ds = project.dataset(dataset)
     return project.create_run(ds.id, config.method, config.backbone, config.to_dict(), parent_run_id=parent_run_id)
 
