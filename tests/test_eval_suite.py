@@ -113,9 +113,12 @@ def test_cli_eval_tasks_json(suite_project, capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"run_id", "checkpoint_step", "dataset", "retrieval", "rank"}
     with pytest.raises(SystemExit) as exc:
-        main(["eval", root, str(run_id), "--step", "0", "--tasks", "knn,zeroshot"])
+        main(["eval", root, str(run_id), "--step", "0", "--tasks", "knn,nonsense"])
     assert exc.value.code == 2
-    assert "zeroshot" in capsys.readouterr().err
+    assert "nonsense" in capsys.readouterr().err
+    # an image-text task on a run of images alone: a clear error, nothing stored
+    assert main(["eval", root, str(run_id), "--step", "0", "--tasks", "knn,zeroshot"]) == 1
+    assert "zeroshot needs an image-text run" in capsys.readouterr().err
     assert sorted(e.kind for e in project.evaluations(run_id)) == ["clustering", "fewshot", "knn", "rank", "retrieval"]
 
 
@@ -125,4 +128,6 @@ def test_task_words_resolve_in_the_tables_order():
     assert resolve_protocols(["rank,knn", " Fewshot "]) == ("knn", "fewshot", "rank")
     assert resolve_protocols("all") == PROTOCOL_KEYS
     assert all(protocol(k).about and protocol(k).columns for k in PROTOCOL_KEYS)
-    assert [p for p in PROTOCOL_KEYS if not protocol(p).needs_labels] == ["rank"]
+    assert [p for p in PROTOCOL_KEYS if not protocol(p).needs_labels] == ["rank", "text_retrieval"]
+    # "all" on a run of images alone leaves the image-text protocols out
+    assert resolve_protocols("all", image_text=False) == tuple(k for k in PROTOCOL_KEYS if k not in ("zeroshot", "text_retrieval"))

@@ -73,7 +73,7 @@ def test_an_older_project_gets_run_names_tags_and_the_queue(project):
             c.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         c.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     with Project.open(root) as p:
-        assert p.meta("schema_version") == str(SCHEMA_VERSION) == "5"
+        assert p.meta("schema_version") == str(SCHEMA_VERSION) == "6"
         old = p.run(run.id)
         assert old.name is None and old.tags == () and old.queue_position is None
         p.label_run(run.id, name="kept", tags=["a"])

@@ -38,9 +38,10 @@ def _eval(args: argparse.Namespace) -> int:
         if knn or linear or finetune:
             words += [w for w, on in (("knn", knn), ("linear", linear), ("finetune", finetune)) if on]
         try:
-            protocols = resolve_protocols(words)
+            resolve_protocols(words)
         except EvaluationError as exc:
             raise UsageError(f"--tasks: {exc}") from exc
+        protocols = words  # resolved again by the service, which knows whether the run has a text tower
     elif not (knn or linear or finetune):
         knn = linear = True  # the two cheap ones, as the CLI contract's example
     with Project.open(args.project) as project:
@@ -48,6 +49,7 @@ def _eval(args: argparse.Namespace) -> int:
             project, args.run_id, dataset=args.dataset, checkpoint_step=args.step, knn=knn, linear=linear,
             finetune=finetune, baseline=args.baseline, finetune_epochs=args.epochs, device=args.device,
             report=_reporter(), protocols=protocols, finetune_steps=args.finetune_steps,
+            zeroshot_templates=args.template,
         )
     if args.json:
         emit_json(result)
@@ -149,6 +151,9 @@ def register(sub) -> None:
                    help="fine-tuning budget in epochs over all the labels (default 3), for every share of them")
     e.add_argument("--finetune-steps", type=whole_number("--finetune-steps"), default=None, help="fine-tuning steps per share of the labels "
                    "(overrides --epochs)")
+    e.add_argument("--template", action="append", metavar="TEXT",
+                   help="a zero-shot prompt with {class} where the class name goes, e.g. 'a photo of a {class}.' "
+                        "(repeat for several; default: the dataset's caption templates, else CLIP's)")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_eval)

@@ -19,11 +19,12 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def dataset_json(d) -> dict:
-    return {"name": d.name, "kind": d.kind, "source": d.source, "images": d.images, "skipped": d.skipped, "classes": d.classes}
+    return {"name": d.name, "kind": d.kind, "source": d.source, "images": d.images, "skipped": d.skipped, "classes": d.classes,
+            "captions": d.captions, "caption_kind": d.caption_kind}
 
 
 def _dataset_add(args: argparse.Namespace) -> int:
-    from studio.services.datasets import add_dataset, same_source
+    from studio.services.datasets import add_dataset, caption_issue_lines, same_source
 
     with Project.open(args.project) as project:
         before = same_source(project, args.source)
@@ -34,7 +35,9 @@ def _dataset_add(args: argparse.Namespace) -> int:
         d = add_dataset(project, args.source, name=args.name, download=args.download, progress=progress)
         if args.json:
             emit_json({"name": d.name, "images": d.images, "skipped": d.skipped, "classes": d.classes,
-                       "skipped_files": [{"file": f, "reason": r} for f, r in d.skipped_files]})
+                       "skipped_files": [{"file": f, "reason": r} for f, r in d.skipped_files],
+                       "captions": d.captions, "caption_kind": d.caption_kind,
+                       "caption_issues": [{"file": f, "reason": r} for f, r in d.caption_issues]})
         else:
             say(f"added dataset {d.name!r}: {d.images} images, {d.classes} classes, {d.skipped} skipped")
             if before is not None:
@@ -42,6 +45,8 @@ def _dataset_add(args: argparse.Namespace) -> int:
                     f"(remove it, or give --name to name it yourself)")
             for f, r in d.skipped_files[:20]:
                 say(f"  skipped {f}: {r}")
+            for line in caption_issue_lines(d):
+                say(line)
     return 0
 
 

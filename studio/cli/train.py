@@ -28,7 +28,8 @@ def _rel(root: Path, path) -> str:
 
 # The run's own settings (TrainConfig's basic and advanced fields) become options generated from
 # their descriptions; these are named by hand because they are not plain fields.
-_STRUCTURE_OPTIONS = ("dataset", "method", "objective", "backbone", "set", "backbone_option", "pretrained")
+_STRUCTURE_OPTIONS = ("dataset", "method", "objective", "backbone", "set", "backbone_option", "pretrained", "init_from",
+                      "lock_image")
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -126,8 +127,17 @@ def config_from_args(args: argparse.Namespace):
     }
     if args.pretrained:
         values["pretrained"] = True
+    if getattr(args, "lock_image", False):
+        values["method_config"]["lock_image"] = "true"
     values.update(_given_settings(args))
-    return TrainConfig(**{k: (parse_value(_info(k), v) if k in _option_names() else v) for k, v in values.items()})
+    config = TrainConfig(**{k: (parse_value(_info(k), v) if k in _option_names() else v) for k, v in values.items()})
+    if getattr(args, "init_from", None) is None:
+        return config
+    from studio.services.training import image_encoder_from
+    from studio.store import Project
+
+    with Project.open(args.project) as project:
+        return image_encoder_from(project, config, *args.init_from)
 
 
 def _option_names() -> set[str]:
@@ -460,6 +470,11 @@ def register(sub) -> None:
     t.add_argument("--backbone-option", action="append", type=_key_value, metavar="NAME=VALUE",
                    help="a backbone option, e.g. num_layers=4 or patch_size=4 for ViTs, small_stem=true for CNNs")
     t.add_argument("--pretrained", action="store_true", help="start from ImageNet weights where they exist")
+    t.add_argument("--init-from", type=_branch_point, metavar="RUN_ID[@STEP]",
+                   help="start the image encoder from another run's checkpoint (its newest, or the one at STEP), "
+                        "trained by any method on the same backbone and image size: LiT for --method clip")
+    t.add_argument("--lock-image", action="store_true",
+                   help="with --init-from and --method clip: keep the image encoder locked, train the text side only")
     basic = t.add_argument_group("training settings")
     advanced = t.add_argument_group("advanced settings")
     length = basic.add_mutually_exclusive_group()  # a run's length is one or the other

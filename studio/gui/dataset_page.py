@@ -17,6 +17,7 @@ from studio.gui.dataset_browser import (  # noqa: F401  (load_thumbnails, to_pix
     to_pixmap,
 )
 from studio.gui.tasks import start_task
+from studio.services.datasets import caption_issue_lines
 from studio.gui.widgets import Label, StatCard, message_box, page_with_empty_state, plain_tip, section_title
 
 
@@ -107,6 +108,14 @@ class DatasetPage(QWidget):
         self.browser = ImageBrowser()
         lay.addWidget(self.browser)
 
+        lay.addWidget(section_title("Captions"))
+        self.captions_label = Label()  # for image-text runs (CLIP): where they come from, what was wrong
+        self.captions_label.setObjectName("Muted")
+        self.captions_label.setWordWrap(True)
+        self.captions_label.setTextFormat(Qt.TextFormat.PlainText)  # captions and file names are not markup
+        self.captions_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.captions_label)
+
         lay.addWidget(section_title("Skipped files"))
         self.skipped_label = Label()
         self.skipped_label.setObjectName("Muted")
@@ -164,6 +173,9 @@ class DatasetPage(QWidget):
         self.classes_card.set_value(str(dataset.classes) if dataset.classes > 1 else "none")
         self.skipped_card.set_value(f"{dataset.skipped:,}")
         self.classes_label.setText("counting the images of each class…" if dataset.classes > 1 else self._no_classes_text())
+        self.captions_label.setText("\n".join(caption_issue_lines(dataset, limit=8)) or (
+            "None. Image-text methods (CLIP) need them: a name.txt beside each image, a captions.csv or "
+            "captions.jsonl in the folder (file, caption), or class sub-folders, whose names make templated ones."))
         if dataset.skipped_files:
             lines = [f"{f[0]}: {f[1]}" if len(f) > 1 else str(f[0]) for f in dataset.skipped_files[:8]]
             more = f"\n… and {len(dataset.skipped_files) - 8} more" if len(dataset.skipped_files) > 8 else ""

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from studio.engine.data.captions import caption_key, read_captions
 from studio.engine.data import DecodedImages, ImageSource, decode_images, default_dataset_name, open_source, parse_source_spec
 from studio.engine.errors import DatasetError
 from studio.services.runs import Verdict
@@ -51,10 +52,50 @@ def add_dataset(
         raise DatasetError(f"none of the {len(src)} images in {source} could be read{first}.")
     taken = [d.name for d in project.datasets()]
     name = name or default_dataset_name(spec, taken)
-    return project.add_dataset(
+    captions = read_captions(src)
+    unreadable = {n for n, _ in info.skipped}
+    record = project.add_dataset(
         name=name, kind=kind, source=stored, images=info.images, skipped=len(info.skipped),
         classes=info.classes, class_names=info.class_names, skipped_files=info.skipped,
     )
+    if not captions.kind:
+        return record
+    pairs = ((caption_key(src, i), c) for i, cs in enumerate(captions.by_image) if src.name(i) not in unreadable for c in cs)
+    return project.set_captions(record.id, captions.kind, pairs, captions.issues, captions.templates)
+
+
+def caption_issue_lines(dataset: DatasetRecord, limit: int = 20) -> list[str]:
+    """What the front doors say of a dataset's captions: where they come from, then each caption
+    that could not be used with its reason (at most `limit`)."""
+    if not dataset.caption_kind:
+        return []
+    from studio.engine.data.captions import Captions
+
+    where = Captions(dataset.caption_kind, [], [], dataset.caption_templates).describe()
+    lines = [f"captions: {dataset.captions:,} of {dataset.images:,} images, {where}"]
+    issues = list(dataset.caption_issues)
+    lines += [f"  caption of {name}: {reason}" for name, reason in issues[:limit]]
+    if len(issues) > limit:
+        lines.append(f"  ... and {len(issues) - limit:,} more caption issues")
+    return lines
+
+
+def captions_for_names(project: Project, dataset: DatasetRecord, names: list[str],
+                       source: ImageSource | None = None) -> list[list[str]]:
+    """The stored captions of the images `names` (as the dataset's source names them), in order."""
+    if not dataset.captions:
+        return [[] for _ in names]
+    source = source or open_dataset_source(project, dataset)
+    stored = project.captions(dataset.id)
+    index = {source.name(i): i for i in range(len(source))}
+    return [list(stored.get(caption_key(source, index[n]), ())) if n in index else [] for n in names]
+
+
+def attach_captions(project: Project, dataset: DatasetRecord, data: DecodedImages, source: ImageSource) -> DecodedImages:
+    """`data` with each image's stored captions, in its order (left None when the dataset has none)."""
+    if dataset.captions:
+        data.captions = captions_for_names(project, dataset, data.names, source)
+    return data
 
 
 def same_source(project: Project, spec: str) -> DatasetRecord | None:
@@ -72,7 +113,8 @@ def open_dataset_source(project: Project, dataset: DatasetRecord) -> ImageSource
 def load_images(project: Project, dataset: DatasetRecord, size: int, progress: Progress | None = None) -> DecodedImages:
     """The dataset's images decoded at `size`, from the project's cache when it is current."""
     source = open_dataset_source(project, dataset)
-    return decode_images(source, size, cache_dir=project.cache_dir / "images", progress=progress)
+    data = decode_images(source, size, cache_dir=project.cache_dir / "images", progress=progress)
+    return attach_captions(project, dataset, data, source)
 
 
 def ensure_sample_project(path: str | os.PathLike) -> Project:

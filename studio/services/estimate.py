@@ -117,12 +117,16 @@ def estimate_cost(config: TrainConfig, images: DecodedImages | np.ndarray, steps
     torch.manual_seed(config.seed)
 
     _check(cancelled)
-    method = build_method(config).to(device)
+    method = build_method(config)
+    if isinstance(images, DecodedImages):
+        method.attach_data(images)  # what the Trainer hands it too (CLIP's captions)
+    method = method.to(device)
     opt_name, lr, wd = resolve_optimizer(config, type(method), method.backbone.kind, batch)
     optimizer = build_optimizer(opt_name, method, lr, wd)
     specs = method.view_specs(config.image_size)
     idx = np.random.default_rng(config.seed).choice(n, size=batch, replace=False)
     x = torch.from_numpy(np.ascontiguousarray(data[np.sort(idx)])).to(device)
+    indices = torch.from_numpy(np.sort(idx))
     is_cuda = device.type == "cuda"
     if is_cuda:
         torch.cuda.synchronize(device)
@@ -135,7 +139,7 @@ def estimate_cost(config: TrainConfig, images: DecodedImages | np.ndarray, steps
         _check(cancelled)
         if progress is not None:
             progress("measuring training steps", i, steps)
-        state = StepState(step=i, total_steps=max(total, steps), epoch=0, steps_per_epoch=steps_per_epoch)
+        state = StepState(step=i, total_steps=max(total, steps), epoch=0, steps_per_epoch=steps_per_epoch, indices=indices)
         t0 = time.perf_counter()
         views = [make_view(x, spec) for spec in specs]
         with torch.autocast(device.type, dtype=info.amp_dtype) if autocast else _Null():
@@ -160,7 +164,7 @@ def estimate_cost(config: TrainConfig, images: DecodedImages | np.ndarray, steps
     else:
         params = sum(p.numel() * p.element_size() for p in method.parameters())
         slots = OPTIMIZER_SLOTS.get(opt_name, 2)
-        state = StepState(step=0, total_steps=max(total, steps), epoch=0, steps_per_epoch=steps_per_epoch)
+        state = StepState(step=0, total_steps=max(total, steps), epoch=0, steps_per_epoch=steps_per_epoch, indices=indices)
         views = [make_view(x, spec) for spec in specs]
         peak = int(params * (2 + slots) + _activation_bytes(method, views, state) + data.nbytes)
         measured = False

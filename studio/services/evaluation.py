@@ -30,6 +30,7 @@ from studio.engine.errors import CheckpointError, StudioError
 from studio.engine.eval import EvaluationError
 from studio.engine.train import TrainConfig
 from studio.services.datasets import load_images
+from studio.services.evaluation_text import TEXT_RUNNERS, is_image_text
 from studio.store import CheckpointRecord, DatasetRecord, EmbeddingRecord, Project
 
 # report(stage, done, total): what is being done ("embedding", "knn", "map: umap", ...) and how far.
@@ -398,7 +399,7 @@ def _rank(job: _Job) -> tuple[dict, dict]:
 
 _RUNNERS: dict[str, Callable[[_Job], tuple[dict, dict]]] = {
     "knn": _knn, "linear": _linear, "fewshot": _fewshot, "finetune": _finetune, "retrieval": _retrieval,
-    "clustering": _clustering, "rank": _rank,
+    "clustering": _clustering, "rank": _rank, **TEXT_RUNNERS,
 }
 
 
@@ -423,11 +424,13 @@ def evaluate_run(
     fewshot_shots=None,
     fewshot_draws: int | None = None,
     knn_ks=None,
+    zeroshot_templates=None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint on a dataset (the run's or any other of the project: transfer);
     each protocol's numbers, with its settings under "settings", are stored as one evaluation.
 
-    `protocols`: keys of PROTOCOLS (see resolve_protocols); without it, the `knn`, `linear` and
+    `protocols`: keys of PROTOCOLS (see resolve_protocols; "all" leaves the image-text ones out of
+    a run without a text tower; `zeroshot_templates` are the zero-shot prompts); without it, the `knn`, `linear` and
     `finetune` flags choose. `baseline` adds kNN and linear-probe numbers of the same encoder at
     initialisation. Returns what the CLI's `eval --json` prints: {"run_id", "checkpoint_step",
     "dataset", "knn_top1", "knn": {k: top1}, "linear_top1", "fewshot": {...}, "finetune": {...},
@@ -439,12 +442,12 @@ def evaluate_run(
     from studio.engine.eval.embed import EmbeddingCancelled
 
     report = report or _noop
+    run = project.run(run_id)
+    config = TrainConfig.from_dict(run.config)
     if protocols is None:
         chosen = tuple(k for k, on in (("knn", knn), ("linear", linear), ("finetune", finetune)) if on)
     else:
-        chosen = resolve_protocols(protocols)
-    run = project.run(run_id)
-    config = TrainConfig.from_dict(run.config)
+        chosen = resolve_protocols(protocols, image_text=is_image_text(config))
     ds = _dataset_record(project, run_id, dataset)
     emb = compute_embeddings(project, run_id, ds.id, checkpoint_step, device, report=report, cancelled=cancelled)
     missing = labels_missing(chosen, baseline, emb.has_labels, ds.name)
@@ -454,7 +457,8 @@ def evaluate_run(
     step = emb.record.checkpoint_step
     options = {"knn_ks": knn_ks or KNN_SWEEP, "fewshot_shots": fewshot_shots or FEW_SHOTS,
                "fewshot_draws": fewshot_draws or FEW_SHOT_DRAWS, "finetune_fractions": finetune_fractions or LABEL_FRACTIONS,
-               "finetune_steps": finetune_steps, "finetune_epochs": finetune_epochs, "finetune_batch_size": finetune_batch_size}
+               "finetune_steps": finetune_steps, "finetune_epochs": finetune_epochs, "finetune_batch_size": finetune_batch_size,
+               "zeroshot_templates": zeroshot_templates}
     job = _Job(project, run_id, config, emb, step, _device(device), report, cancelled, seed, options)
     if labelled:
         labels = emb.labels

@@ -296,7 +296,14 @@ def export_run(
         extra: dict[str, Any] = {}
         if with_heads and fmt == "torchvision" and len(files) > 1:
             extra["heads_file"] = files[1].name
-        card = build_card(format=fmt, file=path.name, heads_included=with_heads, extra=extra, **card_args)
+        from studio.engine.export import text_tower
+
+        image_text = fmt in ("torchscript", "onnx", "safetensors") and text_tower.is_image_text(config)
+        if image_text:
+            extra.update(text_tower.card_extra(loaded, files))
+        card = build_card(format=fmt, file=path.name, heads_included=with_heads or image_text, extra=extra, **card_args)
+        if image_text:
+            card["snippet"] = text_tower.snippet(card)
     else:
         from studio.engine.device import resolve_device
         from studio.services.datasets import load_images

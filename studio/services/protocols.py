@@ -33,6 +33,7 @@ class Protocol:
     default: bool = False
     needs_labels: bool = True
     columns: tuple[Column, ...] = ()
+    needs_text: bool = False  # an image-text protocol: for runs with a text tower (CLIP) only
 
     @property
     def tooltip(self) -> str:
@@ -83,6 +84,20 @@ PROTOCOLS: tuple[Protocol, ...] = (
              "seconds: the embeddings and two augmented views of a few hundred images", needs_labels=False,
              columns=(Column("effective_rank", "Effective rank"), Column("alignment", "Alignment", False),
                       Column("uniformity", "Uniformity", False))),
+    Protocol("zeroshot", "Zero-shot classification (image-text runs)",
+             "No classifier is trained: each class becomes sentences from prompt templates ('a photo of a {class}.', "
+             "editable), the text tower embeds them, and each held-out image takes the class whose averaged prompt "
+             "embedding is nearest (CLIP, Radford et al. 2021, section 3.1); top-1 on the held-out images.",
+             "seconds: the images and a few sentences per class", needs_text=True,
+             columns=(Column("zeroshot_top1", "Zero-shot top-1"),)),
+    Protocol("text_retrieval", "Image-text retrieval (recall@1, 5, 10; image-text runs)",
+             "The held-out images and their captions: each image queries the captions (image to text; a hit is one "
+             "of its own) and each caption queries the images (text to image; a hit is its image), by cosine "
+             "similarity in the shared space; recall@k is the share of queries with a hit among their k nearest "
+             "(CLIP's Flickr30k / MSCOCO table). Templated captions repeat within a class, so they cap it.",
+             "seconds: one similarity ranking each way", needs_labels=False, needs_text=True,
+             columns=(Column("text_retrieval_image_to_text_recall@1", "Image to text R@1"),
+                      Column("text_retrieval_text_to_image_recall@1", "Text to image R@1"))),
 )
 BASELINE = Protocol("baseline", "Compare with the untrained encoder",
                     "The same kNN and linear-probe numbers for the run's encoder at its random initialisation "
@@ -97,14 +112,19 @@ def protocol(kind: str) -> Protocol | None:
     return next((p for p in (*PROTOCOLS, BASELINE) if p.key == kind), None)
 
 
-def resolve_protocols(names) -> tuple[str, ...]:
+def resolve_protocols(names, image_text: bool | None = None) -> tuple[str, ...]:
     """Task words (any order, comma-separated or not, "all" for every one) as protocol keys in the
-    table's order."""
+    table's order. `image_text` False (a run without a text tower): "all" leaves the image-text
+    protocols out, and naming one is an error; None: the run is not known yet (any may be named)."""
     if isinstance(names, str):
         names = [names]
     wanted = {w.strip().lower() for n in names for w in str(n).split(",") if w.strip()}
     if "all" in wanted:
-        return PROTOCOL_KEYS
+        return tuple(p.key for p in PROTOCOLS if image_text is not False or not p.needs_text)
+    textual = sorted(k for k in wanted if (p := protocol(k)) is not None and p.needs_text)
+    if textual and image_text is False:
+        raise EvaluationError(f"{', '.join(textual)} need{'s' if len(textual) == 1 else ''} an image-text run, with a text "
+                              "tower (--method clip); this run trained images alone.")
     unknown = sorted(wanted - set(PROTOCOL_KEYS))
     if unknown:
         raise EvaluationError(f"unknown evaluation task {', '.join(unknown)}; choose from {', '.join(PROTOCOL_KEYS)} or all.")
@@ -141,6 +161,10 @@ def summarize(kind: str, metrics: dict) -> dict[str, float]:
         return {f"{kind}_{k}": v for k, v in m.items()}
     if kind == "rank":
         return {k: v for k, v in m.items() if k in ("effective_rank", "alignment", "uniformity")}
+    if kind == "zeroshot" and "top1" in m:
+        return {"zeroshot_top1": m["top1"]}
+    if kind == "text_retrieval":
+        return {f"{kind}_{k}": v for k, v in m.items()}
     if kind == "baseline":
         return m
     return {}

@@ -46,8 +46,31 @@ def validate_config(config: TrainConfig, processes: int = 1) -> TrainConfig:
 def create_run(project: Project, dataset: str | int, config: TrainConfig, parent_run_id: int | None = None,
                processes: int = 1) -> RunRecord:
     config = validate_config(config, processes)
+    if config.init_from and not project.abs(config.init_from).is_file():
+        raise ConfigError(f"the checkpoint {config.init_from} to start the image encoder from is not in the project; "
+                          "choose a run that has one (its newest: runs/N/last.ckpt).", setting="init_from")
     ds = project.dataset(dataset)
     return project.create_run(ds.id, config.method, config.backbone, config.to_dict(), parent_run_id=parent_run_id)
+
+
+def image_encoder_from(project: Project, config: TrainConfig, run_id: int, step: int | None = None) -> TrainConfig:
+    """`config` starting its image encoder from run `run_id`'s checkpoint at `step` (its newest
+    when None): LiT's start. The other run must have trained the same backbone at the same image
+    size, so that its weights fit; ConfigError says what differs."""
+    source = project.run(run_id)
+    on_disk = [c for c in project.checkpoints(run_id) if project.abs(c.path).is_file()]
+    chosen = on_disk[-1:] if step is None else [c for c in on_disk if c.step == step][-1:]
+    if not chosen:
+        have = ", ".join(str(c.step) for c in on_disk) or "none on disk"
+        at = f" at step {step}" if step is not None else ""
+        raise ConfigError(f"run {run_id} has no checkpoint{at} to start the image encoder from (steps: {have}).",
+                          setting="init_from")
+    theirs = TrainConfig.from_dict(source.config)
+    for name, label in (("backbone", "backbone"), ("image_size", "image size"), ("backbone_options", "backbone options")):
+        if getattr(theirs, name) != getattr(config, name):
+            raise ConfigError(f"run {run_id} trained its image encoder with {label} {getattr(theirs, name)}, this run "
+                              f"asks for {getattr(config, name)}: its weights fit only the same.", setting="init_from")
+    return dataclasses.replace(config, init_from=chosen[0].path)
 
 
 @dataclass(frozen=True)
@@ -180,6 +203,8 @@ def _execute_run(project, run_id, control, callbacks, resume, progress, trainer_
                  checkpoint_step) -> TrainResult:
     run = project.run(run_id)
     config = TrainConfig.from_dict(run.config)
+    if config.init_from:  # stored relative to the project folder, read from wherever it is now
+        config = dataclasses.replace(config, init_from=str(project.abs(config.init_from)))
     resume_from = None
     if resume:
         ck = project.latest_checkpoint(run_id)

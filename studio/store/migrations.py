@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from studio.store import models as m
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class SchemaVersionError(Exception):
@@ -62,12 +62,28 @@ def _v5_run_labels_and_queue(conn: Connection) -> None:
             ops.add_column("runs", column)
 
 
+def _v6_captions(conn: Connection) -> None:
+    """Schema 6: datasets get their caption counts and issues; the `image_captions` table."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    have = {c["name"] for c in inspect(conn).get_columns("datasets")}
+    ops = Operations(MigrationContext.configure(conn))
+    for column in (Column("captions", Integer, nullable=True), Column("caption_kind", String(16), nullable=True),
+                   Column("caption_templates", JSON, nullable=True), Column("caption_issues", JSON, nullable=True)):
+        if column.name not in have:
+            ops.add_column("datasets", column)
+    if not inspect(conn).has_table("image_captions"):
+        m.ImageCaption.__table__.create(conn)
+
+
 # version reached -> the step that reaches it from the one before
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_run_notes,
     3: _v3_image_tags,
     4: _v4_run_parent_step,
     5: _v5_run_labels_and_queue,
+    6: _v6_captions,
 }
 
 

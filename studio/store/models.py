@@ -36,6 +36,12 @@ class Dataset(Base):
     classes: Mapped[int] = mapped_column(Integer, default=0)
     class_names: Mapped[list[str]] = mapped_column(JSON, default=list)
     skipped_files: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [[name, reason], ...]
+    # Its captions (schema 6): how many images have one, where they come from ("" none | jsonl |
+    # csv | sidecar | template), the templates of templated ones, and what was wrong [[name, reason], ...].
+    captions: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)
+    caption_kind: Mapped[str | None] = mapped_column(String(16), nullable=True, default="")
+    caption_templates: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
+    caption_issues: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -164,3 +170,16 @@ class ImageTag(Base):
 
     __table_args__ = (UniqueConstraint("dataset_id", "image", "tag", name="uq_image_tag"),
                       Index("ix_image_tags_dataset_tag", "dataset_id", "tag"))
+
+
+class ImageCaption(Base):
+    """One caption of one image of a dataset (schema 6); an image may have several. `image` names
+    it as captions do (its path inside the dataset's folder, or the built-in set's id)."""
+
+    __tablename__ = "image_captions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    image: Mapped[str] = mapped_column(Text)
+    caption: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_image_captions_dataset", "dataset_id", "id"),)

@@ -23,6 +23,7 @@ from studio.store.database import TEMP_MARKER, make_engine  # noqa: F401  (TEMP_
 from studio.store.lease import RunLease, pid_alive
 from studio.store.metrics import Metrics
 from studio.store.tags import ImageTags
+from studio.store.captions import ImageCaptions, dataset_record
 from studio.store.run_labels import RunLabels
 from studio.store.records import (  # noqa: F401  (the records a Project returns)
     CheckpointRecord, DatasetRecord, EmbeddingMapRecord, EmbeddingRecord, EvaluationRecord, EventRecord, ExportRecord,
@@ -46,7 +47,7 @@ def _record(cls, row, **extra):
     return cls(**data)
 
 
-class Project(ImageTags, Metrics, RunLabels):
+class Project(ImageTags, ImageCaptions, Metrics, RunLabels):
     """Open with `Project.open(path)` or `Project.create(path)`; close with `close()`."""
 
     def __init__(self, root: Path, engine: Engine, read_only: bool = False):
@@ -220,11 +221,11 @@ class Project(ImageTags, Metrics, RunLabels):
             )
             s.add(row)
             s.flush()
-            return _record(DatasetRecord, row)
+            return dataset_record(row)
 
     def datasets(self) -> list[DatasetRecord]:
         with self.session() as s:
-            return [_record(DatasetRecord, r) for r in s.scalars(select(m.Dataset).order_by(m.Dataset.id))]
+            return [dataset_record(r) for r in s.scalars(select(m.Dataset).order_by(m.Dataset.id))]
 
     def dataset(self, key: int | str) -> DatasetRecord:
         with self.session() as s:
@@ -235,7 +236,7 @@ class Project(ImageTags, Metrics, RunLabels):
             if row is None:
                 names = ", ".join(d.name for d in s.scalars(select(m.Dataset))) or "none yet"
                 raise ProjectError(f"no dataset {key!r} in this project (datasets: {names}).")
-            return _record(DatasetRecord, row)
+            return dataset_record(row)
 
     @staticmethod
     def _has_dataset_name(s: Session, name: str) -> bool:
@@ -258,7 +259,7 @@ class Project(ImageTags, Metrics, RunLabels):
                 raise ProjectError(f"a dataset named {name!r} exists already; choose another name.")
             row.name = name
             s.flush()
-            return _record(DatasetRecord, row)
+            return dataset_record(row)
 
     def dataset_run_ids(self, dataset_id: int) -> list[int]:
         """The runs trained on a dataset, oldest first."""
@@ -290,6 +291,7 @@ class Project(ImageTags, Metrics, RunLabels):
                 s.execute(delete(m.Embedding).where(m.Embedding.id.in_(emb_ids)))
             s.execute(delete(m.Evaluation).where(m.Evaluation.dataset_id == dataset_id))
             s.execute(delete(m.ImageTag).where(m.ImageTag.dataset_id == dataset_id))
+            s.execute(delete(m.ImageCaption).where(m.ImageCaption.dataset_id == dataset_id))
             s.execute(delete(m.Dataset).where(m.Dataset.id == dataset_id))
 
     # -- runs -------------------------------------------------------------------------------

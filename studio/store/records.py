@@ -21,6 +21,14 @@ class DatasetRecord:
     class_names: list[str]
     skipped_files: list[Any]
     created_at: datetime
+    captions: int = 0  # images with at least one caption
+    caption_kind: str = ""  # "" (none) | jsonl | csv | sidecar | template
+    caption_templates: tuple[str, ...] = ()
+    caption_issues: tuple[Any, ...] = ()  # (name, reason) of each caption that could not be used
+
+    @property
+    def templated_captions(self) -> bool:
+        return self.caption_kind == "template"
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,7 @@ def test_a_dataset_without_classes_says_so(page, qtbot, tmp_path):
         show(page, qtbot, p, "flat")
         assert page.counts_view.shown() == []
         assert page.classes_label.text().startswith("No classes")
+        assert page.captions_label.text().startswith("None. Image-text methods (CLIP) need them")
         assert not page.browser.class_combo.isEnabled()
         assert len(page.browser.shown()) == 4
 
@@ -212,3 +213,22 @@ def test_the_browser_filters_by_class_and_pages(page, qtbot, tmp_path):
         assert sorted(n for n, _ in first + second) == sorted(p_.as_posix() for p_ in (tmp_path / "imgs" / "b").glob("*.png"))
         assert b.page_label.text() == f"page 2 of 2  ·  images {BROWSER_PAGE + 1}–{big} of {big}"
         assert not b.next_button.isEnabled() and b.prev_button.isEnabled()
+
+
+def test_the_page_says_where_captions_come_from_and_which_could_not_be_used(page, qtbot, tmp_path):
+    from studio.services.datasets import add_dataset
+    from studio.store import Project
+
+    folder = write_image_folder(tmp_path / "capt", classes=("all",), per_class=3, size=4)
+    (folder / "all" / "000.txt").write_text("<b>一只猫</b> on a mat", encoding="utf-8")
+    (folder / "all" / "001.txt").write_text("", encoding="utf-8")
+    with Project.create(tmp_path / "proj") as p:
+        add_dataset(p, str(folder), name="capt")
+        add_dataset(p, "sample", name="sample")
+        show(page, qtbot, p, "capt")
+        text = page.captions_label.text()
+        assert text.startswith("captions: 1 of 3 images, from a .txt file beside each image")
+        assert "all/001.png: empty caption" in text and "all/002.png: no caption" in text
+        show(page, qtbot, p, "sample")
+        assert "templated from the class names" in page.captions_label.text()
+        assert "not real captions" in page.captions_label.text()

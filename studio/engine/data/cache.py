@@ -25,7 +25,8 @@ CACHE_FORMAT = 1
 
 @dataclass
 class DecodedImages:
-    """Images ready for training: uint8 (N, 3, S, S), labels (-1: none), names, what was skipped."""
+    """Images ready for training: uint8 (N, 3, S, S), labels (-1: none), names, what was skipped,
+    and the captions a service attaches where the dataset has them."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -33,6 +34,8 @@ class DecodedImages:
     class_names: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     cache_path: Path | None = None
+    # Each image's captions, in the order of `names` (image-text methods); None: the set has none.
+    captions: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.images)

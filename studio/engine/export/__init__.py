@@ -89,7 +89,10 @@ def export_model(loaded: LoadedEncoder, format: str, path: str | os.PathLike, wi
                  metadata: dict[str, str] | None = None) -> list[Path]:
     """Write `loaded` in a model format; returns the files written, the main one first."""
     from studio.engine.export import weights
+    from studio.engine.export.text_tower import export_image_text, is_image_text
 
+    if format in ("torchscript", "onnx", "safetensors") and is_image_text(loaded.config):
+        return export_image_text(loaded, format, path, metadata=metadata)  # both towers, in the shared space
     backbone = loaded.backbone.cpu().eval()
     size = int(loaded.config.image_size)
     if format == "exported-program":

@@ -8,6 +8,7 @@ from studio.engine.errors import ConfigError
 from studio.engine.methods.base import FieldInfo, Method, StepState, build_config, config_fields
 from studio.engine.methods.barlowtwins import BarlowTwins
 from studio.engine.methods.byol import BYOL
+from studio.engine.methods.clip import CLIP
 from studio.engine.methods.combined import SEPARATOR, combined_class
 from studio.engine.methods.dino import DINO
 from studio.engine.methods.ibot import DINOv2, IBOT
@@ -40,6 +41,7 @@ METHODS: dict[str, type[Method]] = {
     "ibot": IBOT,
     "dinov2": DINOv2,
     "simclr+mae": SimCLRMAE,
+    "clip": CLIP,
 }
 
 FAMILIES = ("contrastive", "self-distillation", "clustering", "redundancy-reduction", "masked-image-modelling",

@@ -27,6 +27,9 @@ class StepState:
     total_steps: int
     epoch: int = 0
     steps_per_epoch: int = 0  # 0: unknown (then schedules in epochs treat the run as one epoch)
+    # The dataset indices of the step's images (the global batch), for methods that look up more
+    # than pixels about them (CLIP's captions); None where a step has no dataset behind it.
+    indices: torch.Tensor | None = None
 
     @property
     def progress(self) -> float:
@@ -109,6 +112,9 @@ class Method(nn.Module):
     # Whether a collapse is this method's failure at all (a masked model reconstructs pixels:
     # low spread there means "not distinct yet", and halving its learning rate is no remedy).
     can_collapse: ClassVar[bool] = True
+    # A method with a text tower beside the image encoder (CLIP): it trains on captions and has
+    # the image-text evaluations (zero-shot, image<->text retrieval).
+    image_text: ClassVar[bool] = False
     # Settings whose default changed the model's shape, with their former default: a stored config
     # without the setting was written before the change and keeps the former value, so its
     # checkpoints still load; every config written since names it (TrainConfig.to_dict).
@@ -151,6 +157,11 @@ class Method(nn.Module):
     @classmethod
     def fields(cls) -> list[FieldInfo]:
         return config_fields(cls.config_class)
+
+    def attach_data(self, data: Any) -> None:
+        """Hook called with the run's DecodedImages before training, for what a method needs of the
+        dataset beyond the pixels of a step (CLIP tokenises the captions here); raises ConfigError
+        when the dataset lacks it."""
 
     def view_specs(self, image_size: int) -> list[ViewSpec]:
         raise NotImplementedError

@@ -150,6 +150,10 @@ class Combined(Method):
         updates = self.momentum_updates(state)
         return updates[0][0] if updates else super().momentum(state)
 
+    def attach_data(self, data) -> None:
+        for part in self.objectives.values():  # CLIP's captions, for a combination with it
+            part.attach_data(data)
+
     def on_before_optimizer_step(self, state: StepState) -> None:
         for part in self.objectives.values():
             part.on_before_optimizer_step(state)

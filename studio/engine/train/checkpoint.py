@@ -132,6 +132,29 @@ def encoder_state(method_state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return {k[len(prefix):]: v for k, v in method_state.items() if k.startswith(prefix)}
 
 
+def load_backbone_from(backbone, path: str | os.PathLike) -> int:
+    """Put the backbone weights of another run's checkpoint into `backbone` (LiT: an image tower
+    pretrained by any method of the studio); returns the checkpoint's step. A checkpoint of
+    another backbone, or one that does not fit, is a ConfigError that says which."""
+    from studio.engine.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"the checkpoint {path.name} to start the image encoder from is not on disk.", setting="init_from")
+    state = load_checkpoint(path)
+    name = (state.get("backbone") or {}).get("name")
+    if name and name != backbone.name:
+        raise ConfigError(f"the checkpoint {path.name} holds a {name}, not a {backbone.name}: choose the same backbone "
+                          "as the run it comes from.", setting="init_from")
+    try:
+        backbone.load_state_dict(encoder_state(state["model"]), strict=True)
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise ConfigError(f"the checkpoint {path.name} does not fit this {backbone.name} (same image size and backbone "
+                          f"options as its run?): {first}", setting="init_from") from None
+    return int(state.get("step", 0))
+
+
 def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu", state: dict[str, Any] | None = None):
     """Rebuild the run's backbone from a checkpoint (or its `state`, loaded and checked already)
     and load its trained weights; the settings are checked against their bounds first, so a

@@ -30,6 +30,9 @@ class TrainConfig:
                                               group="structure", label="backbone options")
     pretrained: bool = option(False, "start from ImageNet weights where torchvision has them",
                               group="structure", label="ImageNet weights")
+    init_from: str | None = option(None, "a checkpoint of another run whose image encoder this run starts from "
+                                         "(LiT: SSL on the images, then align text); the project's path to it",
+                                   group="structure", label="start the image encoder from", none="its initialisation")
 
     epochs: int | None = option(None, f"passes over the dataset (neither epochs nor steps: {DEFAULT_EPOCHS} epochs)",
                                 min=1, max=100_000, label="epochs", none=f"{DEFAULT_EPOCHS}")

@@ -315,9 +315,10 @@ class DistributedTrainer(Trainer):
         else:
             buf = torch.empty(shape, dtype=torch.uint8)
         dist.broadcast(buf, src=0, group=self.ctx.cpu_group)
+        captions = broadcast_object(self.data.captions if self.ctx.is_main else None, self.ctx)
         if self.data is None:
             n = shape[0]
-            self.data = DecodedImages(buf.numpy(), np.full(n, -1, dtype=np.int64), [], [])
+            self.data = DecodedImages(buf.numpy(), np.full(n, -1, dtype=np.int64), [], [], captions=captions)
 
     def _plan(self) -> tuple[int, int, int]:
         """(global batch, steps per epoch, total steps); the global batch splits evenly."""

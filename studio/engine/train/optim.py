@@ -85,17 +85,29 @@ def resolve_optimizer(config, method_cls, backbone_kind: str, batch: int) -> tup
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float):
-    """No weight decay on biases and normalisation weights (as the papers' code)."""
+    """No weight decay on biases and normalisation weights (as the papers' code). A parameter
+    with an `lr_scale` attribute (LiT's image tower, unlocked) goes in a group of its own whose
+    "lr_scale" the optimiser's learning rate is multiplied by; the run's own groups come first."""
     decay, no_decay = [], []
+    scaled: dict[tuple[float, bool], list] = {}
     for p in model.parameters():
         if not p.requires_grad:
             continue
+        scale = float(getattr(p, "lr_scale", 1.0))
+        if scale != 1.0:
+            scaled.setdefault((scale, p.ndim <= 1), []).append(p)
+            continue
         (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    for (scale, bare), params in sorted(scaled.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        groups.append({"params": params, "weight_decay": 0.0 if bare else weight_decay, "lr_scale": scale})
+    return groups
 
 
 def build_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     groups = param_groups(model, weight_decay)
+    for group in groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9)
     if name == "adamw":

@@ -29,8 +29,8 @@ from studio.engine.errors import ConfigError, DiskFullError, DivergedError, Stud
 from studio.engine.methods import StepState, build_config, method_class
 from studio.engine.train.callbacks import CallbackList, RunInfo, TrainingCallbacks, TrainResult
 from studio.engine.train.checkpoint import (
-    AUTO_CHECKPOINT, LAST_CHECKPOINT, CheckpointSchedule, HealthyCheckpointKeeper, host_rng_state, load_checkpoint,
-    save_checkpoint, set_host_rng_state,
+    AUTO_CHECKPOINT, LAST_CHECKPOINT, CheckpointSchedule, HealthyCheckpointKeeper, host_rng_state, load_backbone_from,
+    load_checkpoint, save_checkpoint, set_host_rng_state,
 )
 from studio.engine.train.config import MAX_MONITOR_CHECKS, TrainConfig
 from studio.engine.train.control import TrainingControl
@@ -177,7 +177,11 @@ class Trainer:
         batch, steps_per_epoch, total = self._plan()
         self.steps_per_epoch = steps_per_epoch
 
-        method = build_method(cfg, world_size=self.world_size).to(device)
+        method = build_method(cfg, world_size=self.world_size)
+        if cfg.init_from:
+            load_backbone_from(method.backbone, cfg.init_from)
+        method.attach_data(self.data)
+        method = method.to(device)
         self.method = method
         self.health.advice = method.collapse_advice
         channels_last = cfg.channels_last if cfg.channels_last is not None else (device.type == "cuda" and method.backbone.kind == "cnn")
@@ -303,7 +307,8 @@ class Trainer:
         x = t.images[idx.to(t.images.device)]
         if x.device != t.device:
             x = x.to(t.device, non_blocking=True)
-        state = StepState(step=self.step, total_steps=t.total, epoch=epoch, steps_per_epoch=self.steps_per_epoch)
+        state = StepState(step=self.step, total_steps=t.total, epoch=epoch, steps_per_epoch=self.steps_per_epoch,
+                          indices=idx)
         views = self.make_views(x, t.specs)
         if t.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
