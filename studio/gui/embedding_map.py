@@ -214,6 +214,9 @@ class EmbeddingMapView(pg.PlotWidget):
         coords = np.asarray(coords, dtype=np.float64)
         n = len(coords)
         groups = np.zeros(n, np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+        # A new colouring of the same points keeps the person's zoom and the hover tree.
+        recolour = (getattr(self, "coords", None) is not None and self.coords.shape == coords.shape
+                    and getattr(self, "isolated", None) is None and np.array_equal(self.coords, coords))
         for item in self.scatter_items:
             self.removeItem(item)
         self.scatter_items, self.item_groups, self._item_indices = [], [], []
@@ -231,12 +234,13 @@ class EmbeddingMapView(pg.PlotWidget):
             self.item_groups.append(int(group))
             self._item_indices.append(rows)
         self.isolated = None
-        self._build_tree()
+        if not recolour:
+            self._build_tree()
         self._highlight.setData([], [])
         self._neighbour_marks.setData([], [])
         self.set_selected(np.zeros(0, np.int64))
         self._last_hover = -1
-        if n:
+        if n and not recolour:
             self.autoRange()
 
     def group_name(self, group: int) -> str:

@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 
 from conftest import tiny_train_config, write_image_folder
 
@@ -199,6 +199,20 @@ def test_colour_by_kmeans_cluster(qtbot):
     page.set_data(vectors, vectors[:, :2], None, None, None, None)  # no labels: clusters colour it
     assert page.clusters is not None and len(page.map_view.scatter_items) == 3
     assert page.map_view.point_count() == 150
+
+
+def test_recolouring_keeps_the_zoom_and_a_new_map_shows_all_of_it(qtbot):
+    page, coords, labels = _labelled_page(qtbot)
+    vb = page.map_view.getViewBox()
+    vb.setRange(xRange=(0.1, 0.3), yRange=(0.1, 0.3), padding=0)
+    zoomed = np.array(vb.viewRange())
+    page.colour_box.setCurrentIndex(page.colour_box.findData("cluster"))
+    assert len(page.map_view.legend_entries()) == page.k_spin.value()  # recoloured by clusters
+    np.testing.assert_allclose(np.array(vb.viewRange()), zoomed)  # the person's zoom stays
+    assert page.map_view.index_at(QPointF(float(coords[5, 0]), float(coords[5, 1]))) == 5  # hover still finds it
+    page.set_data(page.vectors, coords * 10, labels, page.names, None, page.class_names)
+    (x0, x1), _ = vb.viewRange()
+    assert x0 <= float((coords * 10)[:, 0].min()) and x1 >= float((coords * 10)[:, 0].max())  # other points: all shown
 
 
 def _labelled_page(qtbot, n=120, classes=("cat", "dog", "fox")):
