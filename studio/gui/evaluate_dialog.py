@@ -19,11 +19,22 @@ def wrapped(text: str, width: int = 90) -> str:
     return "\n".join(textwrap.fill(part, width) for part in text.split("\n"))
 
 
-def _choices():
-    """The dialog's checkboxes: every protocol, then the untrained-encoder baseline (services' table)."""
+def _choices(image_text: bool = True):
+    """The dialog's checkboxes: every protocol, then the untrained-encoder baseline (services' table);
+    the image-text ones only for a run with a text tower."""
     from studio.services.evaluation import BASELINE, PROTOCOLS
 
-    return (*PROTOCOLS, BASELINE)
+    return (*(p for p in PROTOCOLS if image_text or not p.needs_text), BASELINE)
+
+
+def _is_image_text(run) -> bool:
+    from studio.engine.train import TrainConfig
+    from studio.services.evaluation_text import is_image_text
+
+    try:
+        return is_image_text(TrainConfig.from_dict(run.config))
+    except Exception:  # noqa: BLE001 - a config this studio cannot read offers the image protocols
+        return False
 
 
 class EvaluateDialog(QDialog):
@@ -59,7 +70,7 @@ class EvaluateDialog(QDialog):
         self.dataset_combo.currentIndexChanged.connect(self._update)
         form.addRow("Dataset", self.dataset_combo)
         self.checks: dict[str, QCheckBox] = {}
-        for choice in _choices():
+        for choice in _choices(_is_image_text(run)):
             box = QCheckBox(choice.label)
             box.setChecked(choice.default)
             box.setToolTip(wrapped(choice.tooltip))

@@ -17,7 +17,7 @@ EVERY_FIELD = dict(
     backbone_options={"small_stem": False}, pretrained=True, epochs=None, steps=77, batch_size=48, lr=0.0123,
     image_size=24, device="cpu", seed=3_000_000_000, optimizer="lars", weight_decay=1.5e-5, warmup_epochs=2.5,
     max_grad_norm=1.5, amp=False, channels_last=True, compile=True, checkpoint_every=5, checkpoint_minutes=2.5,
-    log_every=3, monitor_every=-1, knn_k=7, knn_temperature=0.07,
+    log_every=3, monitor_every=-1, knn_k=7, knn_temperature=0.07, init_from="runs/earlier/last.ckpt",
 )
 
 
@@ -38,6 +38,9 @@ def test_duplicate_then_start_stores_the_same_config(make_window, qtbot, project
 
     # The run is stored, not trained: its ImageNet weights would be downloaded by a real start.
     monkeypatch.setattr(TrainingJob, "start", lambda self: None)
+    earlier = project.root / EVERY_FIELD["init_from"]  # the checkpoint LiT starts from: never read here
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"a checkpoint")
     old = create_run(project, "sample", TrainConfig(**EVERY_FIELD))
     project.set_run_status(old.id, "stopped", "stopped by the user")
     w = make_window(project.root)
