@@ -88,11 +88,15 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from studio.services.explore import search_by_image
+    from studio.services.explore import search_by_image, search_by_text
 
     with Project.open(args.project) as project:
-        result = search_by_image(project, args.run_id, args.image, dataset=args.dataset, checkpoint_step=args.step,
-                                 k=args.k, device=args.device, report=_reporter())
+        if args.text is not None:
+            result = search_by_text(project, args.run_id, args.text, dataset=args.dataset, checkpoint_step=args.step,
+                                    k=args.k, device=args.device, report=_reporter())
+        else:
+            result = search_by_image(project, args.run_id, args.image, dataset=args.dataset, checkpoint_step=args.step,
+                                     k=args.k, device=args.device, report=_reporter())
     if args.json:
         emit_json(result)
     else:
@@ -170,10 +174,14 @@ def register(sub) -> None:
 
     from studio.services.explore import DUPLICATE_THRESHOLD, OUTLIER_K
 
-    q = sub.add_parser("search", help="the images of a dataset nearest to an image file, by a run's encoder")
+    q = sub.add_parser("search", help="the images of a dataset nearest to an image file, by a run's encoder, or to "
+                                      "a sentence, by a CLIP run's text tower")
     q.add_argument("project")
     q.add_argument("run_id", type=int)
-    q.add_argument("--image", required=True, help="an image file (from the dataset or anywhere on disk)")
+    query = q.add_mutually_exclusive_group(required=True)
+    query.add_argument("--image", help="an image file (from the dataset or anywhere on disk)")
+    query.add_argument("--text", help="a sentence, e.g. \"a photo of a dog.\" (CLIP runs: compared in their "
+                                      "shared image-text space)")
     q.add_argument("--dataset", help="dataset to search (default: the run's)")
     q.add_argument("--step", "--checkpoint", dest="step", type=_step, help="checkpoint step (default: the newest)")
     q.add_argument("-k", type=whole_number("-k"), default=16, help="how many images (default 16)")

@@ -1,11 +1,12 @@
 """What the Dataset page shows of a dataset's images, loaded off the GUI thread: thumbnails of
-chosen images, the images per class as bars, and a paged browser of every image by class."""
+chosen images (with their first caption, where the dataset has captions), the images per class
+as bars, and a paged browser of every image by class."""
 
 from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QFontMetrics, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QComboBox, QGridLayout, QHBoxLayout, QListView, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget,
 )
@@ -40,9 +41,10 @@ def thumbnails_of(src, indices, cancelled=None, max_px: int = 256) -> list[tuple
 
 
 def load_thumbnails(root, kind: str, source: str, count: int = THUMBNAILS, cancelled=None,
-                    indices=None, src=None) -> list[tuple[str, str, np.ndarray]]:
-    """(name, class, HxWx3 uint8) for `count` images spread over the dataset (so classes show),
-    or for the images at `indices`; `src`: the source opened already."""
+                    indices=None, src=None, captions=None) -> list[tuple[str, str, np.ndarray, str]]:
+    """(name, class, HxWx3 uint8, first caption or "") for `count` images spread over the dataset
+    (so classes show), or for the images at `indices`; `src`: the source opened already;
+    `captions`: the dataset's services.datasets.DatasetCaptions, if it has any."""
     if src is None:
         from studio.engine.data import open_source
 
@@ -50,7 +52,18 @@ def load_thumbnails(root, kind: str, source: str, count: int = THUMBNAILS, cance
     if indices is None:
         n = len(src)
         indices = sorted(set(np.linspace(0, max(0, n - 1), min(count, n)).astype(int).tolist()))
-    return [(name, cls, arr) for _i, name, cls, arr in thumbnails_of(src, indices, cancelled)]
+    return [(name, cls, arr, first_caption(captions, src, i)) for i, name, cls, arr in thumbnails_of(src, indices, cancelled)]
+
+
+def first_caption(captions, src, index: int) -> str:
+    """An image's first caption on one line ("" without one)."""
+    caps = captions.of(src, index) if captions is not None else []
+    return " ".join(caps[0].split()) if caps else ""
+
+
+def elided(text: str, widget: QWidget, width: int) -> str:
+    """`text` cut to `width` pixels of `widget`'s font, ending in "…" (list items are plain text)."""
+    return QFontMetrics(widget.font()).elidedText(text, Qt.TextElideMode.ElideRight, width)
 
 
 def index_dataset(root, kind: str, source: str):
@@ -75,12 +88,15 @@ def class_text(name: str) -> str:
     return name if name else "(no class)"
 
 
-def image_tip(name: str, cls: str) -> str:
-    """An image's tooltip: its file name, its class, then where it is."""
+def image_tip(name: str, cls: str, caption: str = "") -> str:
+    """An image's tooltip: its file name, its class, where it is, then its caption in full (as
+    plain text: a caption with markup shows its tags)."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     lines = [base, f"class: {class_text(cls)}" if cls else "no class"]
     if base != name:
         lines.append(name)
+    if caption:
+        lines.append(f"caption: {caption}")
     return plain_tip("\n".join(lines))
 
 
@@ -178,6 +194,7 @@ class ImageBrowser(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.src = None
+        self.captions = None  # services.datasets.DatasetCaptions of the source, if it has any
         self.indices = np.zeros(0, dtype=np.int64)
         self.page = 0
         self._token = 0
@@ -221,9 +238,11 @@ class ImageBrowser(QWidget):
         self._fit_height()
 
     # -- what is shown ----------------------------------------------------------------------------
-    def set_source(self, src, counts) -> None:
-        """A dataset's opened source and its class counts (None: nothing to browse)."""
-        self.src = src
+    def set_source(self, src, counts, captions=None) -> None:
+        """A dataset's opened source and its class counts (None: nothing to browse), and its
+        captions (shown under the thumbnails)."""
+        self.src, self.captions = src, captions
+        self.grid.setGridSize(QSize(BROWSER_PX + 10, BROWSER_PX + (28 if captions is not None else 10)))
         self.class_combo.blockSignals(True)
         self.class_combo.clear()
         if src is not None:
@@ -266,10 +285,11 @@ class ImageBrowser(QWidget):
         if self.src is None or not len(wanted):
             self.loading_label.hide()
             return
-        token, src = self._token, self.src
+        token, src, captions = self._token, self.src, self.captions
         self.loading_label.show()
         self._task = start_task(
-            lambda state: thumbnails_of(src, wanted.tolist(), state.cancelled, max_px=2 * BROWSER_PX),
+            lambda state: [(*t, first_caption(captions, src, t[0]))
+                           for t in thumbnails_of(src, wanted.tolist(), state.cancelled, max_px=2 * BROWSER_PX)],
             lambda result: self._show(token, result),
             lambda error: self._failed(token, error), name="browse-images", parent=self)
 
@@ -278,9 +298,9 @@ class ImageBrowser(QWidget):
             return  # another page or filter was chosen meanwhile
         self._task = None
         self.loading_label.hide()
-        for _i, name, cls, arr in result:
-            item = QListWidgetItem(QIcon(to_pixmap(arr, BROWSER_PX)), "")
-            item.setToolTip(image_tip(name, cls))
+        for _i, name, cls, arr, caption in result:
+            item = QListWidgetItem(QIcon(to_pixmap(arr, BROWSER_PX)), elided(caption, self.grid, BROWSER_PX + 6))
+            item.setToolTip(image_tip(name, cls, caption))
             item.setData(Qt.ItemDataRole.UserRole, (name, cls))
             self.grid.addItem(item)
         self._fit_height()
@@ -304,11 +324,11 @@ class ImageBrowser(QWidget):
     # -- size -------------------------------------------------------------------------------------
     def _fit_height(self) -> None:
         """As tall as a whole page's rows at this width: the page scrolls, not the grid."""
-        cell = BROWSER_PX + 10
-        per_row = max(1, (self.grid.viewport().width() or 600) // cell)
+        cell = self.grid.gridSize()  # taller with a caption line under each image
+        per_row = max(1, (self.grid.viewport().width() or 600) // cell.width())
         rows = max(1, -(-max(self.grid.count(), 1) // per_row))
         frame = self.grid.height() - self.grid.viewport().height()
-        self.grid.setFixedHeight(rows * cell + max(frame, 2) + 4)
+        self.grid.setFixedHeight(rows * cell.height() + max(frame, 2) + 4)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)

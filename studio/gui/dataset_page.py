@@ -13,11 +13,11 @@ from PySide6.QtWidgets import (
 )
 
 from studio.gui.dataset_browser import (  # noqa: F401  (load_thumbnails, to_pixmap: the page's surface)
-    THUMB_PX, THUMBNAILS, ClassCountsView, ImageBrowser, counts_summary, image_tip, index_dataset, load_thumbnails,
-    to_pixmap,
+    THUMB_PX, THUMBNAILS, ClassCountsView, ImageBrowser, counts_summary, elided, image_tip, index_dataset,
+    load_thumbnails, to_pixmap,
 )
 from studio.gui.tasks import start_task
-from studio.services.datasets import caption_issue_lines
+from studio.services.datasets import ClassCount, caption_issue_lines, dataset_captions
 from studio.gui.widgets import Label, StatCard, message_box, page_with_empty_state, plain_tip, section_title
 
 
@@ -115,6 +115,13 @@ class DatasetPage(QWidget):
         self.captions_label.setTextFormat(Qt.TextFormat.PlainText)  # captions and file names are not markup
         self.captions_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.captions_label)
+        self.caption_lengths_label = Label("Caption lengths, in characters")
+        self.caption_lengths = ClassCountsView()  # the same bars as the classes', one per range of lengths
+        lengths_row = QHBoxLayout()
+        lengths_row.addWidget(self.caption_lengths, 3)
+        lengths_row.addStretch(1)
+        lay.addWidget(self.caption_lengths_label)
+        lay.addLayout(lengths_row)
 
         lay.addWidget(section_title("Skipped files"))
         self.skipped_label = Label()
@@ -164,6 +171,8 @@ class DatasetPage(QWidget):
         self._thumb_task = self._index_task = None
         self.browser.set_source(None, [])
         self.counts_view.set_counts([])
+        self.caption_lengths.set_counts([])
+        self.caption_lengths_label.hide()
         if dataset is None:
             self._stack.setCurrentIndex(0)
             return
@@ -184,9 +193,9 @@ class DatasetPage(QWidget):
             self.skipped_label.setText("None: every image could be read.")
         if self.project is not None:
             self.loading_label.show()
-            token, root = self._token, self.project.root
+            token, root, project = self._token, self.project.root, self.project
             self._index_task = start_task(
-                lambda state: index_dataset(root, dataset.kind, dataset.source),
+                lambda state: (*index_dataset(root, dataset.kind, dataset.source), dataset_captions(project, dataset)),
                 lambda result: self._indexed(token, result),
                 lambda error: self._show_thumbnail_error(token, error), name="dataset-index", parent=self)
 
@@ -198,12 +207,15 @@ class DatasetPage(QWidget):
         if token != self._token:
             return  # another dataset was chosen meanwhile
         self._index_task = None
-        src, counts = result
+        src, counts, captions = result
         self.counts_view.set_counts(counts)
         self.classes_label.setText(counts_summary(counts) if counts else self._no_classes_text())
-        self.browser.set_source(src, counts)
+        self.browser.set_source(src, counts, captions)
+        bars = captions.length_histogram() if captions is not None else []
+        self.caption_lengths.set_counts([ClassCount(f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}", n) for lo, hi, n in bars])
+        self.caption_lengths_label.setVisible(bool(bars))
         self._thumb_task = start_task(
-            lambda state: load_thumbnails(None, "", "", src=src, cancelled=state.cancelled),
+            lambda state: load_thumbnails(None, "", "", src=src, cancelled=state.cancelled, captions=captions),
             lambda thumbs: self._show_thumbnails(token, thumbs),
             lambda error: self._show_thumbnail_error(token, error), name="thumbnails", parent=self)
 
@@ -212,9 +224,11 @@ class DatasetPage(QWidget):
             return  # another dataset was chosen meanwhile
         self.loading_label.hide()
         self.thumbs.clear()
-        for name, cls, arr in result:
-            item = QListWidgetItem(QIcon(to_pixmap(arr, THUMB_PX)), cls)
-            item.setToolTip(image_tip(name, cls))
+        for name, cls, arr, caption in result:
+            # Under each image its caption where the dataset has them (else its class), cut to the
+            # cell; the tooltip has it whole. List items are plain text: markup shows as typed.
+            item = QListWidgetItem(QIcon(to_pixmap(arr, THUMB_PX)), elided(caption or cls, self.thumbs, THUMB_PX + 12))
+            item.setToolTip(image_tip(name, cls, caption))
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
             self.thumbs.addItem(item)
 

@@ -29,10 +29,12 @@ from studio.gui.explorer_layout import GRID_THUMB, HOVER_HINT, NEIGHBOUR_HINT, N
 from studio.gui.explorer_selection import TAB_NEAREST, SelectionActions
 from studio.gui.explorer_pair import PairedMapActions
 from studio.gui.explorer_steps import StepMapActions
+from studio.gui.explorer_text import TextSearchActions
 from studio.gui.style import status_icon
 from studio.gui.tasks import Task
 from studio.gui.widgets import plain_tip
 
+HOVER_CAPTION = 200  # characters of a caption the hover panel shows (a caption may run to thousands)
 SYNC_KMEANS_LIMIT = 20_000  # above this, k-means for colouring runs on the task
 
 # A worker's stages in words (studio.services.evaluation reports "map: tsne", "k-means", ...).
@@ -59,7 +61,7 @@ def swatch_icon(col: str, size: int = 12) -> QIcon:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
+class ExplorerPage(TextSearchActions, StepMapActions, PairedMapActions, SelectionActions, QWidget):
     """Choose a run, checkpoint, dataset and map; look through the embeddings."""
 
     busyChanged = Signal(bool)
@@ -84,6 +86,7 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
         self.clusters: np.ndarray | None = None
         self.names: list[str] = []
         self.class_names: list[str] = []
+        self.captions: list[list[str]] | None = None
         self.images: np.ndarray | None = None
         self.image_size = 32
         self.neighbor_indices = np.zeros(0, np.int64)
@@ -253,9 +256,10 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
     def _on_computed(self, result: dict) -> None:
         emb = result["emb"]
         self.shown_algorithm = result["algorithm"]
+        dataset_id = emb.dataset.id if emb.dataset is not None else emb.record.dataset_id
         self.set_data(emb.vectors, result["coords"], emb.labels, emb.names, emb.images, emb.class_names,
-                      clusters=result["clusters"], index=result.get("index"),
-                      dataset_id=emb.dataset.id if emb.dataset is not None else emb.record.dataset_id)
+                      clusters=result["clusters"], index=result.get("index"), dataset_id=dataset_id, captions=emb.captions)
+        self._offer_text_search(result["run_id"], emb.record.checkpoint_step, dataset_id)
         index = result.get("index")
         search = f" Search: {index.describe()}." if index is not None and index.kind == "ivf" else ""
         self.status.setText(f"{len(emb)} images, {emb.vectors.shape[1]}-dim embeddings, {map_name(result['algorithm'])} map "
@@ -263,11 +267,11 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
 
     # -- showing --------------------------------------------------------------------------
     def set_data(self, vectors, coords, labels=None, names=None, images=None, class_names=None, clusters=None,
-                 dataset_id: int | None = None, index=None) -> None:
+                 dataset_id: int | None = None, index=None, captions=None) -> None:
         """Show embeddings (N, D) at map coordinates (N, 2); labels, names and images per point;
         `dataset_id`: the project's dataset they are of (for tags), None for data of no dataset;
         `index`: an engine.eval.NeighbourIndex of `vectors` built off the GUI thread (else searches
-        are exact)."""
+        are exact); `captions`: each point's captions (hover shows the first)."""
         self._forget_steps()
         self._forget_pair()
         self.dataset_id = dataset_id
@@ -284,6 +288,8 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
         if images is not None and len(images):
             self.image_size = int(images.shape[-1])
         self.class_names = list(class_names or [])
+        self.captions = list(captions) if captions is not None and len(captions) == n else None
+        self._offer_text_search(None, None, None)  # until a CLIP run's map is shown (_on_computed)
         self.clusters = None if clusters is None else np.asarray(clusters, dtype=np.int64)
         self._thumbs.clear()
         self.neighbor_indices = np.zeros(0, np.int64)
@@ -400,6 +406,9 @@ class ExplorerPage(StepMapActions, PairedMapActions, SelectionActions, QWidget):
             text += f"\nclass: {self.class_names[lab]}"
         if self.clusters is not None:
             text += f"\ncluster: {int(self.clusters[index])}"
+        if self.captions is not None and self.captions[index]:
+            first = self.captions[index][0]  # thumb_caption shows plain text, never markup
+            text += f"\ncaption: {first if len(first) <= HOVER_CAPTION else first[:HOVER_CAPTION] + '…'}"
         return text
 
     @Slot(int)

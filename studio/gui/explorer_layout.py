@@ -208,6 +208,9 @@ def build_explorer(page) -> None:
     left = QWidget()
     left_layout = QVBoxLayout(left)
     left_layout.setContentsMargins(0, 0, 0, 0)
+    from studio.gui.explorer_text import build_text_row
+
+    left_layout.addLayout(build_text_row(page))  # shown for a CLIP run's map
     map_row = QHBoxLayout()
     from studio.gui.explorer_pair import build_pair_pane
 

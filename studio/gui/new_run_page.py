@@ -267,7 +267,7 @@ class NewRunPage(BudgetSection, CostEstimateSection, ObjectivesSection, QWidget)
         return form
 
     def _add_setting(self, form: QFormLayout, info) -> None:
-        editor = editor_for(info)
+        editor = editor_for(info, self)
         editor.changed.connect(self.validate)
         self.setting_editors[info.name] = editor
         title = info.label if info.label[1:2].isupper() else info.title  # "kNN k" keeps its case

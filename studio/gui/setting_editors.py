@@ -155,7 +155,13 @@ class ChoiceSettingEditor(_Exact):
         self._remember(value)
 
 
-def editor_for(info: FieldInfo):
+def editor_for(info: FieldInfo, page=None):
+    """The editor of a config field; `page`: the New run form, for a field chosen among the
+    project's runs (init_from: which run's image encoder to start from)."""
+    if info.name == "init_from" and page is not None:
+        from studio.gui.encoder_source import EncoderSourceEditor
+
+        return EncoderSourceEditor(info, page)
     if info.type == "dict":
         return TextSettingEditor(info)
     if info.optional and (info.choices or info.type == "bool"):

@@ -91,6 +91,37 @@ def captions_for_names(project: Project, dataset: DatasetRecord, names: list[str
     return [list(stored.get(caption_key(source, index[n]), ())) if n in index else [] for n in names]
 
 
+CAPTION_LENGTH_BINS = 8  # bars of the Dataset page's caption-length histogram, at most
+
+
+@dataclass(frozen=True)
+class DatasetCaptions:
+    """A dataset's stored captions, for showing them: each image's, and how long they run."""
+
+    by_image: dict[str, list[str]]  # caption_key -> the image's captions, in the order read
+
+    def of(self, source: ImageSource, index: int) -> list[str]:
+        return self.by_image.get(caption_key(source, index), [])
+
+    def length_histogram(self, bins: int = CAPTION_LENGTH_BINS) -> list[tuple[int, int, int]]:
+        """(shortest, longest, captions) of each bar, in characters, shortest bar first; bars of
+        whole characters, at most `bins` of them, none empty at either end."""
+        lengths = np.array([len(c) for caps in self.by_image.values() for c in caps], dtype=np.int64)
+        if not len(lengths):
+            return []
+        lo, hi = int(lengths.min()), int(lengths.max())
+        edges = np.unique(np.linspace(lo, hi + 1, min(bins, hi - lo + 1) + 1).round().astype(np.int64))
+        counts = np.histogram(lengths, bins=edges)[0]
+        return [(int(a), int(b) - 1, int(n)) for a, b, n in zip(edges[:-1], edges[1:], counts)]
+
+
+def dataset_captions(project: Project, dataset: DatasetRecord) -> DatasetCaptions | None:
+    """The dataset's captions (None when it has none); a query of the project, off the GUI thread."""
+    if not dataset.captions:
+        return None
+    return DatasetCaptions(project.captions(dataset.id))
+
+
 def attach_captions(project: Project, dataset: DatasetRecord, data: DecodedImages, source: ImageSource) -> DecodedImages:
     """`data` with each image's stored captions, in its order (left None when the dataset has none)."""
     if dataset.captions:

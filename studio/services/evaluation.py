@@ -60,6 +60,7 @@ class EmbeddingSet:
     images: np.ndarray  # decoded uint8 (N, 3, S, S), for thumbnails
     dataset: DatasetRecord | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    captions: list[list[str]] | None = None  # each image's captions (None: the dataset has none)
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -194,7 +195,8 @@ def compute_embeddings(
 
 def _embedding_set(record: EmbeddingRecord, vectors: np.ndarray, images: DecodedImages, ds: DatasetRecord) -> EmbeddingSet:
     return EmbeddingSet(record, np.asarray(vectors, dtype=np.float32), np.asarray(images.labels, dtype=np.int64),
-                        list(images.names), list(images.class_names), images.images, ds)
+                        list(images.names), list(images.class_names), images.images, ds,
+                        captions=getattr(images, "captions", None))
 
 
 def load_embedding_set(project: Project, embedding_id: int) -> EmbeddingSet:

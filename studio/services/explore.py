@@ -1,7 +1,8 @@
 """Exploring a run's embedding space: the use cases behind the Explorer page, without Qt.
 
-`search_by_image` finds a dataset's images nearest to an image file and `inspect_dataset` lists
-its near duplicates and outliers (the `search` and `inspect` commands).
+`search_by_image` finds a dataset's images nearest to an image file, `search_by_text` (CLIP runs,
+through a `TextSearcher`) those nearest to a sentence, and `inspect_dataset` lists its near
+duplicates and outliers (the `search` and `inspect` commands).
 `write_selection` writes the files a person selected on the map; `export_selection_dataset`
 makes them a dataset of the project; `tag_selection` and `tag_groups` store and read tags on a
 dataset's images; `find_duplicates` and `find_outliers` look for problems in a dataset (the math is
@@ -85,6 +86,84 @@ def search_by_image(project: Project, run_id: int, image: str | os.PathLike, dat
     idx, sims = index.search(query, k)
     return {"run_id": int(run_id), "checkpoint_step": emb.record.checkpoint_step, "search": index.describe(),
             "results": [_named(emb, int(i), similarity=round(float(s), 4)) for i, s in zip(idx, sims)]}
+
+
+class TextSearcher:
+    """Text search with a CLIP run (call off the GUI thread: it runs torch).
+
+    A sentence and the images are compared in the run's shared image-text space: the text tower's
+    output against the image tower's projection, both normalised. The embeddings
+    `compute_embeddings` stores (and the Explorer maps) are the image encoder's features before
+    that projection, a space the text tower never embeds into, so the searcher embeds a dataset's
+    images through the projection once (`CLIP.encode_image`) and keeps them, with their index,
+    for the next sentence. The model is loaded once per (run, checkpoint)."""
+
+    def __init__(self, project: Project, run_id: int, checkpoint_step: int | None = None, device: str = "auto"):
+        from studio.engine.train import TrainConfig
+        from studio.services.evaluation import _resolve_step
+        from studio.services.evaluation_text import is_image_text
+
+        config = TrainConfig.from_dict(project.run(run_id).config)
+        if not is_image_text(config):
+            raise ProjectError(f"run {run_id} is a {config.method} run, which has no text tower: search by text needs "
+                               "a CLIP run (search by image works with any run).")
+        self.project, self.run_id, self.config, self.device = project, int(run_id), config, device
+        self.checkpoint_step = _resolve_step(project, run_id, checkpoint_step)
+        self._model = None
+        self._spaces: dict[int, tuple] = {}  # dataset id -> (DecodedImages, NeighbourIndex)
+
+    def model(self):
+        from studio.services.evaluation import _device
+        from studio.services.evaluation_text import run_model
+
+        if self._model is None:
+            self._model = run_model(self.project, self.run_id, self.checkpoint_step, _device(self.device))
+        return self._model
+
+    def images(self, dataset: str | int | None = None, report: Callable[[str, int, int], None] | None = None):
+        """(the dataset's DecodedImages, a NeighbourIndex of their shared-space embeddings)."""
+        from studio.engine.eval import NeighbourIndex, embed_images
+        from studio.engine.eval.zeroshot import ImageTower
+        from studio.services.datasets import load_images
+
+        report = report or (lambda *_: None)
+        ds = self.project.dataset(dataset if dataset is not None else self.project.run(self.run_id).dataset_id)
+        if ds.id not in self._spaces:
+            data = load_images(self.project, ds, self.config.image_size, lambda d, t: report("loading images", d, t))
+            vectors = embed_images(ImageTower(self.model()), data.images, image_size=self.config.image_size,
+                                   progress=lambda d, t: report("embedding the images in the image-text space", d, t))
+            self._spaces[ds.id] = (data, NeighbourIndex(vectors, report=report))
+        return self._spaces[ds.id]
+
+    def embed(self, text: str) -> np.ndarray:
+        """The sentence's embedding (D,) in the shared space."""
+        from studio.engine.eval.zeroshot import embed_texts
+
+        if not str(text).strip():
+            raise ProjectError("type a sentence to search for, e.g. \"a photo of a dog.\"")
+        return embed_texts(self.model(), [str(text)])[0]
+
+    def search(self, text: str, dataset: str | int | None = None, k: int = 16,
+               report: Callable[[str, int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray, object]:
+        """(indices, cosine similarities, the dataset's DecodedImages) of the k images nearest to `text`."""
+        query = self.embed(text)
+        data, index = self.images(dataset, report)
+        idx, sims = index.search(query, k)
+        return idx, sims, data
+
+
+def search_by_text(project: Project, run_id: int, text: str, dataset: str | int | None = None,
+                   checkpoint_step: int | None = None, k: int = 16, device: str = "auto",
+                   report: Callable[[str, int, int], None] | None = None) -> dict:
+    """The k images of `dataset` (default: the run's) nearest to a sentence, by a CLIP run's two
+    towers, in the same shape as `search_by_image`'s answer."""
+    searcher = TextSearcher(project, run_id, checkpoint_step, device)
+    idx, sims, data = searcher.search(text, dataset, k, report)
+    _, index = searcher.images(dataset)
+    return {"run_id": int(run_id), "checkpoint_step": searcher.checkpoint_step, "text": str(text),
+            "space": "the run's shared image-text space (image tower with its projection, text tower)",
+            "search": index.describe(),
+            "results": [_named(data, int(i), similarity=round(float(s), 4)) for i, s in zip(idx, sims)]}
 
 
 def inspect_dataset(project: Project, run_id: int, dataset: str | int | None = None, checkpoint_step: int | None = None,

@@ -65,12 +65,48 @@ def image_encoder_from(project: Project, config: TrainConfig, run_id: int, step:
         at = f" at step {step}" if step is not None else ""
         raise ConfigError(f"run {run_id} has no checkpoint{at} to start the image encoder from (steps: {have}).",
                           setting="init_from")
-    theirs = TrainConfig.from_dict(source.config)
+    mismatch = _encoder_mismatch(TrainConfig.from_dict(source.config), config)
+    if mismatch:
+        raise ConfigError(f"run {run_id} trained its image encoder with {mismatch}: its weights fit only the same.",
+                          setting="init_from")
+    return dataclasses.replace(config, init_from=chosen[0].path)
+
+
+def _encoder_mismatch(theirs: TrainConfig, config: TrainConfig) -> str | None:
+    """What differs between two runs' image encoders such that one's weights do not fit the other."""
     for name, label in (("backbone", "backbone"), ("image_size", "image size"), ("backbone_options", "backbone options")):
         if getattr(theirs, name) != getattr(config, name):
-            raise ConfigError(f"run {run_id} trained its image encoder with {label} {getattr(theirs, name)}, this run "
-                              f"asks for {getattr(config, name)}: its weights fit only the same.", setting="init_from")
-    return dataclasses.replace(config, init_from=chosen[0].path)
+            return f"{label} {getattr(theirs, name)}, this run asks for {getattr(config, name)}"
+    return None
+
+
+@dataclass(frozen=True)
+class EncoderSource:
+    """A run whose newest checkpoint on disk can start another run's image encoder."""
+
+    run_id: int
+    method: str
+    dataset: str
+    step: int
+    path: str  # relative to the project folder, as init_from stores it
+
+    def describe(self) -> str:
+        return f"run {self.run_id} · {self.method} on {self.dataset}, step {self.step:,}"
+
+
+def image_encoder_sources(project: Project, config: TrainConfig) -> list[EncoderSource]:
+    """The project's runs whose image encoder `config` can start from (the front doors offer
+    these): each one's newest checkpoint on disk, of the same backbone, image size and options."""
+    out = []
+    for run in project.runs():
+        on_disk = [c for c in project.checkpoints(run.id) if project.abs(c.path).is_file()]
+        try:
+            theirs = TrainConfig.from_dict(run.config)
+        except Exception:  # noqa: BLE001 - a run stored by another version: not offered
+            continue
+        if on_disk and _encoder_mismatch(theirs, config) is None:
+            out.append(EncoderSource(run.id, run.method, run.dataset, on_disk[-1].step, on_disk[-1].path))
+    return out
 
 
 @dataclass(frozen=True)

@@ -232,3 +232,40 @@ def test_the_page_says_where_captions_come_from_and_which_could_not_be_used(page
         show(page, qtbot, p, "sample")
         assert "templated from the class names" in page.captions_label.text()
         assert "not real captions" in page.captions_label.text()
+
+
+def test_captions_show_under_thumbnails_as_plain_text_with_a_length_histogram(page, qtbot, tmp_path):
+    from studio.gui.dataset_browser import BROWSER_PX
+    from studio.store import Project
+    from studio.services.datasets import add_dataset
+
+    folder = write_image_folder(tmp_path / "capt", classes=("all",), per_class=3, size=4)
+    long = "一只猫 sits on a mat " * 40  # 800 characters: cut under the image, whole in the tip
+    (folder / "all" / "000.txt").write_text(long, encoding="utf-8")
+    (folder / "all" / "001.txt").write_text("<b>bold</b> & <i>not</i>", encoding="utf-8")
+    (folder / "all" / "002.txt").write_text("a cat", encoding="utf-8")
+    with Project.create(tmp_path / "proj") as p:
+        add_dataset(p, str(folder), name="capt")
+        show(page, qtbot, p, "capt")
+        qtbot.waitUntil(lambda: page.thumbnail_count() == 3 and page.browser.grid.count() == 3, timeout=WAIT_MS)
+        for grid in (page.thumbs, page.browser.grid):
+            texts = [grid.item(i).text() for i in range(grid.count())]
+            tips = [grid.item(i).toolTip() for i in range(grid.count())]
+            assert texts[0].startswith("一只猫 sits") and texts[0].endswith("…") and len(texts[0]) < 40
+            assert texts[1].startswith("<b>bold")  # markup is shown as typed (items are plain text)
+            assert texts[2] == "a cat"
+            assert long.strip() in tips[0].replace("<br>", "\n")  # the whole caption, escaped
+            assert "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;i&gt;not&lt;/i&gt;" in tips[1]
+        assert page.browser.grid.gridSize().height() > BROWSER_PX + 10  # room for the caption line
+        assert page.caption_lengths_label.isVisible()
+        bars = page.caption_lengths.shown()
+        assert sum(n for _, n in bars) == 3 and bars[0][0].startswith("5–") and bars[0][1] == 2
+        assert bars[-1][1] == 1 and bars[-1][0].endswith(f"{len(long.strip())}")  # "a cat", the tags, the long one
+
+        add_dataset(p, "sample", name="sample")
+        show(page, qtbot, p, "sample")
+        qtbot.waitUntil(lambda: page.thumbnail_count() > 0, timeout=WAIT_MS)
+        assert "templated from the class names" in page.captions_label.text()
+        assert page.thumbs.item(0).text() == "a photo of a 0."
+        # "a photo of a 0." (15), "a picture of a 0." (17), "an image of the 0." (18): one bar a length
+        assert page.caption_lengths.shown() == [("15", 1797), ("16", 0), ("17", 1797), ("18", 1797)]
