@@ -55,7 +55,9 @@ def test_ticked_protocols_are_stored_and_run_details_show_every_number_with_its_
     qtbot.waitUntil(lambda: w.run_details.evaluate_button.isEnabled(), timeout=10_000)
     w.run_details.evaluate_button.click()
     dialog = w.evaluate_dialog
-    assert [dialog.checks[p.key].text() for p in PROTOCOLS] == [p.label for p in PROTOCOLS]
+    image_only = [p for p in PROTOCOLS if not p.needs_text]  # an image-only run: no zero-shot to offer
+    assert [dialog.checks[p.key].text() for p in image_only] == [p.label for p in image_only]
+    assert not any(p.key in dialog.checks for p in PROTOCOLS if p.needs_text)
     assert "Wang & Isola" in dialog.checks["rank"].toolTip()
     chosen = ("fewshot", "finetune", "retrieval", "clustering", "rank")
     for key, box in dialog.checks.items():
