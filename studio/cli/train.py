@@ -1,4 +1,4 @@
-"""train (runs, metrics and label: cli.runs; the queue: cli.queue).
+"""train (runs, metrics and label: cli.runs; the queue: cli.queue; many GPUs: cli.train_gpus).
 
 Progress goes to standard error; with --json the one result object goes to standard output.
 Ctrl-C (SIGINT) or SIGTERM stop a run cleanly between two steps, with a checkpoint, as 'stopped';
@@ -363,9 +363,13 @@ def _train(args: argparse.Namespace) -> int:
     request = _request(args)
     env = torchrun_env()
     if env is not None:
-        return _train_distributed(args, env, request)
+        from studio.cli import train_gpus
+
+        return train_gpus.train_rank(args, env, request)
     if args.gpus and args.gpus > 1:
-        return _launch_gpus(args, request)
+        from studio.cli import train_gpus
+
+        return train_gpus.launch_gpus(args, request)
 
     with Project.open(args.project) as project:
         try:
@@ -509,52 +513,3 @@ def register(sub) -> None:
                    help="data-parallel training on N GPUs of this machine (starts torchrun; "
                         "--batch-size is the global batch); with --device cpu, N processes on the CPU")
     t.set_defaults(func=_train)
-
-
-
-# -- many GPUs (torchrun) ---------------------------------------------------------------------
-def _launch_gpus(args: argparse.Namespace, request: dict[str, Any]) -> int:
-    """Store (or check) the run here, then have torchrun's processes train it by its id."""
-    from studio.services.distributed import check_gpus, launch_torchrun
-    from studio.services.training import prepare_run
-    from studio.store import Project
-
-    device = args.device or (request["new"][1].device if "new" in request else None)
-    check_gpus(args.gpus, device)
-    with Project.open(args.project) as project:
-        prepared = prepare_run(project, **request, processes=args.gpus)
-        _announce(prepared, args.gpus, "CPU, gloo" if device == "cpu" else "one per GPU, NCCL")
-    forwarded = ["train", str(args.project), "--resume" if prepared.resume else "--run-id", str(prepared.run.id)]
-    if device:
-        forwarded += ["--device", device]
-    if args.log_every is not None:
-        forwarded += ["--log-every", str(args.log_every)]
-    if args.json:
-        forwarded.append("--json")
-    code = launch_torchrun(args.gpus, forwarded)
-    return 0 if code == 0 else 1
-
-
-def _train_distributed(args: argparse.Namespace, env, request: dict[str, Any]) -> int:
-    """One of the processes torchrun started: rank 0 records the run and prints; the others train."""
-    from studio.engine.train import TrainingControl
-    from studio.engine.train.distributed import init_distributed, shutdown_distributed
-    from studio.services.distributed import PeerFailed, train_distributed
-
-    ctx = init_distributed(env, args.device)
-    control = TrainingControl()
-    printer = ProgressPrinter(args.project)
-    try:
-        with stop_on_signals(control):
-            outcome = train_distributed(ctx, args.project, request, control=control, progress=_decoding,
-                                        callbacks=[printer])
-    except PeerFailed:
-        return 1  # rank 0 prints the reason
-    finally:
-        shutdown_distributed()
-    result = outcome.result
-    if not ctx.is_main:
-        return 1 if result.status in (RunStatus.FAILED, RunStatus.DIVERGED) else 0
-    return report_result(args, outcome.run_id, result, outcome.checkpoint,
-                         f"torchrun ... -m studio train {args.project} --resume {outcome.run_id}",
-                         processes=ctx.world_size)
