@@ -128,7 +128,9 @@ class NeighbourIndex:
         else:
             sims, candidates = self._ivf.search(q[None, :], k + (exclude is not None))
             sims, candidates = sims[0], candidates[0]
-            keep = (candidates >= 0) & (candidates != (-1 if exclude is None else exclude))
+            keep = candidates >= 0  # faiss pads with -1 when the cells scanned hold fewer than asked
+            if exclude is not None:
+                keep &= candidates != exclude
             sims, candidates = sims[keep], candidates[keep]
         return _ranked(candidates, sims, k)
 
